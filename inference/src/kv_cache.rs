@@ -1,0 +1,106 @@
+//! Per-sequence key/value cache.
+//!
+//! Each sequence owns one buffer per layer for K and one for V, rows of
+//! `kv_dim` floats by position. We chose per-sequence buffers over paged
+//! blocks: on the CPU, attention reads each row sequentially from one
+//! contiguous buffer (no block table indirection), a finished sequence frees
+//! its memory at once by being dropped, and fragmentation is not a concern
+//! because admission reserves every sequence's worst case (prompt +
+//! max_tokens) up front against the configured KV budget (see `engine`), so
+//! the cache never needs to preempt. Buffers grow in steps of
+//! [`GROW_TOKENS`] positions up to that reservation.
+
+/// Positions added at a time when a buffer grows.
+pub const GROW_TOKENS: usize = 64;
+
+/// K and V for every layer of one sequence.
+#[derive(Debug)]
+pub struct KvCache {
+    kv_dim: usize,
+    len: usize,
+    /// Capacity in positions of every buffer.
+    cap: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `n_layer` layers of `kv_dim` wide rows.
+    pub fn new(n_layer: usize, kv_dim: usize) -> Self {
+        Self {
+            kv_dim,
+            len: 0,
+            cap: 0,
+            k: vec![Vec::new(); n_layer],
+            v: vec![Vec::new(); n_layer],
+        }
+    }
+
+    /// Bytes one position costs across all layers (K and V, f32).
+    pub fn bytes_per_token(n_layer: usize, kv_dim: usize) -> usize {
+        2 * n_layer * kv_dim * std::mem::size_of::<f32>()
+    }
+
+    /// Positions written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Make room for `positions` positions.
+    pub fn reserve(&mut self, positions: usize) {
+        if positions <= self.cap {
+            return;
+        }
+        let cap = positions.div_ceil(GROW_TOKENS) * GROW_TOKENS;
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            buf.resize(cap * self.kv_dim, 0.0);
+        }
+        self.cap = cap;
+    }
+
+    /// Write K and V of position `pos` in `layer`. Positions are written in
+    /// order; the last layer's write of a position makes it count.
+    pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        self.reserve(pos + 1);
+        let r = pos * self.kv_dim..(pos + 1) * self.kv_dim;
+        self.k[layer][r.clone()].copy_from_slice(k);
+        self.v[layer][r].copy_from_slice(v);
+        if layer + 1 == self.k.len() {
+            self.len = self.len.max(pos + 1);
+        }
+    }
+
+    /// All K and V rows of a layer (at least `len()` positions; during a
+    /// forward pass also the positions written in this step).
+    pub fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+        (&self.k[layer], &self.v[layer])
+    }
+
+    /// Bytes currently allocated.
+    pub fn allocated_bytes(&self) -> usize {
+        2 * self.k.len() * self.cap * self.kv_dim * std::mem::size_of::<f32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_in_steps_and_counts_positions_after_last_layer() {
+        let mut c = KvCache::new(2, 4);
+        c.write(0, 0, &[1.0; 4], &[2.0; 4]);
+        assert_eq!(c.len(), 0);
+        c.write(1, 0, &[3.0; 4], &[4.0; 4]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.allocated_bytes(), 2 * 2 * GROW_TOKENS * 4 * 4);
+        let (k, v) = c.layer(1);
+        assert_eq!(&k[..4], &[3.0; 4]);
+        assert_eq!(&v[..4], &[4.0; 4]);
+    }
+}

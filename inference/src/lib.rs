@@ -1,0 +1,23 @@
+//! Starling's local inference engine.
+//!
+//! - `engine`: the [`Engine`] handle and the engine thread that owns a model
+//!   and runs the continuous-batching loop.
+//! - `scheduler`: which sequences run in the next step (plain data, no model).
+//! - `models::llama_gguf`: the llama-family forward pass over GGUF tensors.
+//! - `kernels`: CPU SIMD kernels (quantized matmul, norms, RoPE, attention).
+//! - `kv_cache`: per-sequence key/value buffers.
+//! - `sampling`: logits processing and seeded sampling.
+//! - `detok`: streaming detokenization (whole UTF-8 only) and stop strings.
+//! - `tokenizer`, `chat`, `gguf`: tokenizer, chat template and metadata from the GGUF.
+//!
+//! The crate knows nothing about HTTP or providers.
+
+pub mod chat;
+pub mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod kv_cache;
+pub mod models;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

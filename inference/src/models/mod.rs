@@ -1,0 +1,3 @@
+//! Model implementations, one per file.
+
+pub mod llama_gguf;
