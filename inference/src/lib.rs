@@ -13,11 +13,21 @@
 //! The crate knows nothing about HTTP or providers.
 
 pub mod chat;
+pub mod detok;
+pub mod engine;
 pub mod error;
 pub mod gguf;
 pub mod kernels;
 pub mod kv_cache;
 pub mod models;
+pub mod sampling;
+pub mod scheduler;
 pub mod tokenizer;
 
+pub use chat::{ChatMessage, Role};
+pub use engine::{
+    Done, Engine, EngineConfig, EngineStats, Event, FinishReason, GenerateRequest, GenerationStream, LogprobInfo,
+    ModelInfo, Prompt, TokenEvent, Usage,
+};
 pub use error::{Error, Result};
+pub use sampling::SamplingParams;

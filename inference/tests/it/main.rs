@@ -4,7 +4,10 @@
 //!
 //! - `tokenizer`: ids and round trips against llama.cpp's tokenizer.
 //! - `model`: greedy decode against llama.cpp; load errors.
+//! - `engine`: the batching engine: determinism, batch equivalence, stop
+//!   strings, UTF-8 streaming, cancellation, admission control.
 
+mod engine;
 mod model;
 mod support;
 mod tokenizer;

@@ -28,3 +28,11 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// An engine on the real SmolLM2 with test-sized limits, adjusted by `f`.
+pub fn engine_with(f: impl FnOnce(&mut inference::EngineConfig)) -> inference::Engine {
+    let mut cfg = inference::EngineConfig::new(smollm2_path(), "smollm2");
+    cfg.threads = 2;
+    f(&mut cfg);
+    inference::Engine::start(cfg).expect("engine start")
+}

@@ -1,0 +1,239 @@
+//! The continuous-batching engine on the real model.
+
+use inference::{
+    ChatMessage, Done, Engine, Error, Event, FinishReason, GenerateRequest, GenerationStream, Prompt, Role,
+    SamplingParams, TokenEvent,
+};
+
+use crate::support::{engine_with, fixture, ids};
+
+/// Tokens, per-token texts and the end of a stream.
+async fn collect(mut s: GenerationStream) -> (Vec<TokenEvent>, Done) {
+    let mut toks = Vec::new();
+    loop {
+        match s.next().await.expect("stream ended without Done") {
+            Event::Token(t) => toks.push(t),
+            Event::Done(d) => return (toks, d),
+            Event::Error(e) => panic!("engine error: {e}"),
+        }
+    }
+}
+
+fn text(toks: &[TokenEvent], done: &Done) -> String {
+    toks.iter().map(|t| t.text.as_str()).collect::<String>() + &done.flush
+}
+
+fn chat(user: &str) -> Prompt {
+    Prompt::Chat(vec![ChatMessage::new(Role::User, user)])
+}
+
+fn sampled(user: &str, seed: u64, max_tokens: usize) -> GenerateRequest {
+    let mut r = GenerateRequest::new(chat(user));
+    r.max_tokens = Some(max_tokens);
+    r.sampling = SamplingParams { temperature: 0.9, top_p: 0.95, seed: Some(seed), ..Default::default() };
+    r
+}
+
+fn greedy_case(idx: usize) -> (Vec<u32>, Vec<u32>, String) {
+    let fx = fixture("smollm2-greedy.json");
+    let c = &fx["cases"][idx];
+    (ids(&c["prompt_ids"]), ids(&c["greedy_ids"]), c["greedy_text"].as_str().expect("text").to_owned())
+}
+
+#[tokio::test]
+async fn chat_prompt_renders_to_llama_cpp_prompt_ids() {
+    let engine = engine_with(|_| {});
+    let fx = fixture("smollm2-greedy.json");
+    for c in fx["cases"].as_array().expect("cases") {
+        let got = engine.encode_prompt(&chat(c["user"].as_str().expect("user"))).expect("encode");
+        assert_eq!(got, ids(&c["prompt_ids"]));
+    }
+}
+
+#[tokio::test]
+async fn same_seed_same_output_and_seed_matters() {
+    let engine = engine_with(|_| {});
+    let run = |seed| {
+        let e = engine.clone();
+        async move {
+            let (toks, _) = collect(e.generate(sampled("Write a tweet about coffee.", seed, 24)).expect("admit")).await;
+            toks.iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    let a = run(42).await;
+    assert_eq!(a.len(), 24);
+    assert_eq!(a, run(42).await);
+    assert_ne!(a, run(43).await);
+}
+
+#[tokio::test]
+async fn a_sequence_alone_and_beside_seven_others_gives_the_same_tokens() {
+    let engine = engine_with(|_| {});
+    let (alone, _) = collect(engine.generate(sampled("Describe a sunrise.", 7, 32)).expect("admit")).await;
+    let others = [
+        "Write a poem about cats.",
+        "List three fruits.",
+        "What is Rust?",
+        "Say something nice.",
+        "Explain gravity briefly.",
+        "Give me a slogan for shoes.",
+        "How do birds fly?",
+    ];
+    // Start the neighbours first so the sequence joins a running batch.
+    let mut streams: Vec<GenerationStream> = others
+        .iter()
+        .enumerate()
+        .map(|(i, u)| engine.generate(sampled(u, 100 + i as u64, 40)).expect("admit"))
+        .collect();
+    let mut first = streams[0].next().await;
+    assert!(matches!(first.take(), Some(Event::Token(_))));
+    let target = engine.generate(sampled("Describe a sunrise.", 7, 32)).expect("admit");
+    let handles: Vec<_> = streams.into_iter().map(|s| tokio::spawn(collect(s))).collect();
+    let (batched, _) = collect(target).await;
+    for h in handles {
+        h.await.expect("neighbour");
+    }
+    let ids = |t: &[TokenEvent]| t.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(&alone), ids(&batched));
+    assert!(engine.stats().steps > 0);
+}
+
+#[tokio::test]
+async fn greedy_through_the_engine_streams_emoji_whole() {
+    let engine = engine_with(|_| {});
+    // Case 0's answer is emoji, each split over several byte tokens.
+    let (prompt, want_ids, want_text) = greedy_case(0);
+    let mut r = GenerateRequest::new(Prompt::Tokens(prompt));
+    r.max_tokens = Some(want_ids.len());
+    r.sampling = SamplingParams::greedy();
+    let (toks, done) = collect(engine.generate(r).expect("admit")).await;
+    assert_eq!(toks.iter().map(|t| t.id).collect::<Vec<_>>(), want_ids);
+    assert!(toks.iter().any(|t| t.text.is_empty()), "partial bytes must be held back");
+    assert!(toks.iter().all(|t| !t.text.contains('\u{FFFD}')));
+    assert_eq!(text(&toks, &done), want_text);
+    assert_eq!(done.finish, FinishReason::Length);
+}
+
+#[tokio::test]
+async fn stop_string_spanning_tokens_ends_generation_and_is_not_emitted() {
+    let engine = engine_with(|_| {});
+    // Case 1: "L'Étoile, la Cité, ..." - ", la C" covers three tokens.
+    let (prompt, _, want_text) = greedy_case(1);
+    let stop = ", la C";
+    let at = want_text.find(stop).expect("stop in reference text");
+    let mut r = GenerateRequest::new(Prompt::Tokens(prompt));
+    r.max_tokens = Some(24);
+    r.sampling = SamplingParams::greedy();
+    r.stop = vec![stop.to_owned(), "never appears".to_owned()];
+    let (toks, done) = collect(engine.generate(r).expect("admit")).await;
+    assert_eq!(done.finish, FinishReason::Stop);
+    assert_eq!(text(&toks, &done), &want_text[..at]);
+}
+
+#[tokio::test]
+async fn dropping_the_stream_cancels_and_frees_the_slot() {
+    let engine = engine_with(|c| {
+        c.max_running = 1;
+        c.max_waiting = 0;
+    });
+    let mut long = GenerateRequest::new(chat("Tell me a long story."));
+    long.max_tokens = Some(4000);
+    long.ignore_eos = true;
+    let mut first = engine.generate(long.clone()).expect("admit");
+    assert!(matches!(first.next().await, Some(Event::Token(_))));
+    assert!(engine.stats().kv_reserved_bytes > 0);
+
+    // Full: the next request fails at once, with a retry estimate.
+    match engine.generate(long.clone()) {
+        Err(Error::Overloaded { retry_after, .. }) => assert!(retry_after.as_secs() >= 1),
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+
+    drop(first);
+    let mut stats = engine.watch_stats();
+    stats
+        .wait_for(|s| s.running == 0 && s.kv_reserved_bytes == 0)
+        .await
+        .expect("engine alive");
+    // The slot is free again.
+    let mut short = GenerateRequest::new(chat("Hi"));
+    short.max_tokens = Some(2);
+    let (toks, _) = collect(engine.generate(short).expect("slot freed by cancellation")).await;
+    assert!(!toks.is_empty());
+}
+
+#[tokio::test]
+async fn kv_budget_is_enforced() {
+    // Room for about 300 tokens of KV.
+    let engine = engine_with(|c| c.kv_cache_bytes = 300 * 46_080);
+    let mut r = GenerateRequest::new(chat("Hi"));
+    r.max_tokens = Some(200);
+    let held = engine.generate(r.clone()).expect("first fits");
+    assert!(matches!(engine.generate(r.clone()), Err(Error::Overloaded { reason: "kv cache full", .. })));
+    r.max_tokens = Some(1000);
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "max_tokens", .. })));
+    drop(held);
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let engine: Engine = engine_with(|_| {});
+    let mut r = GenerateRequest::new(chat("Hi"));
+    r.max_tokens = Some(1_000_000);
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "max_tokens", .. })));
+    let r = GenerateRequest::new(Prompt::Tokens(vec![]));
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "prompt", .. })));
+    let r = GenerateRequest::new(Prompt::Tokens(vec![999_999]));
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "prompt", .. })));
+    let mut r = GenerateRequest::new(chat("Hi"));
+    r.sampling.temperature = -1.0;
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "temperature", .. })));
+    let mut r = GenerateRequest::new(chat("Hi"));
+    r.logprobs = Some(50);
+    assert!(matches!(engine.generate(r), Err(Error::InvalidRequest { param: "logprobs", .. })));
+}
+
+#[tokio::test]
+async fn logprobs_for_output_and_prompt_tokens() {
+    let engine = engine_with(|_| {});
+    let mut r = GenerateRequest::new(chat("Name a color."));
+    r.max_tokens = Some(5);
+    r.sampling = SamplingParams::greedy();
+    r.logprobs = Some(3);
+    r.prompt_logprobs = Some(2);
+    let prompt_len = engine.encode_prompt(&r.prompt).expect("encode").len();
+    let (toks, done) = collect(engine.generate(r).expect("admit")).await;
+    for t in &toks {
+        let lp = t.logprob.as_ref().expect("asked for logprobs");
+        assert_eq!(lp.top.len(), 3);
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(lp.top[0].id, t.id);
+        assert!(lp.logprob <= 0.0 && lp.logprob == lp.top[0].logprob);
+    }
+    let plp = done.prompt_logprobs.expect("asked for prompt logprobs");
+    assert_eq!(plp.len(), prompt_len);
+    assert!(plp[0].is_none());
+    assert!(plp[1..].iter().all(|p| p.as_ref().is_some_and(|p| p.logprob <= 0.0 && p.top.len() == 2)));
+    assert_eq!(done.usage.prompt_tokens, prompt_len);
+    assert_eq!(done.usage.completion_tokens, toks.len());
+}
+
+#[tokio::test]
+async fn long_prompt_is_prefilled_in_chunks_while_others_stream() {
+    let engine = engine_with(|c| {
+        c.prefill_chunk = 16;
+        c.max_batch_tokens = 24;
+    });
+    let long_text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+    let mut a = GenerateRequest::new(chat(&long_text));
+    a.max_tokens = Some(4);
+    a.sampling = SamplingParams::greedy();
+    let mut whole = a.clone();
+    let (chunked, _) = collect(engine.generate(a).expect("admit")).await;
+    // The same prompt in one big chunk on a fresh engine gives the same tokens.
+    let engine2 = engine_with(|_| {});
+    whole.max_tokens = Some(4);
+    let (unchunked, _) = collect(engine2.generate(whole).expect("admit")).await;
+    let ids = |t: &[TokenEvent]| t.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(&chunked), ids(&unchunked));
+}
