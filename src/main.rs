@@ -1,1 +1,158 @@
-fn main(){}
+//! `starling`: the command line. Parses arguments, loads the one config,
+//! builds the pieces and runs the command. Every error ends as one line on
+//! stderr and exit status 2.
+
+mod config;
+mod telemetry;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use inference::{ChatMessage, Engine, Event, GenerateRequest, Prompt, Role, SamplingParams};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "starling", version, about = "Local AI content for social media")]
+struct Cli {
+    /// Config file (default: built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream a completion of a chat prompt from the local model to stdout.
+    Generate(GenerateArgs),
+    /// The model manifest.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// A system message (default: the model template's own).
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 for greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Model name from models/models.toml.
+    #[arg(long)]
+    model: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every model of the manifest and whether it is fetched.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Generate(args) => generate(&config, args),
+        Command::Models { command: ModelsCommand::List } => {
+            models_list(&config);
+            Ok(())
+        }
+    }
+}
+
+fn models_list(config: &Config) {
+    println!(
+        "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} SOURCE",
+        "NAME", "KIND", "FORMAT", "CONTEXT", "TEMPLATE", "FETCHED"
+    );
+    for m in &config.models {
+        let fetched = if config.model_path(m).exists() { "yes" } else { "no" };
+        println!(
+            "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} {}=={}",
+            m.name, m.kind, m.format, m.context_length, m.chat_template, fetched, m.source.package, m.source.version
+        );
+    }
+}
+
+fn generate(config: &Config, args: GenerateArgs) -> Result<()> {
+    let model = config.llm(args.model.as_deref())?;
+    let engine = Engine::start(config.engine_config(model)?).context("cannot start the engine")?;
+    let mut messages = Vec::new();
+    if let Some(system) = args.system {
+        messages.push(ChatMessage::new(Role::System, system));
+    }
+    messages.push(ChatMessage::new(Role::User, args.prompt));
+    let mut req = GenerateRequest::new(Prompt::Chat(messages));
+    req.max_tokens = Some(args.max_tokens);
+    req.sampling = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    req.stop = args.stop;
+    let started = Instant::now();
+    let mut stream = engine.generate(req)?;
+    let mut out = std::io::stdout().lock();
+    let mut first = None;
+    let mut n = 0;
+    while let Some(event) = stream.blocking_next() {
+        match event {
+            Event::Token(t) => {
+                first.get_or_insert_with(Instant::now);
+                n += 1;
+                out.write_all(t.text.as_bytes())?;
+                out.flush()?;
+            }
+            Event::Done(d) => {
+                writeln!(out, "{}", d.flush)?;
+                let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+                eprintln!(
+                    "[{} prompt + {} tokens, {:?}; ttft {:.0} ms, {:.1} tok/s]",
+                    d.usage.prompt_tokens,
+                    d.usage.completion_tokens,
+                    d.finish,
+                    first.map(|f| (f - started).as_secs_f64() * 1e3).unwrap_or(0.0),
+                    if decode > 0.0 { (n - 1) as f64 / decode } else { 0.0 }
+                );
+                return Ok(());
+            }
+            Event::Error(e) => anyhow::bail!("generation failed: {e}"),
+        }
+    }
+    anyhow::bail!("the engine stopped before the answer was complete")
+}

@@ -218,8 +218,27 @@ impl Sampler {
         for l in logits.iter_mut() {
             *l = ((*l - max) * inv_t).exp();
         }
-        let total: f32 = logits.iter().sum();
+        // The most likely token now has weight exp(0) = 1, so min_p is a
+        // plain threshold on these weights.
+        let floor = p.min_p;
         let vocab = logits.len();
+        if p.top_k == 0 && p.top_p >= 1.0 {
+            // No ordering needed: one pass to weigh, one to draw.
+            let mass: f32 = logits.iter().filter(|&&w| w >= floor).sum();
+            let mut u = self.rng.gen::<f32>() * mass;
+            let mut last = 0;
+            for (i, &w) in logits.iter().enumerate() {
+                if w >= floor {
+                    last = i;
+                    u -= w;
+                    if u <= 0.0 {
+                        return i as u32;
+                    }
+                }
+            }
+            return last as u32;
+        }
+        let total: f32 = logits.iter().sum();
         let k = if p.top_k == 0 { vocab } else { p.top_k.min(vocab) };
         // Sort only as much of the head of the distribution as the filters
         // need: grow the sorted prefix until it holds top_p of the mass.
@@ -244,7 +263,6 @@ impl Sampler {
         }
         self.idx.truncate(keep.max(1));
         // min_p relative to the most likely token.
-        let floor = p.min_p * logits[self.idx[0] as usize];
         let idx = &mut self.idx;
         let kept = idx.iter().take_while(|&&i| logits[i as usize] >= floor).count().max(1);
         idx.truncate(kept);
@@ -340,6 +358,22 @@ mod tests {
         for _ in 0..50 {
             let id = s.sample(&mut logits(), None).id;
             assert!(order[..3].contains(&id), "{id}");
+        }
+    }
+
+    #[test]
+    fn unfiltered_sampling_reaches_many_tokens_and_min_p_cuts_the_tail() {
+        let flat: Vec<f32> = (0..50).map(|i| if i < 5 { 2.0 } else { 0.0 }).collect();
+        let mut s = Sampler::new(SamplingParams { seed: Some(9), ..Default::default() }, &[]);
+        let mut seen = HashSet::new();
+        for _ in 0..400 {
+            seen.insert(s.sample(&mut flat.clone(), None).id);
+        }
+        assert!(seen.len() > 20, "{}", seen.len());
+        // exp(-2) = 0.135 < 0.2: only the five heavy tokens survive.
+        let mut s = Sampler::new(SamplingParams { seed: Some(9), min_p: 0.2, ..Default::default() }, &[]);
+        for _ in 0..200 {
+            assert!(s.sample(&mut flat.clone(), None).id < 5);
         }
     }
 

@@ -303,7 +303,10 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: detect() checked the CPU features.
-            Self::Avx2 | Self::AvxVnni => unsafe { x86::dot_q8_avx2(w, rows, out) },
+            Self::Avx2 => unsafe { x86::dot_q8_avx2(w, rows, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detect() checked the CPU features.
+            Self::AvxVnni => unsafe { x86::dot_q8_vnni(w, rows, out) },
             _ => scalar::dot_q8(w, rows, out),
         }
     }
@@ -403,28 +406,40 @@ mod x86 {
         dot_q4_body!(w, rows, out, isum)
     }
 
+    macro_rules! dot_q8_body {
+        ($w:expr, $rows:expr, $out:expr, $isum:expr) => {{
+            let nrows = $rows.len();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (b, wb) in $w.iter().enumerate() {
+                // SAFETY: qs is 32 bytes; unaligned load.
+                let x = unsafe { _mm256_loadu_si256(wb.qs.as_ptr().cast()) };
+                // Signed x signed via |x| * (y * sign(x)), as llama.cpp does.
+                let ax = _mm256_sign_epi8(x, x);
+                for r in 0..nrows {
+                    // SAFETY: every activation row has as many blocks as the weight row.
+                    let ab = unsafe { $rows.get_unchecked(r).get_unchecked(b) };
+                    let y = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
+                    let p = _mm256_cvtepi32_ps($isum(ax, _mm256_sign_epi8(y, x)));
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), p, acc[r]);
+                }
+            }
+            for r in 0..nrows {
+                $out[r] = hsum(acc[r]);
+            }
+        }};
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q8_avx2(w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
         let ones = _mm256_set1_epi16(1);
-        let nrows = rows.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (b, wb) in w.iter().enumerate() {
-            // SAFETY: qs is 32 bytes; unaligned load.
-            let x = unsafe { _mm256_loadu_si256(wb.qs.as_ptr().cast()) };
-            // Signed x signed via |x| * (y * sign(x)), as llama.cpp does.
-            let ax = _mm256_sign_epi8(x, x);
-            for r in 0..nrows {
-                // SAFETY: every activation row has as many blocks as the weight row.
-                let ab = unsafe { rows.get_unchecked(r).get_unchecked(b) };
-                let y = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
-                let sy = _mm256_sign_epi8(y, x);
-                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), p, acc[r]);
-            }
-        }
-        for r in 0..nrows {
-            out[r] = hsum(acc[r]);
-        }
+        let isum = |x: __m256i, y: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
+        dot_q8_body!(w, rows, out, isum)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+    pub unsafe fn dot_q8_vnni(w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
+        let isum = |x: __m256i, y: __m256i| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
+        dot_q8_body!(w, rows, out, isum)
     }
 }
 
@@ -449,6 +464,11 @@ mod tests {
         raw
     }
 
+    /// Activations as the kernels see them (after 8-bit quantization).
+    fn dequantized(xq: &[BlockQ8A]) -> Vec<f32> {
+        xq.iter().flat_map(|b| b.qs.iter().map(move |&q| b.d * f32::from(q))).collect()
+    }
+
     /// The SIMD kernels agree with a plain f32 matmul over the dequantized
     /// weights and the dequantized activations, for every batch size.
     #[test]
@@ -463,13 +483,14 @@ mod tests {
             let x: Vec<f32> = (0..m * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
             let mut xq = Vec::new();
             quantize_rows(&x, &mut xq);
+            let xd = dequantized(&xq);
             let mut out = vec![0f32; m * rows];
             w.matmul(&xq, m, &mut out);
             for r in 0..m {
                 for j in 0..rows {
-                    let want: f32 = (0..cols).map(|k| wd[j * cols + k] * x[r * cols + k]).sum();
+                    let want: f32 = (0..cols).map(|k| wd[j * cols + k] * xd[r * cols + k]).sum();
                     let got = out[r * rows + j];
-                    assert!((want - got).abs() < 0.05 * want.abs().max(1.0), "m={m} r={r} j={j}: {got} vs {want}");
+                    assert!((want - got).abs() < 1e-3 * want.abs().max(1.0), "m={m} r={r} j={j}: {got} vs {want}");
                 }
             }
             // Batch equivalence: row r alone gives bit-identical results.
@@ -477,6 +498,35 @@ mod tests {
                 let mut single = vec![0f32; rows];
                 w.matmul(&xq[r * cols / QK..(r + 1) * cols / QK], 1, &mut single);
                 assert_eq!(&single[..], &out[r * rows..(r + 1) * rows]);
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_matmul_matches_reference() {
+        let (rows, cols) = (12, 64);
+        let mut raw = Vec::new();
+        for b in 0..rows * cols / QK {
+            raw.extend_from_slice(&half::f16::from_f32(0.02 + b as f32 * 0.001).to_le_bytes());
+            raw.extend((0..32).map(|i| (((i * 7 + b * 13) % 255) as i32 - 127) as i8 as u8));
+        }
+        let w = QMatrix::from_q8_0(rows, cols, &raw).expect("shape");
+        let mut wd = vec![0f32; rows * cols];
+        for r in 0..rows {
+            w.dequantize_row(r, &mut wd[r * cols..(r + 1) * cols]);
+        }
+        let m = 5;
+        let x: Vec<f32> = (0..m * cols).map(|i| ((i * 31 % 97) as f32 - 48.0) / 13.0).collect();
+        let mut xq = Vec::new();
+        quantize_rows(&x, &mut xq);
+        let xd = dequantized(&xq);
+        let mut out = vec![0f32; m * rows];
+        w.matmul(&xq, m, &mut out);
+        for r in 0..m {
+            for j in 0..rows {
+                let want: f32 = (0..cols).map(|k| wd[j * cols + k] * xd[r * cols + k]).sum();
+                let got = out[r * rows + j];
+                assert!((want - got).abs() < 1e-3 * want.abs().max(1.0), "r={r} j={j}: {got} vs {want}");
             }
         }
     }

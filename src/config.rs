@@ -1,0 +1,185 @@
+//! Starling's configuration: `starling.toml` (optional) -> [`RawConfig`]
+//! -> environment overrides -> [`Config`], loaded once at start.
+//! Nothing reads files or the environment after [`Config::load`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The file as written. Unknown keys are an error, so a typo never goes unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[models]`.
+    pub models: RawModels,
+    /// `[engine]`.
+    pub engine: RawEngine,
+}
+
+/// `[models]`: where models are described and stored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModels {
+    /// The manifest (`models/models.toml`).
+    pub manifest: PathBuf,
+    /// Where `scripts/fetch-models` unpacks models (`models/cache`).
+    pub cache_dir: PathBuf,
+    /// Model served when a request names none.
+    pub default: String,
+}
+
+impl Default for RawModels {
+    fn default() -> Self {
+        Self {
+            manifest: "models/models.toml".into(),
+            cache_dir: "models/cache".into(),
+            default: "smollm2-135m-instruct".into(),
+        }
+    }
+}
+
+/// `[engine]`: the local engine's limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEngine {
+    /// Forward-pass threads (0: every core).
+    pub threads: usize,
+    /// Sequences decoded together.
+    pub max_running: usize,
+    /// Requests waiting for a slot before new ones get "overloaded".
+    pub max_waiting: usize,
+    /// KV cache budget for all sequences, MiB.
+    pub kv_cache_mb: usize,
+    /// Most tokens per forward pass.
+    pub max_batch_tokens: usize,
+    /// Most prompt tokens one sequence prefills per step.
+    pub prefill_chunk: usize,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            max_running: 16,
+            max_waiting: 64,
+            kv_cache_mb: 1024,
+            max_batch_tokens: 512,
+            prefill_chunk: 256,
+        }
+    }
+}
+
+/// One `[[model]]` of the manifest.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestModel {
+    /// Name used in requests and on the command line.
+    pub name: String,
+    /// `llm`, `speech-to-text`, ...
+    pub kind: String,
+    /// `gguf`, `ctranslate2`, ...
+    pub format: String,
+    /// Main file inside `cache_dir/<name>/`.
+    pub file: String,
+    /// Where the chat template comes from.
+    pub chat_template: String,
+    /// Context length in tokens.
+    pub context_length: usize,
+    /// Source package.
+    pub source: ManifestSource,
+}
+
+/// Where a model's bytes come from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ManifestSource {
+    /// PyPI package.
+    pub package: String,
+    /// Its version.
+    pub version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    model: Vec<ManifestModel>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Models from the manifest.
+    pub models: Vec<ManifestModel>,
+    /// Folder holding fetched models.
+    pub cache_dir: PathBuf,
+    /// Default model name.
+    pub default_model: String,
+    /// Engine limits (model path filled in per model).
+    pub engine: RawEngine,
+}
+
+impl Config {
+    /// Load `path` (or the built-in defaults when `None`), apply
+    /// `STARLING_MODELS_DIR`, read and check the manifest.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let raw: RawConfig = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid config {}", p.display()))?
+            }
+            None => RawConfig::default(),
+        };
+        let cache_dir = std::env::var_os("STARLING_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or(raw.models.cache_dir);
+        let text = std::fs::read_to_string(&raw.models.manifest)
+            .with_context(|| format!("cannot read model manifest {}", raw.models.manifest.display()))?;
+        let manifest: Manifest = toml::from_str(&text)
+            .with_context(|| format!("invalid model manifest {}", raw.models.manifest.display()))?;
+        let e = &raw.engine;
+        if e.max_running == 0 || e.max_batch_tokens == 0 || e.prefill_chunk == 0 || e.kv_cache_mb == 0 {
+            bail!("engine.max_running, max_batch_tokens, prefill_chunk and kv_cache_mb must be at least 1");
+        }
+        Ok(Self {
+            models: manifest.model,
+            cache_dir,
+            default_model: raw.models.default,
+            engine: raw.engine,
+        })
+    }
+
+    /// The manifest entry of an LLM by name (`None`: the default).
+    pub fn llm(&self, name: Option<&str>) -> Result<&ManifestModel> {
+        let name = name.unwrap_or(&self.default_model);
+        let known = || self.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ");
+        let m = self
+            .models
+            .iter()
+            .find(|m| m.name == name)
+            .with_context(|| format!("unknown model `{name}` (known: {})", known()))?;
+        if m.kind != "llm" || m.format != "gguf" {
+            bail!("model `{name}` is a {} {} model, not a GGUF LLM", m.format, m.kind);
+        }
+        Ok(m)
+    }
+
+    /// Where a manifest model's main file lives.
+    pub fn model_path(&self, m: &ManifestModel) -> PathBuf {
+        self.cache_dir.join(&m.name).join(&m.file)
+    }
+
+    /// Engine settings for a model.
+    pub fn engine_config(&self, m: &ManifestModel) -> Result<inference::EngineConfig> {
+        let path = self.model_path(m);
+        if !path.exists() {
+            bail!("model `{}` is not fetched ({} missing): run scripts/fetch-models", m.name, path.display());
+        }
+        let e = &self.engine;
+        let mut cfg = inference::EngineConfig::new(path, &m.name);
+        cfg.threads = e.threads;
+        cfg.max_running = e.max_running;
+        cfg.max_waiting = e.max_waiting;
+        cfg.kv_cache_bytes = e.kv_cache_mb << 20;
+        cfg.max_batch_tokens = e.max_batch_tokens;
+        cfg.prefill_chunk = e.prefill_chunk;
+        Ok(cfg)
+    }
+}
