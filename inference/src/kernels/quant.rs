@@ -88,7 +88,7 @@ impl QMatrix {
                 BlockQ4 { d, m: -8.0 * d, qs }
             })
             .collect::<Vec<_>>();
-        (cols % QK == 0 && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
+        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
     }
 
     /// Repack GGUF Q4_1 bytes (20-byte blocks: f16 d, f16 m, 16 nibble bytes).
@@ -105,7 +105,7 @@ impl QMatrix {
                 }
             })
             .collect::<Vec<_>>();
-        (cols % QK == 0 && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
+        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
     }
 
     /// Repack GGUF Q8_0 bytes (34-byte blocks: f16 d, 32 i8).
@@ -120,7 +120,7 @@ impl QMatrix {
                 BlockQ8W { d: f16(b[0], b[1]), qs }
             })
             .collect::<Vec<_>>();
-        (cols % QK == 0 && blocks.len() * QK == rows * cols).then_some(Self::Q8 { rows, cols, blocks })
+        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q8 { rows, cols, blocks })
     }
 
     /// Output features.

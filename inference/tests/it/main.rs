@@ -7,6 +7,9 @@
 //! - `engine`: the batching engine: determinism, batch equivalence, stop
 //!   strings, UTF-8 streaming, cancellation, admission control.
 
+// Test code: a failed expectation is a panic.
+#![allow(clippy::panic, clippy::unwrap_used)]
+
 mod engine;
 mod model;
 mod support;
