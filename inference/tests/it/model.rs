@@ -13,6 +13,7 @@
 
 use inference::kv_cache::KvCache;
 use inference::models::llama_gguf::{BatchSeq, LlamaModel, Logits, Scratch};
+use inference::sampling::argmax;
 
 use crate::support::{fixture, ids, smollm2_path};
 
@@ -20,16 +21,6 @@ use crate::support::{fixture, ids, smollm2_path};
 const TIE_MARGIN: f32 = 0.3;
 /// Tokens that must agree (ties aside).
 const STRICT_PREFIX: usize = 8;
-
-fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
 
 #[test]
 fn greedy_decode_matches_llama_cpp() {
@@ -51,7 +42,7 @@ fn greedy_decode_matches_llama_cpp() {
             let start_pos = cache.len();
             let mut batch = [BatchSeq { tokens: &next, start_pos, cache: &mut cache, logits: Logits::Last }];
             model.forward(&mut batch, &mut scratch, &mut logits).expect("forward");
-            let ours = argmax(&logits);
+            let ours = argmax(&logits) as usize;
             if ours as u32 != reference {
                 let gap = logits[ours] - logits[reference as usize];
                 if step < STRICT_PREFIX {
