@@ -112,8 +112,9 @@ pub struct BatchSeq<'a> {
     pub logits: Logits,
 }
 
-/// Reusable buffers, grown to the largest batch seen and never shrunk, so a
-/// steady decode loop allocates nothing.
+/// Reusable activation buffers, grown to the largest batch seen and never
+/// shrunk, so a steady decode loop does not reallocate them (a few small
+/// per-call index vectors remain: matmul's row table, attention's owners).
 #[derive(Default)]
 pub struct Scratch {
     x: Vec<f32>,
