@@ -686,6 +686,16 @@ impl Sequence {
     }
 }
 
+/// Drop the running sequences whose index `gone` marks (dropping one frees
+/// its cache and reservation).
+fn remove_marked(running: &mut Vec<Sequence>, gone: impl Fn(usize) -> bool) {
+    let mut i = 0;
+    running.retain(|_| {
+        i += 1;
+        !gone(i - 1)
+    });
+}
+
 struct Worker {
     shared: Arc<Shared>,
     model: LlamaModel,
@@ -785,11 +795,7 @@ impl Worker {
                     let _ = s.tx.send(Event::Error(format!("inference failed: {e}")));
                 }
             }
-            let mut i = 0;
-            self.running.retain(|_| {
-                i += 1;
-                plan[i - 1] == 0
-            });
+            remove_marked(&mut self.running, |i| plan[i] > 0);
             return 0;
         }
         drop(batch);
@@ -839,11 +845,7 @@ impl Worker {
             produced += 1;
             finished[si] = s.accept(tok, sampled.id, info);
         }
-        let mut i = 0;
-        self.running.retain(|_| {
-            i += 1;
-            !finished[i - 1]
-        });
+        remove_marked(&mut self.running, |i| finished[i]);
         produced
     }
 
