@@ -9,6 +9,11 @@
 //! run and prints the ratios. Every figure is the median of several runs.
 //! Nothing is asserted: this reports, tests check behaviour.
 //!
+//! Arguments select sections, as test filters do: `cargo bench -p
+//! starling-benches -- concurrent` runs only the concurrency figures (no
+//! argument runs everything). Sections: load, prefill, decode, concurrent,
+//! busy, anchor.
+//!
 //! Env: `STARLING_BENCH_ANCHOR=0` skips llama.cpp; `STARLING_MODELS_DIR`
 //! points at the model cache.
 //!
@@ -214,6 +219,12 @@ fn main() {
     rt.block_on(bench());
 }
 
+/// Whether the command line selects this section (no filter: all).
+fn wanted(section: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
+}
+
 async fn bench() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut loads = Vec::new();
@@ -238,35 +249,48 @@ async fn bench() {
     let p400 = encode(chat(&format!("{long}Write three tweets about it.")));
 
     println!("# Starling engine bench: SmolLM2-135M-Instruct Q4_1, {cores} threads, kernel {:?}", info.kernel);
-    println!("load_s                      {:>8.3}", median(loads.clone()));
-    let pf40 = prefill_rate(&engine, &p40).await;
-    let pf400 = prefill_rate(&engine, &p400).await;
-    println!("prefill_{}tok_tok_s          {:>8.1}", p40.len(), pf40);
-    println!("prefill_{}tok_tok_s         {:>8.1}", p400.len(), pf400);
-    let dec = decode_rate(&engine, &p40, 3).await;
-    println!("decode_tok_s                {:>8.1}", dec);
-    let mut agg16 = f64::NAN;
-    for c in [1, 4, 16] {
-        let (rate, p50, p99) = concurrent(&engine, &p40, c, 3).await;
-        if c == 16 {
-            agg16 = rate;
-        }
-        println!(
-            "concurrent_{c:<2} aggregate_tok_s {:>8.1}  ttft_p50_ms {:>7.1}  ttft_p99_ms {:>7.1}",
-            rate,
-            p50 * 1e3,
-            p99 * 1e3
-        );
+    if wanted("load") {
+        println!("load_s                      {:>8.3}", median(loads.clone()));
     }
-    let busy = BusyCore::start();
-    let loaded = decode_rate(&engine, &p40, 3).await;
+    let (mut pf40, mut pf400, mut dec, mut agg16) = (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+    if wanted("prefill") {
+        pf40 = prefill_rate(&engine, &p40).await;
+        pf400 = prefill_rate(&engine, &p400).await;
+        println!("prefill_{}tok_tok_s          {:>8.1}", p40.len(), pf40);
+        println!("prefill_{}tok_tok_s         {:>8.1}", p400.len(), pf400);
+    }
+    if wanted("decode") {
+        dec = decode_rate(&engine, &p40, 3).await;
+        println!("decode_tok_s                {:>8.1}", dec);
+    }
+    if wanted("concurrent") {
+        for c in [1, 4, 16] {
+            let (rate, p50, p99) = concurrent(&engine, &p40, c, 3).await;
+            if c == 16 {
+                agg16 = rate;
+            }
+            println!(
+                "concurrent_{c:<2} aggregate_tok_s {:>8.1}  ttft_p50_ms {:>7.1}  ttft_p99_ms {:>7.1}",
+                rate,
+                p50 * 1e3,
+                p99 * 1e3
+            );
+        }
+    }
+    if wanted("busy") {
+        let busy = BusyCore::start();
+        let loaded = decode_rate(&engine, &p40, 3).await;
+        let one = start(1);
+        let loaded1 = decode_rate(&one, &p40, 3).await;
+        drop(busy);
+        println!("decode_with_busy_core_tok_s {:>8.1}  ({cores} engine threads)", loaded);
+        println!("decode_with_busy_core_tok_s {:>8.1}  (1 engine thread)", loaded1);
+    }
     drop(engine);
-    let one = start(1);
-    let loaded1 = decode_rate(&one, &p40, 3).await;
-    drop(busy);
-    println!("decode_with_busy_core_tok_s {:>8.1}  ({cores} engine threads)", loaded);
-    println!("decode_with_busy_core_tok_s {:>8.1}  (1 engine thread)", loaded1);
 
+    if !wanted("anchor") {
+        return;
+    }
     if let Some(a) = anchor(&p40, &p400) {
         let f = |k: &str| a[k].as_f64().unwrap_or(f64::NAN);
         println!("# llama.cpp (llama-cpp-python 0.3.36, {} threads, same GGUF, same prompt ids)", a["threads"]);

@@ -575,9 +575,12 @@ impl Engine {
         &self.shared.info
     }
 
-    /// The latest figures.
+    /// The latest figures: those of the last step, except the KV
+    /// reservation, which is read live (`generate` takes it before returning).
     pub fn stats(&self) -> EngineStats {
-        self.stats.borrow().clone()
+        let mut st = self.stats.borrow().clone();
+        st.kv_reserved_bytes = self.shared.admission.kv_reserved.load(Ordering::Acquire);
+        st
     }
 
     /// A receiver that sees every update of the figures (one per step).

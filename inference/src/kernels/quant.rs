@@ -1,188 +1,207 @@
 //! Quantized matrix multiplication on the CPU: the decode hot path.
 //!
-//! Weights are repacked at load from GGUF blocks into blocks with f32
-//! scales (no f16 conversion in the inner loop). Activations are quantized
-//! per row to 8-bit blocks, as llama.cpp does (`Q8_1` for Q4_x weights,
-//! `Q8_0` for Q8_0 weights: one activation format, [`BlockQ8A`], serves both),
-//! so a weight row is dotted against an activation row with integer SIMD.
+//! Weights are repacked at load from GGUF's row-major blocks into *tiles* of
+//! [`TILE`] (16) output rows, interleaved four quants at a time: in each
+//! 64-byte vector of a tile block, bytes `4i..4i+4` belong to row `i`. One
+//! `vpdpbusd` against four activation bytes broadcast to every lane then
+//! advances sixteen output rows at once, and each 32-bit lane ends a block
+//! holding one row's exact integer dot product. The per-block float work
+//! (convert, scale, accumulate) is one vector operation per sixteen rows,
+//! where a row-at-a-time kernel pays it per row plus a horizontal sum. This is
+//! the layout llama.cpp's repacked `Q4_0_8x8` GEMM kernels use, widened to 16.
 //!
-//! `matmul` streams each weight row once per call and dots it against every
-//! activation row of the batch (tiles of four), which is what makes a batched
-//! decode step cost little more than a single-sequence one. Work is split into
-//! many more row chunks than threads so that rayon's work stealing absorbs a
-//! thread that the OS descheduled, instead of the whole step waiting on it.
+//! Activations are quantized per row to 8-bit blocks as llama.cpp does
+//! (`Q8_1`-style: one format, [`BlockQ8A`], serves every weight format).
+//! `matmul` streams each weight tile once per call and runs it against every
+//! activation row of the batch (four rows per kernel call, the tile staying in
+//! L1), which is what makes a batched decode step cost little more than a
+//! single-sequence one. Work is split into many more tile chunks than threads
+//! so that rayon's work stealing absorbs a thread that the OS descheduled.
 //!
-//! Each output element is the same sequence of float operations whatever the
-//! batch size or the chunking, so a sequence's logits do not depend on what
-//! else is in the batch (the batch-equivalence guarantee of the engine).
+//! Every output element is the same sequence of operations whatever the batch
+//! size, the chunking or the kernel: exact integer block sums, then per block
+//! `acc = fma(isum, d_w * d_a, acc)` (and `fma(m_w, s_a, acc)` for Q4_1), so a
+//! sequence's logits do not depend on what else is in the batch (the engine's
+//! batch-equivalence guarantee) and the SIMD kernels agree bit for bit with
+//! the scalar one.
 
 use rayon::prelude::*;
 
 /// Values per quantization block (all formats used here).
 pub const QK: usize = 32;
 
-/// A Q4_0/Q4_1 weight block: `x[i] = d * q[i] + m`, q in 0..16.
-/// Low nibbles of `qs` hold elements 0..16, high nibbles 16..32.
-/// (Q4_0 is `d * (q - 8)`, stored here as `m = -8 d`.)
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BlockQ4 {
-    d: f32,
-    m: f32,
-    qs: [u8; 16],
+/// Weight rows per interleaved tile (the lanes of a 512-bit vector of i32).
+pub const TILE: usize = 16;
+
+/// Activation rows per kernel call.
+const ROWS: usize = 4;
+
+/// The GGUF weight formats we have kernels for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QFormat {
+    /// `x = d * (q - 8)`, q in 0..16.
+    Q4_0,
+    /// `x = d * q + m`, q in 0..16.
+    Q4_1,
+    /// `x = d * q`, q in -128..128.
+    Q8_0,
 }
 
-/// A Q8_0 weight block: `x[i] = d * q[i]`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BlockQ8W {
-    d: f32,
-    qs: [i8; 32],
+impl QFormat {
+    /// Bytes of one 32-value block in a GGUF file.
+    fn ggml_block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+        }
+    }
+
+    fn has_min(self) -> bool {
+        self == Self::Q4_1
+    }
+
+    /// Offset of the quants in a tile block: `TILE` f16 scales, then (Q4_1)
+    /// `TILE` f16 mins.
+    fn qs_offset(self) -> usize {
+        if self.has_min() {
+            4 * TILE
+        } else {
+            2 * TILE
+        }
+    }
+
+    /// Bytes of one tile block (`TILE` rows x 32 values).
+    fn tile_block_bytes(self) -> usize {
+        self.qs_offset()
+            + match self {
+                Self::Q4_0 | Self::Q4_1 => TILE * QK / 2,
+                Self::Q8_0 => TILE * QK,
+            }
+    }
 }
 
-/// An activation block: `x[i] ~= d * q[i]`, `s = d * sum(q)` (for Q4_1's offset).
+/// An activation block: `x[i] ~= d * q[i]`, `s = d * sum(q)` rounded to f16
+/// (Q4_1's offset term, as llama.cpp computes it), `qsum = sum(q)` exactly
+/// (Q4_0's zero point, folded into the integer sum).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BlockQ8A {
     d: f32,
     s: f32,
+    qsum: i32,
     qs: [i8; 32],
 }
 
-/// A weight matrix `[rows, cols]` in one of the formats we have kernels for.
-#[derive(Debug)]
-pub enum QMatrix {
-    /// Q4_0 / Q4_1 blocks.
-    Q4 {
-        /// Output features.
-        rows: usize,
-        /// Input features (a multiple of 32).
-        cols: usize,
-        /// `rows * cols / 32` blocks, row-major.
-        blocks: Vec<BlockQ4>,
-    },
-    /// Q8_0 blocks.
-    Q8 {
-        /// Output features.
-        rows: usize,
-        /// Input features (a multiple of 32).
-        cols: usize,
-        /// `rows * cols / 32` blocks, row-major.
-        blocks: Vec<BlockQ8W>,
-    },
+impl BlockQ8A {
+    /// Quants `4g..4g+4` as one little-endian word (a broadcast operand).
+    #[inline(always)]
+    fn word(&self, g: usize) -> i32 {
+        i32::from_le_bytes([self.qs[4 * g] as u8, self.qs[4 * g + 1] as u8, self.qs[4 * g + 2] as u8, self.qs[4 * g + 3] as u8])
+    }
 }
 
-fn f16(lo: u8, hi: u8) -> f32 {
-    half::f16::from_le_bytes([lo, hi]).to_f32()
+/// A weight matrix `[rows, cols]` repacked into tiles.
+#[derive(Debug)]
+pub struct QMatrix {
+    format: QFormat,
+    rows: usize,
+    cols: usize,
+    /// `ceil(rows / TILE)` tiles, each `cols / 32` tile blocks. Rows past
+    /// `rows` in the last tile are zero and never written out.
+    data: Vec<u8>,
 }
 
 impl QMatrix {
-    /// Repack GGUF Q4_0 bytes (18-byte blocks: f16 d, 16 nibble bytes).
-    pub fn from_q4_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        let blocks = raw
-            .chunks_exact(18)
-            .map(|b| {
-                let d = f16(b[0], b[1]);
-                let mut qs = [0u8; 16];
-                qs.copy_from_slice(&b[2..18]);
-                BlockQ4 { d, m: -8.0 * d, qs }
-            })
-            .collect::<Vec<_>>();
-        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
+    /// Repack GGUF blocks of `format` holding a row-major `[rows, cols]`
+    /// matrix. `None` if `raw` does not have that shape.
+    pub fn from_ggml(format: QFormat, rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
+        let gb = format.ggml_block_bytes();
+        if cols == 0 || !cols.is_multiple_of(QK) || raw.len() != rows * cols / QK * gb {
+            return None;
+        }
+        let nb = cols / QK;
+        let tb = format.tile_block_bytes();
+        let qo = format.qs_offset();
+        let tiles = rows.div_ceil(TILE);
+        let mut data = vec![0u8; tiles * nb * tb];
+        for row in 0..rows {
+            let (t, i) = (row / TILE, row % TILE);
+            for b in 0..nb {
+                let src = &raw[(row * nb + b) * gb..(row * nb + b + 1) * gb];
+                let dst = &mut data[(t * nb + b) * tb..(t * nb + b + 1) * tb];
+                dst[2 * i..2 * i + 2].copy_from_slice(&src[..2]);
+                let quants = match format {
+                    QFormat::Q4_0 => &src[2..],
+                    QFormat::Q4_1 => {
+                        dst[2 * TILE + 2 * i..2 * TILE + 2 * i + 2].copy_from_slice(&src[2..4]);
+                        &src[4..]
+                    }
+                    QFormat::Q8_0 => &src[2..],
+                };
+                // Word k of a row goes to lane i of vector k. For Q4 a GGUF
+                // byte j holds elements j (low nibble) and j + 16 (high), so
+                // vector k's low nibbles are elements 4k.. and its high
+                // nibbles elements 16 + 4k..: the kernels' groups k and k + 4.
+                for (k, word) in quants.chunks_exact(4).enumerate() {
+                    let at = qo + k * 4 * TILE + 4 * i;
+                    dst[at..at + 4].copy_from_slice(word);
+                }
+            }
+        }
+        Some(Self { format, rows, cols, data })
     }
 
-    /// Repack GGUF Q4_1 bytes (20-byte blocks: f16 d, f16 m, 16 nibble bytes).
-    pub fn from_q4_1(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        let blocks = raw
-            .chunks_exact(20)
-            .map(|b| {
-                let mut qs = [0u8; 16];
-                qs.copy_from_slice(&b[4..20]);
-                BlockQ4 {
-                    d: f16(b[0], b[1]),
-                    m: f16(b[2], b[3]),
-                    qs,
-                }
-            })
-            .collect::<Vec<_>>();
-        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q4 { rows, cols, blocks })
-    }
-
-    /// Repack GGUF Q8_0 bytes (34-byte blocks: f16 d, 32 i8).
-    pub fn from_q8_0(rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        let blocks = raw
-            .chunks_exact(34)
-            .map(|b| {
-                let mut qs = [0i8; 32];
-                for (q, &byte) in qs.iter_mut().zip(&b[2..34]) {
-                    *q = byte as i8;
-                }
-                BlockQ8W { d: f16(b[0], b[1]), qs }
-            })
-            .collect::<Vec<_>>();
-        (cols.is_multiple_of(QK) && blocks.len() * QK == rows * cols).then_some(Self::Q8 { rows, cols, blocks })
+    /// The weight format.
+    pub fn format(&self) -> QFormat {
+        self.format
     }
 
     /// Output features.
     pub fn rows(&self) -> usize {
-        match self {
-            Self::Q4 { rows, .. } | Self::Q8 { rows, .. } => *rows,
-        }
+        self.rows
     }
 
     /// Input features.
     pub fn cols(&self) -> usize {
-        match self {
-            Self::Q4 { cols, .. } | Self::Q8 { cols, .. } => *cols,
-        }
+        self.cols
     }
 
     /// Bytes held by the repacked weights.
     pub fn size_in_bytes(&self) -> usize {
-        match self {
-            Self::Q4 { blocks, .. } => std::mem::size_of_val(blocks.as_slice()),
-            Self::Q8 { blocks, .. } => std::mem::size_of_val(blocks.as_slice()),
-        }
+        self.data.len()
     }
 
-    /// Concatenate matrices with the same format and column count along the
-    /// rows (fusing Q/K/V or gate/up into one matmul). `None` if they differ.
-    pub fn concat_rows(parts: Vec<QMatrix>) -> Option<QMatrix> {
-        let mut it = parts.into_iter();
-        let mut acc = it.next()?;
-        for p in it {
-            match (&mut acc, p) {
-                (Self::Q4 { rows, cols, blocks }, Self::Q4 { rows: r, cols: c, blocks: b }) if *cols == c => {
-                    *rows += r;
-                    blocks.extend(b);
-                }
-                (Self::Q8 { rows, cols, blocks }, Self::Q8 { rows: r, cols: c, blocks: b }) if *cols == c => {
-                    *rows += r;
-                    blocks.extend(b);
-                }
-                _ => return None,
-            }
-        }
-        Some(acc)
+    fn tile_bytes(&self) -> usize {
+        self.cols / QK * self.format.tile_block_bytes()
     }
 
     /// Dequantize one row into `out` (embedding lookup).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        let cols = self.cols();
-        let nb = cols / QK;
-        match self {
-            Self::Q4 { blocks, .. } => {
-                for (b, o) in blocks[row * nb..(row + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
-                    for j in 0..16 {
-                        o[j] = b.d * f32::from(b.qs[j] & 0x0F) + b.m;
-                        o[j + 16] = b.d * f32::from(b.qs[j] >> 4) + b.m;
+        let fmt = self.format;
+        let (tb, qo) = (fmt.tile_block_bytes(), fmt.qs_offset());
+        let (t, i) = (row / TILE, row % TILE);
+        let tile = &self.data[t * self.tile_bytes()..(t + 1) * self.tile_bytes()];
+        for (blk, o) in tile.chunks_exact(tb).zip(out.chunks_exact_mut(QK)) {
+            let f16_at = |at: usize| half::f16::from_le_bytes([blk[at], blk[at + 1]]).to_f32();
+            let d = f16_at(2 * i);
+            let qs = &blk[qo..];
+            match fmt {
+                QFormat::Q4_0 | QFormat::Q4_1 => {
+                    let (m, zero) = if fmt.has_min() { (f16_at(2 * TILE + 2 * i), 0.0) } else { (0.0, 8.0) };
+                    for k in 0..4 {
+                        for j in 0..4 {
+                            let byte = qs[k * 4 * TILE + 4 * i + j];
+                            o[4 * k + j] = d * (f32::from(byte & 0x0F) - zero) + m;
+                            o[16 + 4 * k + j] = d * (f32::from(byte >> 4) - zero) + m;
+                        }
                     }
                 }
-            }
-            Self::Q8 { blocks, .. } => {
-                for (b, o) in blocks[row * nb..(row + 1) * nb].iter().zip(out.chunks_exact_mut(QK)) {
-                    for (x, &q) in o.iter_mut().zip(&b.qs) {
-                        *x = b.d * f32::from(q);
+                QFormat::Q8_0 => {
+                    for g in 0..8 {
+                        for j in 0..4 {
+                            o[4 * g + j] = d * f32::from(qs[g * 4 * TILE + 4 * i + j] as i8);
+                        }
                     }
                 }
             }
@@ -193,32 +212,35 @@ impl QMatrix {
     /// quantized with [`quantize_rows`] (`xq` holds `m * cols / 32` blocks).
     /// Runs on the current rayon pool.
     pub fn matmul(&self, xq: &[BlockQ8A], m: usize, out: &mut [f32]) {
-        let n = self.rows();
-        let nb = self.cols() / QK;
-        debug_assert_eq!(xq.len(), m * nb);
-        debug_assert!(out.len() >= m * n);
-        let acts: Vec<&[BlockQ8A]> = xq.chunks_exact(nb).collect();
+        self.matmul_with(Kernel::detect(), xq, m, out);
+    }
+
+    fn matmul_with(&self, kernel: Kernel, xq: &[BlockQ8A], m: usize, out: &mut [f32]) {
+        let (n, nb) = (self.rows, self.cols / QK);
+        assert!(xq.len() >= m * nb && out.len() >= m * n, "matmul: buffers too small for {m} rows");
+        let tiles = n.div_ceil(TILE);
+        let tile_bytes = self.tile_bytes();
         // Many small chunks so work stealing evens out a slow thread.
         let threads = rayon::current_num_threads().max(1);
-        let chunk = (n / (threads * 8)).clamp(8, 256);
+        let per_chunk = (tiles / (threads * 8)).clamp(1, 16);
         let out_ptr = SendPtr(out.as_mut_ptr());
-        let kernel = Kernel::detect();
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        (0..tiles.div_ceil(per_chunk)).into_par_iter().for_each(|c| {
             let out_ptr = &out_ptr;
-            let j0 = c * chunk;
-            let j1 = (j0 + chunk).min(n);
-            let mut tile = [0f32; 4];
-            for j in j0..j1 {
-                for (t, rows) in acts.chunks(4).enumerate() {
-                    match self {
-                        Self::Q4 { blocks, .. } => kernel.dot_q4(&blocks[j * nb..(j + 1) * nb], rows, &mut tile),
-                        Self::Q8 { blocks, .. } => kernel.dot_q8(&blocks[j * nb..(j + 1) * nb], rows, &mut tile),
-                    }
-                    for (i, v) in tile.iter().take(rows.len()).enumerate() {
-                        let r = t * 4 + i;
-                        // SAFETY: (r, j) is written by exactly one chunk (the
-                        // one owning column j) and r < m, j < n, out.len() >= m*n.
-                        unsafe { *out_ptr.0.add(r * n + j) = *v };
+            let mut buf = [[0f32; TILE]; ROWS];
+            for t in c * per_chunk..((c + 1) * per_chunk).min(tiles) {
+                let w = &self.data[t * tile_bytes..(t + 1) * tile_bytes];
+                let j0 = t * TILE;
+                let width = TILE.min(n - j0);
+                for r0 in (0..m).step_by(ROWS) {
+                    let nr = ROWS.min(m - r0);
+                    kernel.tile(self.format, w, &xq[r0 * nb..(r0 + nr) * nb], nb, &mut buf);
+                    for (r, vals) in buf.iter().take(nr).enumerate() {
+                        // SAFETY: rows r0 + r < m and columns j0..j0 + width
+                        // <= n lie inside `out` (checked above), and only the
+                        // chunk owning tile t writes these columns.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(vals.as_ptr(), out_ptr.0.add((r0 + r) * n + j0), width);
+                        }
                     }
                 }
             }
@@ -227,7 +249,7 @@ impl QMatrix {
 }
 
 struct SendPtr(*mut f32);
-// SAFETY: used only for disjoint writes, see `matmul`.
+// SAFETY: used only for disjoint writes, see `matmul_with`.
 unsafe impl Sync for SendPtr {}
 
 /// Quantize `m` rows of `cols` floats (`x.len() == m * cols`) into activation
@@ -252,20 +274,21 @@ pub fn quantize_rows(x: &[f32], out: &mut Vec<BlockQ8A>) {
         out.push(BlockQ8A {
             d: half::f16::from_f32(d).to_f32(),
             s: half::f16::from_f32(d * sum as f32).to_f32(),
+            qsum: sum,
             qs,
         });
     }
 }
 
-/// Which instruction set the dot products use, chosen at run time.
+/// Which instruction set the kernels use, chosen at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// Portable Rust.
     Scalar,
-    /// AVX2 + FMA (x86-64-v3).
+    /// AVX2 + FMA + F16C (x86-64-v3), 256-bit, half a tile at a time.
     Avx2,
-    /// AVX-512 VNNI on 256-bit vectors (`vpdpbusd`).
-    AvxVnni,
+    /// AVX-512 VNNI, a whole tile per 512-bit vector (`vpdpbusd`).
+    Avx512Vnni,
 }
 
 impl Kernel {
@@ -273,173 +296,236 @@ impl Kernel {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
             {
-                return Self::AvxVnni;
+                return Self::Avx512Vnni;
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
                 return Self::Avx2;
             }
         }
         Self::Scalar
     }
 
-    fn dot_q4(self, w: &[BlockQ4], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
+    /// Run one weight tile (`nb` tile blocks) against `xq.len() / nb` <= 4
+    /// activation rows; row r's sixteen outputs land in `out[r]`.
+    fn tile(self, fmt: QFormat, w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f32; TILE]; ROWS]) {
+        debug_assert!(w.len() == nb * fmt.tile_block_bytes() && xq.len() <= ROWS * nb);
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: detect() checked the CPU features.
-            Self::Avx2 => unsafe { x86::dot_q4_avx2(w, rows, out) },
+            // SAFETY: detect() checked the CPU features; the shapes are
+            // asserted above and by `matmul_with`.
+            Self::Avx512Vnni => unsafe {
+                match fmt {
+                    QFormat::Q4_0 => x86::tile_512::<Q4_0>(w, xq, nb, out),
+                    QFormat::Q4_1 => x86::tile_512::<Q4_1>(w, xq, nb, out),
+                    QFormat::Q8_0 => x86::tile_512::<Q8_0>(w, xq, nb, out),
+                }
+            },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: detect() checked the CPU features.
-            Self::AvxVnni => unsafe { x86::dot_q4_vnni(w, rows, out) },
-            _ => scalar::dot_q4(w, rows, out),
-        }
-    }
-
-    fn dot_q8(self, w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: detect() checked the CPU features.
-            Self::Avx2 => unsafe { x86::dot_q8_avx2(w, rows, out) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: detect() checked the CPU features.
-            Self::AvxVnni => unsafe { x86::dot_q8_vnni(w, rows, out) },
-            _ => scalar::dot_q8(w, rows, out),
+            // SAFETY: as above.
+            Self::Avx2 => unsafe {
+                match fmt {
+                    QFormat::Q4_0 => x86::tile_avx2::<Q4_0>(w, xq, nb, out),
+                    QFormat::Q4_1 => x86::tile_avx2::<Q4_1>(w, xq, nb, out),
+                    QFormat::Q8_0 => x86::tile_avx2::<Q8_0>(w, xq, nb, out),
+                }
+            },
+            _ => scalar_tile(fmt, w, xq, nb, out),
         }
     }
 }
 
-mod scalar {
-    use super::{BlockQ4, BlockQ8A, BlockQ8W};
+// Formats as const-generic parameters, so each kernel is compiled per format
+// with its branches folded away.
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q8_0: u8 = 2;
 
-    pub fn dot_q4(w: &[BlockQ4], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        for (r, a) in rows.iter().enumerate() {
-            let mut acc = 0f32;
-            for (wb, ab) in w.iter().zip(a.iter()) {
-                let mut isum = 0i32;
-                for j in 0..16 {
-                    isum += i32::from(wb.qs[j] & 0x0F) * i32::from(ab.qs[j]);
-                    isum += i32::from(wb.qs[j] >> 4) * i32::from(ab.qs[j + 16]);
-                }
-                acc += wb.d * ab.d * isum as f32 + wb.m * ab.s;
-            }
-            out[r] = acc;
-        }
+const fn format_of(f: u8) -> QFormat {
+    match f {
+        Q4_0 => QFormat::Q4_0,
+        Q4_1 => QFormat::Q4_1,
+        _ => QFormat::Q8_0,
     }
+}
 
-    pub fn dot_q8(w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        for (r, a) in rows.iter().enumerate() {
-            let mut acc = 0f32;
-            for (wb, ab) in w.iter().zip(a.iter()) {
-                let isum: i32 = wb.qs.iter().zip(&ab.qs).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum();
-                acc += wb.d * ab.d * isum as f32;
+/// The integer offset a format's quants carry: Q4_0 stores `q + 8`, so its
+/// dot product is `sum(q' a) - 8 sum(a)`.
+const fn zero_point(f: u8) -> i32 {
+    if f == Q4_0 {
+        8
+    } else {
+        0
+    }
+}
+
+fn scalar_tile(fmt: QFormat, w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f32; TILE]; ROWS]) {
+    let (tb, qo) = (fmt.tile_block_bytes(), fmt.qs_offset());
+    let zp = match fmt {
+        QFormat::Q4_0 => 8,
+        _ => 0,
+    };
+    for (r, row) in xq.chunks_exact(nb).enumerate() {
+        for i in 0..TILE {
+            let (mut acc, mut acc_m) = (0f32, 0f32);
+            for (blk, a) in w.chunks_exact(tb).zip(row) {
+                let f16_at = |at: usize| half::f16::from_le_bytes([blk[at], blk[at + 1]]).to_f32();
+                let qs = &blk[qo..];
+                let mut isum = 0i32;
+                for g in 0..8 {
+                    for j in 0..4 {
+                        let q = match fmt {
+                            QFormat::Q4_0 | QFormat::Q4_1 => {
+                                let byte = qs[(g % 4) * 4 * TILE + 4 * i + j];
+                                i32::from(if g < 4 { byte & 0x0F } else { byte >> 4 })
+                            }
+                            QFormat::Q8_0 => i32::from(qs[g * 4 * TILE + 4 * i + j] as i8),
+                        };
+                        isum += q * i32::from(a.qs[4 * g + j]);
+                    }
+                }
+                isum -= zp * a.qsum;
+                acc = (isum as f32).mul_add(f16_at(2 * i) * a.d, acc);
+                if fmt.has_min() {
+                    acc_m += f16_at(2 * TILE + 2 * i) * a.s;
+                }
             }
-            out[r] = acc;
+            out[r][i] = acc + acc_m;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockQ4, BlockQ8A, BlockQ8W};
+    use super::{format_of, zero_point, BlockQ8A, ROWS, TILE};
     use std::arch::x86_64::*;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// The 32 nibbles of a Q4 block as bytes, in element order.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn unpack_q4(b: &BlockQ4) -> __m256i {
-        // SAFETY: qs is 16 bytes; unaligned load.
-        let q = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(q, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-        _mm256_set_m128i(hi, lo)
-    }
-
-    macro_rules! dot_q4_body {
-        ($w:expr, $rows:expr, $out:expr, $isum:expr) => {{
-            let nrows = $rows.len();
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut summ = [0f32; 4];
-            for (b, wb) in $w.iter().enumerate() {
-                let wq = unpack_q4(wb);
-                for r in 0..nrows {
-                    // SAFETY: every activation row has as many blocks as the weight row.
-                    let ab = unsafe { $rows.get_unchecked(r).get_unchecked(b) };
-                    let y = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
-                    let p = _mm256_cvtepi32_ps($isum(wq, y));
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), p, acc[r]);
-                    summ[r] += wb.m * ab.s;
+    /// A whole tile per vector: lane i of every operand is row i.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma,f16c")]
+    pub unsafe fn tile_512<const F: u8>(w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f32; TILE]; ROWS]) {
+        let fmt = format_of(F);
+        let (tb, qo) = (fmt.tile_block_bytes(), fmt.qs_offset());
+        let nrows = xq.len() / nb;
+        let nibbles = _mm512_set1_epi8(0x0F);
+        let flip = _mm512_set1_epi8(-128);
+        let mut acc = [_mm512_setzero_ps(); ROWS];
+        let mut acc_m = [_mm512_setzero_ps(); ROWS];
+        for b in 0..nb {
+            // SAFETY (all loads): w holds nb tile blocks of tb bytes; the
+            // quants of a block are 4 (Q4) or 8 (Q8) vectors of 64 bytes.
+            let blk = unsafe { w.as_ptr().add(b * tb) };
+            let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(blk.cast()) });
+            let m = if fmt.has_min() {
+                _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(blk.add(2 * TILE).cast()) })
+            } else {
+                _mm512_setzero_ps()
+            };
+            let qs = unsafe { blk.add(qo) };
+            let mut wv = [_mm512_setzero_si512(); 8];
+            if F == super::Q8_0 {
+                // vpdpbusd multiplies unsigned by signed bytes: feed it
+                // q + 128 and take 128 sum(a) back off below.
+                for (g, v) in wv.iter_mut().enumerate() {
+                    *v = _mm512_xor_si512(unsafe { _mm512_loadu_si512(qs.add(g * 64).cast()) }, flip);
+                }
+            } else {
+                for k in 0..4 {
+                    let v = unsafe { _mm512_loadu_si512(qs.add(k * 64).cast()) };
+                    wv[k] = _mm512_and_si512(v, nibbles);
+                    wv[k + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibbles);
                 }
             }
             for r in 0..nrows {
-                $out[r] = hsum(acc[r]) + summ[r];
+                // SAFETY: r < nrows, b < nb, xq.len() == nrows * nb.
+                let a = unsafe { xq.get_unchecked(r * nb + b) };
+                let mut isum = _mm512_setzero_si512();
+                for (g, v) in wv.iter().enumerate() {
+                    isum = _mm512_dpbusd_epi32(isum, *v, _mm512_set1_epi32(a.word(g)));
+                }
+                let zp = if F == super::Q8_0 { 128 } else { zero_point(F) };
+                if zp != 0 {
+                    isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(zp * a.qsum));
+                }
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(a.d));
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[r]);
+                if fmt.has_min() {
+                    acc_m[r] = _mm512_add_ps(acc_m[r], _mm512_mul_ps(m, _mm512_set1_ps(a.s)));
+                }
             }
-        }};
+        }
+        for r in 0..nrows {
+            unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), _mm512_add_ps(acc[r], acc_m[r])) };
+        }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_avx2(w: &[BlockQ4], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
+    /// Half a tile per 256-bit vector, without VNNI: `vpmaddubsw` then
+    /// `vpmaddwd` into i32 lanes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_avx2<const F: u8>(w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f32; TILE]; ROWS]) {
+        let fmt = format_of(F);
+        let (tb, qo) = (fmt.tile_block_bytes(), fmt.qs_offset());
+        let nrows = xq.len() / nb;
+        let nibbles = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        // u8 x i8 pairs -> i16 (no saturation: 15*127*2 < 32767) -> i32.
-        let isum = |x: __m256i, y: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
-        dot_q4_body!(w, rows, out, isum)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub unsafe fn dot_q4_vnni(w: &[BlockQ4], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        let isum = |x: __m256i, y: __m256i| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
-        dot_q4_body!(w, rows, out, isum)
-    }
-
-    macro_rules! dot_q8_body {
-        ($w:expr, $rows:expr, $out:expr, $isum:expr) => {{
-            let nrows = $rows.len();
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for (b, wb) in $w.iter().enumerate() {
-                // SAFETY: qs is 32 bytes; unaligned load.
-                let x = unsafe { _mm256_loadu_si256(wb.qs.as_ptr().cast()) };
-                // Signed x signed via |x| * (y * sign(x)), as llama.cpp does.
-                let ax = _mm256_sign_epi8(x, x);
+        for half in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); ROWS];
+            let mut acc_m = [_mm256_setzero_ps(); ROWS];
+            for b in 0..nb {
+                // SAFETY (all loads): as in tile_512, at this half's offset.
+                let blk = unsafe { w.as_ptr().add(b * tb) };
+                let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.add(16 * half).cast()) });
+                let m = if fmt.has_min() {
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(blk.add(2 * TILE + 16 * half).cast()) })
+                } else {
+                    _mm256_setzero_ps()
+                };
+                let qs = unsafe { blk.add(qo + 32 * half) };
+                let mut wv = [_mm256_setzero_si256(); 8];
+                if F == super::Q8_0 {
+                    for (g, v) in wv.iter_mut().enumerate() {
+                        *v = unsafe { _mm256_loadu_si256(qs.add(g * 64).cast()) };
+                    }
+                } else {
+                    for k in 0..4 {
+                        let v = unsafe { _mm256_loadu_si256(qs.add(k * 64).cast()) };
+                        wv[k] = _mm256_and_si256(v, nibbles);
+                        wv[k + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibbles);
+                    }
+                }
                 for r in 0..nrows {
-                    // SAFETY: every activation row has as many blocks as the weight row.
-                    let ab = unsafe { $rows.get_unchecked(r).get_unchecked(b) };
-                    let y = unsafe { _mm256_loadu_si256(ab.qs.as_ptr().cast()) };
-                    let p = _mm256_cvtepi32_ps($isum(ax, _mm256_sign_epi8(y, x)));
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(wb.d * ab.d), p, acc[r]);
+                    // SAFETY: r < nrows, b < nb, xq.len() == nrows * nb.
+                    let a = unsafe { xq.get_unchecked(r * nb + b) };
+                    let mut isum = _mm256_setzero_si256();
+                    for (g, v) in wv.iter().enumerate() {
+                        let y = _mm256_set1_epi32(a.word(g));
+                        // Products of u8 x i8 pairs must fit i16: nibbles
+                        // do (15 * 127 * 2); signed Q8 goes through |q| and
+                        // a * sign(q) (at most 128 * 127 * 2).
+                        let pairs = if F == super::Q8_0 {
+                            _mm256_maddubs_epi16(_mm256_sign_epi8(*v, *v), _mm256_sign_epi8(y, *v))
+                        } else {
+                            _mm256_maddubs_epi16(*v, y)
+                        };
+                        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pairs, ones));
+                    }
+                    let zp = zero_point(F);
+                    if zp != 0 {
+                        isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(zp * a.qsum));
+                    }
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(a.d));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r]);
+                    if fmt.has_min() {
+                        acc_m[r] = _mm256_add_ps(acc_m[r], _mm256_mul_ps(m, _mm256_set1_ps(a.s)));
+                    }
                 }
             }
             for r in 0..nrows {
-                $out[r] = hsum(acc[r]);
+                unsafe { _mm256_storeu_ps(out[r].as_mut_ptr().add(8 * half), _mm256_add_ps(acc[r], acc_m[r])) };
             }
-        }};
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q8_avx2(w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        let ones = _mm256_set1_epi16(1);
-        let isum = |x: __m256i, y: __m256i| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
-        dot_q8_body!(w, rows, out, isum)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
-    pub unsafe fn dot_q8_vnni(w: &[BlockQ8W], rows: &[&[BlockQ8A]], out: &mut [f32; 4]) {
-        let isum = |x: __m256i, y: __m256i| _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y);
-        dot_q8_body!(w, rows, out, isum)
+        }
     }
 }
 
@@ -447,19 +533,24 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn q4_1_bytes(rows: usize, cols: usize, seed: u32) -> Vec<u8> {
+    /// Pseudo-random GGUF blocks of `fmt` for a `[rows, cols]` matrix.
+    fn ggml_bytes(fmt: QFormat, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
         let mut s = seed;
         let mut next = || {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (s >> 8) as u8
         };
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
         let mut raw = Vec::new();
         for _ in 0..rows * cols / QK {
-            raw.extend_from_slice(&half::f16::from_f32(0.01 + f32::from(next() % 7) * 0.003).to_le_bytes());
-            raw.extend_from_slice(&half::f16::from_f32(-0.05 + f32::from(next() % 5) * 0.01).to_le_bytes());
-            for _ in 0..16 {
-                raw.push(next());
+            raw.extend_from_slice(&f16(0.01 + f32::from(next() % 7) * 0.003));
+            if fmt == QFormat::Q4_1 {
+                raw.extend_from_slice(&f16(-0.05 + f32::from(next() % 5) * 0.01));
             }
+            let n = if fmt == QFormat::Q8_0 { 32 } else { 16 };
+            // Every byte value, -128 included for Q8_0, which llama.cpp
+            // never writes but a file may hold.
+            raw.extend((0..n).map(|_| next()));
         }
         raw
     }
@@ -469,18 +560,23 @@ mod tests {
         xq.iter().flat_map(|b| b.qs.iter().map(move |&q| b.d * f32::from(q))).collect()
     }
 
+    fn activations(m: usize, cols: usize) -> Vec<BlockQ8A> {
+        let x: Vec<f32> = (0..m * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let mut xq = Vec::new();
+        quantize_rows(&x, &mut xq);
+        xq
+    }
+
     /// `w @ x` by our kernels agrees with a plain f32 matmul over the
-    /// dequantized weights and dequantized activations, and every row
-    /// computed alone is bit-identical to the same row in the batch.
+    /// dequantized weights and activations, and every row computed alone is
+    /// bit-identical to the same row in the batch.
     fn check_against_reference(w: &QMatrix, m: usize) {
         let (rows, cols) = (w.rows(), w.cols());
         let mut wd = vec![0f32; rows * cols];
         for r in 0..rows {
             w.dequantize_row(r, &mut wd[r * cols..(r + 1) * cols]);
         }
-        let x: Vec<f32> = (0..m * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
-        let mut xq = Vec::new();
-        quantize_rows(&x, &mut xq);
+        let xq = activations(m, cols);
         let xd = dequantized(&xq);
         let mut out = vec![0f32; m * rows];
         w.matmul(&xq, m, &mut out);
@@ -497,45 +593,55 @@ mod tests {
     }
 
     #[test]
-    fn q4_1_matmul_matches_reference_for_all_batch_sizes() {
+    fn every_format_matches_reference_for_all_batch_sizes() {
+        // 40 rows: two full tiles and a partial one.
         let (rows, cols) = (40, 96);
-        let w = QMatrix::from_q4_1(rows, cols, &q4_1_bytes(rows, cols, 7)).expect("shape");
-        for m in [1usize, 3, 4, 7] {
-            check_against_reference(&w, m);
+        for fmt in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
+            let w = QMatrix::from_ggml(fmt, rows, cols, &ggml_bytes(fmt, rows, cols, 7)).expect("shape");
+            for m in [1usize, 3, 4, 7, 9] {
+                check_against_reference(&w, m);
+            }
         }
     }
 
     #[test]
-    fn q8_0_matmul_matches_reference() {
-        let (rows, cols) = (12, 64);
+    fn dequantize_row_reads_ggml_blocks() {
+        // One Q4_1 row by hand: d = 0.5, m = -1, element j has quant j % 16.
         let mut raw = Vec::new();
-        for b in 0..rows * cols / QK {
-            raw.extend_from_slice(&half::f16::from_f32(0.02 + b as f32 * 0.001).to_le_bytes());
-            // Q8_0 quants are in [-127, 127] (llama.cpp never writes -128).
-            raw.extend((0..32).map(|i| (((i * 7 + b * 13) % 255) as i32 - 127) as i8 as u8));
-        }
-        let w = QMatrix::from_q8_0(rows, cols, &raw).expect("shape");
-        check_against_reference(&w, 5);
+        raw.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        raw.extend_from_slice(&half::f16::from_f32(-1.0).to_le_bytes());
+        raw.extend((0..16u8).map(|j| j | (j << 4)));
+        let w = QMatrix::from_ggml(QFormat::Q4_1, 1, 32, &raw).expect("shape");
+        let mut row = [0f32; 32];
+        w.dequantize_row(0, &mut row);
+        let want: Vec<f32> = (0..32).map(|j| 0.5 * (j % 16) as f32 - 1.0).collect();
+        assert_eq!(&row[..], &want[..]);
     }
 
     #[test]
-    fn simd_kernels_agree_with_scalar() {
-        let (rows, cols) = (4, 64);
-        let w = QMatrix::from_q4_1(rows, cols, &q4_1_bytes(rows, cols, 3)).expect("shape");
-        let x: Vec<f32> = (0..cols * 2).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mut xq = Vec::new();
-        quantize_rows(&x, &mut xq);
-        let acts: Vec<&[BlockQ8A]> = xq.chunks_exact(2).collect();
-        let QMatrix::Q4 { blocks, .. } = &w else { unreachable!() };
-        let mut want = [0f32; 4];
-        Kernel::Scalar.dot_q4(&blocks[..2], &acts, &mut want);
-        let detected = Kernel::detect();
-        let avx2 = (detected == Kernel::AvxVnni).then_some(Kernel::Avx2);
-        for k in std::iter::once(detected).chain(avx2) {
-            let mut got = [0f32; 4];
-            k.dot_q4(&blocks[..2], &acts, &mut got);
-            for r in 0..2 {
-                assert!((want[r] - got[r]).abs() < 1e-4 * want[r].abs().max(1.0), "{k:?}");
+    fn wrong_shape_is_refused() {
+        let raw = ggml_bytes(QFormat::Q8_0, 2, 64, 1);
+        assert!(QMatrix::from_ggml(QFormat::Q8_0, 3, 64, &raw).is_none());
+        assert!(QMatrix::from_ggml(QFormat::Q8_0, 4, 32, &raw[..raw.len() - 1]).is_none());
+        assert!(QMatrix::from_ggml(QFormat::Q8_0, 2, 0, &[]).is_none());
+    }
+
+    #[test]
+    fn simd_kernels_agree_with_scalar_bit_for_bit() {
+        let (rows, cols, m) = (20, 128, 6);
+        let xq = activations(m, cols);
+        let mut kernels = vec![Kernel::detect()];
+        if kernels[0] == Kernel::Avx512Vnni {
+            kernels.push(Kernel::Avx2);
+        }
+        for fmt in [QFormat::Q4_0, QFormat::Q4_1, QFormat::Q8_0] {
+            let w = QMatrix::from_ggml(fmt, rows, cols, &ggml_bytes(fmt, rows, cols, 3)).expect("shape");
+            let mut want = vec![0f32; m * rows];
+            w.matmul_with(Kernel::Scalar, &xq, m, &mut want);
+            for &k in &kernels {
+                let mut got = vec![0f32; m * rows];
+                w.matmul_with(k, &xq, m, &mut got);
+                assert_eq!(got, want, "{k:?} {fmt:?}");
             }
         }
     }

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig, RopeStyle};
 use crate::kernels::ops;
-use crate::kernels::quant::{quantize_rows, BlockQ8A, QMatrix};
+use crate::kernels::quant::{quantize_rows, BlockQ8A, QFormat, QMatrix};
 use crate::kv_cache::KvCache;
 
 /// A weight matrix `[out, in]` and the way we multiply by it.
@@ -203,14 +203,13 @@ impl Loader<'_> {
         if dims != [rows, cols] {
             return Err(self.invalid(format!("tensor `{name}` has shape {dims:?}, expected [{rows}, {cols}]")));
         }
-        let raw = t.data().map_err(|e| self.invalid(format!("tensor `{name}`: {e}")))?;
-        let packed = match t.dtype() {
-            GgmlDType::Q4_0 => QMatrix::from_q4_0(rows, cols, &raw),
-            GgmlDType::Q4_1 => QMatrix::from_q4_1(rows, cols, &raw),
-            GgmlDType::Q8_0 => QMatrix::from_q8_0(rows, cols, &raw),
-            _ => None,
+        let packed = match kernel_format(t.dtype()) {
+            Some(fmt) => {
+                let raw = t.data().map_err(|e| self.invalid(format!("tensor `{name}`: {e}")))?;
+                QMatrix::from_ggml(fmt, rows, cols, &raw)
+            }
+            None => None,
         };
-        drop(raw);
         match packed {
             Some(q) => {
                 self.bytes += q.size_in_bytes();
@@ -224,26 +223,43 @@ impl Loader<'_> {
         }
     }
 
-    /// Several matrices with the same input, fused when their formats allow.
+    /// Several matrices with the same input, fused into one when they share
+    /// a format we have kernels for (GGUF rows are contiguous, so fusing is
+    /// concatenating the raw blocks before repacking).
     fn fused(&mut self, parts: &[(&str, usize)], cols: usize) -> Result<Vec<Linear>> {
-        let mut mats = Vec::with_capacity(parts.len());
+        let mut tensors = Vec::with_capacity(parts.len());
         for (name, rows) in parts {
-            mats.push(self.matrix(name, *rows, cols)?);
+            let t = self.qtensor(name)?;
+            if t.shape().dims() != [*rows, cols] {
+                // Let `matrix` report the shape error.
+                return parts.iter().map(|(n, r)| self.matrix(n, *r, cols)).collect();
+            }
+            tensors.push(t);
         }
-        if mats.iter().all(|m| matches!(m, Linear::Quant(_))) {
-            let owned: Option<Vec<QMatrix>> = mats
-                .into_iter()
-                .map(|m| match m {
-                    Linear::Quant(q) => Arc::try_unwrap(q).ok(),
-                    Linear::Candle { .. } => None,
-                })
-                .collect();
-            let fused = owned
-                .and_then(QMatrix::concat_rows)
-                .ok_or_else(|| self.invalid(format!("cannot fuse {parts:?}")))?;
-            return Ok(vec![Linear::Quant(Arc::new(fused))]);
+        let fmt = kernel_format(tensors[0].dtype());
+        if fmt.is_none() || tensors.iter().any(|t| kernel_format(t.dtype()) != fmt) {
+            return parts.iter().map(|(n, r)| self.matrix(n, *r, cols)).collect();
         }
-        Ok(mats)
+        let mut raw = Vec::new();
+        for (t, (name, _)) in tensors.iter().zip(parts) {
+            raw.extend_from_slice(&t.data().map_err(|e| self.invalid(format!("tensor `{name}`: {e}")))?);
+        }
+        let rows = parts.iter().map(|(_, r)| r).sum();
+        let q = fmt
+            .and_then(|f| QMatrix::from_ggml(f, rows, cols, &raw))
+            .ok_or_else(|| self.invalid(format!("cannot fuse {parts:?}")))?;
+        self.bytes += q.size_in_bytes();
+        Ok(vec![Linear::Quant(Arc::new(q))])
+    }
+}
+
+/// Our kernel format for a GGUF type, if we have one.
+fn kernel_format(dtype: GgmlDType) -> Option<QFormat> {
+    match dtype {
+        GgmlDType::Q4_0 => Some(QFormat::Q4_0),
+        GgmlDType::Q4_1 => Some(QFormat::Q4_1),
+        GgmlDType::Q8_0 => Some(QFormat::Q8_0),
+        _ => None,
     }
 }
 

@@ -117,17 +117,33 @@ async fn greedy_through_the_engine_streams_emoji_whole() {
 #[tokio::test]
 async fn stop_string_spanning_tokens_ends_generation_and_is_not_emitted() {
     let engine = engine_with(|_| {});
-    // Case 1: "L'Étoile, la Cité, ..." - ", la C" covers three tokens.
-    let (prompt, _, want_text) = greedy_case(1);
-    let stop = ", la C";
-    let at = want_text.find(stop).expect("stop in reference text");
-    let mut r = GenerateRequest::new(Prompt::Tokens(prompt));
-    r.max_tokens = Some(24);
-    r.sampling = SamplingParams::greedy();
-    r.stop = vec![stop.to_owned(), "never appears".to_owned()];
-    let (toks, done) = collect(engine.generate(r).expect("admit")).await;
+    let greedy = |stop: Vec<String>| {
+        let mut r = GenerateRequest::new(chat("What is the capital of France?"));
+        r.max_tokens = Some(24);
+        r.sampling = SamplingParams::greedy();
+        r.stop = stop;
+        collect(engine.generate(r).expect("admit"))
+    };
+    // The stop string is cut from this run's own free text so that it starts
+    // inside one token and ends inside the token two further on, whatever
+    // the model says (the words themselves are checked against llama.cpp in
+    // model.rs).
+    let (toks, done) = greedy(Vec::new()).await;
+    let full = text(&toks, &done);
+    let cuttable = |t: &TokenEvent| t.text.len() >= 2 && t.text.is_ascii();
+    let i = toks
+        .windows(3)
+        .position(|w| cuttable(&w[0]) && !w[1].text.is_empty() && cuttable(&w[2]))
+        .expect("three tokens to cut across");
+    let start: usize = toks[..i].iter().map(|t| t.text.len()).sum::<usize>() + 1;
+    let end: usize = toks[..i + 3].iter().map(|t| t.text.len()).sum::<usize>() - 1;
+    let stop = full.get(start..end).expect("stop on char boundaries").to_owned();
+    assert!(stop.len() > toks[i + 1].text.len(), "{stop:?} must span tokens");
+    let at = full.find(&stop).expect("stop in text");
+
+    let (toks, done) = greedy(vec![stop.clone(), "never appears".to_owned()]).await;
     assert_eq!(done.finish, FinishReason::Stop);
-    assert_eq!(text(&toks, &done), &want_text[..at]);
+    assert_eq!(text(&toks, &done), &full[..at], "stop {stop:?}");
 }
 
 #[tokio::test]
@@ -149,8 +165,11 @@ async fn dropping_the_stream_cancels_and_frees_the_slot() {
         other => panic!("expected Overloaded, got {other:?}"),
     }
 
-    drop(first);
+    // Figures are published after each step, so first see the sequence
+    // running, then see it leave.
     let mut stats = engine.watch_stats();
+    stats.wait_for(|s| s.running == 1).await.expect("engine alive");
+    drop(first);
     stats
         .wait_for(|s| s.running == 0 && s.kv_reserved_bytes == 0)
         .await
