@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub models: RawModels,
     /// `[engine]`.
     pub engine: RawEngine,
+    /// `[server]`: `starling serve`.
+    pub server: gateway::ServerConfig,
 }
 
 /// `[models]`: where models are described and stored.
@@ -114,6 +116,8 @@ pub struct Config {
     pub default_model: String,
     /// Engine limits (model path filled in per model).
     pub engine: RawEngine,
+    /// HTTP server settings.
+    pub server: gateway::ServerConfig,
 }
 
 impl Config {
@@ -143,6 +147,7 @@ impl Config {
             cache_dir,
             default_model: raw.models.default,
             engine: raw.engine,
+            server: raw.server,
         })
     }
 
@@ -181,5 +186,23 @@ impl Config {
         cfg.max_batch_tokens = e.max_batch_tokens;
         cfg.prefill_chunk = e.prefill_chunk;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example parses (no unknown or mistyped key) and says
+    /// what the built-in defaults are.
+    #[test]
+    fn example_config_documents_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/starling.example.toml"))
+            .expect("starling.example.toml");
+        let ex: RawConfig = toml::from_str(&text).expect("example parses");
+        let d = RawConfig::default();
+        assert_eq!(format!("{:?}", ex.models), format!("{:?}", d.models));
+        assert_eq!(format!("{:?}", ex.engine), format!("{:?}", d.engine));
+        assert_eq!(format!("{:?}", ex.server), format!("{:?}", d.server));
     }
 }

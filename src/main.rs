@@ -8,6 +8,7 @@ mod telemetry;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -28,6 +29,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible API over the local model.
+    Serve {
+        /// Address to listen on (overrides `server.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Stream a completion of a chat prompt from the local model to stdout.
     Generate(GenerateArgs),
     /// The model manifest.
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Serve { listen } => serve(config, listen),
         Command::Generate(args) => generate(&config, args),
         Command::Models { command: ModelsCommand::List } => {
             models_list(&config);
@@ -105,6 +113,90 @@ fn models_list(config: &Config) {
             "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} {}=={}",
             m.name, m.kind, m.format, m.context_length, m.chat_template, fetched, m.source.package, m.source.version
         );
+    }
+}
+
+fn serve(config: Config, listen: Option<String>) -> Result<()> {
+    let model = config.llm(None)?;
+    let engine_cfg = config.engine_config(model)?;
+    let mut server_cfg = config.server.clone();
+    if let Some(l) = listen {
+        server_cfg.listen = l;
+    }
+    // The engine has its own thread pool; HTTP work is light.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&server_cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", server_cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let app = gateway::App::new(server_cfg).context("metrics registry")?;
+        // Listen first, load in the background: /health answers at once and
+        // /ready turns 200 when the model is loaded.
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+        let loading = app.clone();
+        let name = model.name.clone();
+        tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || Engine::start(engine_cfg)).await {
+                Ok(Ok(engine)) => {
+                    let provider: Arc<dyn gateway::Provider> = Arc::new(gateway::LocalProvider::new(engine));
+                    loading.set_ready(gateway::Providers::new(vec![provider]));
+                    tracing::info!("model `{name}` ready");
+                    eprintln!("ready: model `{name}` loaded");
+                }
+                Ok(Err(e)) => drop(failed_tx.send(anyhow::Error::new(e).context("cannot start the engine"))),
+                Err(e) => drop(failed_tx.send(anyhow::anyhow!("model loading panicked: {e}"))),
+            }
+        });
+        println!("Starling serving the OpenAI API on http://{addr}/v1 (model `{}`)", model.name);
+        println!(
+            "  curl http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Write a tweet about coffee.\"}}]}}'",
+            model.name
+        );
+        let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                Ok(e) = failed_rx => { let _ = failure_tx.send(e); }
+            }
+        };
+        gateway::serve(listener, app, shutdown).await?;
+        match failure.try_recv() {
+            Ok(e) => Err(e),
+            Err(_) => Ok(()),
+        }
+    })
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
     }
 }
 

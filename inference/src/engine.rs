@@ -565,6 +565,11 @@ impl Engine {
         }
     }
 
+    /// The KV cache budget admission reserves against, in bytes.
+    pub fn kv_budget_bytes(&self) -> usize {
+        self.shared.admission.kv_budget
+    }
+
     /// The model's tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.shared.tokenizer

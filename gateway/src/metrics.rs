@@ -1,0 +1,115 @@
+//! Prometheus metrics, named `starling_<area>_<what>_<unit>`. One
+//! [`Metrics`] per server (no global registry), rendered by `GET /metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::provider::Providers;
+
+/// Every metric the server records.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status.
+    pub requests: IntCounterVec,
+    /// Request latency by route (headers sent, not stream end).
+    pub request_seconds: HistogramVec,
+    /// 429 answers by route.
+    pub rate_limited: IntCounterVec,
+    /// Time to first token by model.
+    pub ttft_seconds: HistogramVec,
+    /// Time between tokens of a choice by model.
+    pub inter_token_seconds: HistogramVec,
+    /// Prompt tokens by model.
+    pub prompt_tokens: IntCounterVec,
+    /// Completion tokens by model.
+    pub completion_tokens: IntCounterVec,
+    running: IntGaugeVec,
+    waiting: IntGaugeVec,
+    kv_used: IntGaugeVec,
+    kv_capacity: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const TOKEN_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["provider"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram = |name: &str, help: &str, label: &str, buckets: &[f64]| -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), &[label])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        Ok(Self {
+            requests: counter("starling_http_requests_total", "HTTP requests by route and status.", &["route", "status"])?,
+            request_seconds: histogram(
+                "starling_http_request_duration_seconds",
+                "Time to response headers by route.",
+                "route",
+                LATENCY_BUCKETS,
+            )?,
+            rate_limited: counter("starling_http_rate_limited_total", "429 answers by route.", &["route"])?,
+            ttft_seconds: histogram(
+                "starling_llm_time_to_first_token_seconds",
+                "Request start to first generated token, by model.",
+                "model",
+                LATENCY_BUCKETS,
+            )?,
+            inter_token_seconds: histogram(
+                "starling_llm_inter_token_latency_seconds",
+                "Time between consecutive tokens of a choice, by model.",
+                "model",
+                TOKEN_BUCKETS,
+            )?,
+            prompt_tokens: counter("starling_llm_prompt_tokens_total", "Prompt tokens processed, by model.", &["model"])?,
+            completion_tokens: counter(
+                "starling_llm_completion_tokens_total",
+                "Tokens generated, by model.",
+                &["model"],
+            )?,
+            running: gauge("starling_engine_running_sequences", "Sequences generating.")?,
+            waiting: gauge("starling_engine_waiting_sequences", "Sequences admitted, waiting for a slot.")?,
+            kv_used: gauge("starling_engine_kv_cache_used_bytes", "KV cache reserved by admitted sequences.")?,
+            kv_capacity: gauge("starling_engine_kv_cache_capacity_bytes", "KV cache budget.")?,
+            registry,
+        })
+    }
+
+    /// The text exposition, with gauges read from the providers now.
+    pub fn render(&self, providers: Option<&Providers>) -> String {
+        for p in providers.into_iter().flat_map(Providers::iter) {
+            if let Some(load) = p.load() {
+                let name = [p.name()];
+                let set = |g: &IntGaugeVec, v: usize| g.with_label_values(&name).set(i64::try_from(v).unwrap_or(i64::MAX));
+                set(&self.running, load.running);
+                set(&self.waiting, load.waiting);
+                set(&self.kv_used, load.kv_used_bytes);
+                set(&self.kv_capacity, load.kv_capacity_bytes);
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("metrics encoding failed: {e}");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

@@ -1,0 +1,437 @@
+//! OpenAI's wire format: request bodies (parsed leniently: unknown fields
+//! are ignored, as OpenAI ignores them) and their validation into
+//! provider-neutral [`CompletionRequest`]s.
+
+use std::collections::HashMap;
+
+use inference::{ChatMessage, Role, SamplingParams};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::provider::{CompletionRequest, Input};
+
+/// Most choices per request (OpenAI allows 128; every choice here is a
+/// sequence in the engine, so the limit is the server's to set).
+pub const MAX_N: usize = 16;
+/// Most stop strings (OpenAI's limit).
+pub const MAX_STOP: usize = 4;
+/// Most `top_logprobs` (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Most `logprobs` on legacy completions (OpenAI's limit).
+pub const MAX_LEGACY_LOGPROBS: usize = 5;
+
+/// A string or a list of strings (`stop`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with usage and no choices.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `response_format`.
+#[derive(Debug, Deserialize)]
+pub struct ResponseFormat {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A message's `content`: a string or an array of parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Content parts; only `text` parts are supported.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    /// `text`, `image_url`, `input_audio`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// One chat message.
+#[derive(Debug, Deserialize)]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant` (`tool` is unsupported).
+    pub role: String,
+    /// The content (null only on assistant tool-call turns, unsupported here).
+    pub content: Option<Content>,
+}
+
+/// Sampling fields shared by chat and legacy completions, plus the
+/// extensions vLLM and llama-server accept (`top_k`, `min_p`,
+/// `repetition_penalty`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Sampling {
+    /// 0..=2.
+    pub temperature: Option<f32>,
+    /// (0, 1].
+    pub top_p: Option<f32>,
+    /// -2..=2.
+    pub presence_penalty: Option<f32>,
+    /// -2..=2.
+    pub frequency_penalty: Option<f32>,
+    /// Token id (as a string) -> bias in -100..=100.
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Same seed, same request: same output.
+    pub seed: Option<i64>,
+    /// Keep the k most likely tokens.
+    pub top_k: Option<u32>,
+    /// Drop tokens below this fraction of the best one's probability.
+    pub min_p: Option<f32>,
+    /// llama.cpp-style repetition penalty.
+    pub repetition_penalty: Option<f32>,
+    /// `stop`: a string or up to 4.
+    pub stop: Option<OneOrMany>,
+    /// Choices.
+    pub n: Option<u64>,
+    /// Stream as SSE.
+    pub stream: Option<bool>,
+    /// Stream options.
+    pub stream_options: Option<StreamOptions>,
+    /// End-user id (recorded, not used for sampling).
+    pub user: Option<String>,
+}
+
+/// `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Model name.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Deprecated name of `max_completion_tokens`.
+    pub max_tokens: Option<u64>,
+    /// Most tokens to generate.
+    pub max_completion_tokens: Option<u64>,
+    /// Return logprobs of the output tokens.
+    pub logprobs: Option<bool>,
+    /// Alternatives per token (needs `logprobs`).
+    pub top_logprobs: Option<u64>,
+    /// Only `text` is supported for now.
+    pub response_format: Option<ResponseFormat>,
+    /// Tools are not supported: refused when non-empty.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// Legacy function calling: refused when non-empty.
+    pub functions: Option<Vec<serde_json::Value>>,
+    /// The shared sampling fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// A legacy `prompt`: text, texts, token ids, or lists of token ids.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    /// One text.
+    Text(String),
+    /// Several texts.
+    Texts(Vec<String>),
+    /// One prompt as token ids.
+    Tokens(Vec<u32>),
+    /// Several prompts as token ids.
+    TokenLists(Vec<Vec<u32>>),
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Deserialize)]
+pub struct CompletionsRequest {
+    /// Model name.
+    pub model: String,
+    /// The prompt(s).
+    pub prompt: PromptInput,
+    /// Most tokens to generate (OpenAI's default is 16).
+    pub max_tokens: Option<u64>,
+    /// Prepend the prompt to each choice's text.
+    #[serde(default)]
+    pub echo: bool,
+    /// Return this many alternatives per token (0..=5).
+    pub logprobs: Option<u64>,
+    /// Text after the completion: unsupported (no fill-in-the-middle).
+    pub suffix: Option<String>,
+    /// Server-side best-of: only `best_of == n` is supported.
+    pub best_of: Option<u64>,
+    /// The shared sampling fields.
+    #[serde(flatten)]
+    pub sampling: Sampling,
+}
+
+/// What a request asks of the server beyond one choice.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Choices per prompt.
+    pub n: usize,
+    /// Stream as SSE.
+    pub stream: bool,
+    /// Send a usage chunk at the end of a stream.
+    pub include_usage: bool,
+}
+
+fn seed_of(seed: Option<i64>) -> Option<u64> {
+    // Negative seeds are valid in OpenAI's schema; reinterpret the bits.
+    seed.map(|s| s as u64)
+}
+
+impl Sampling {
+    /// The choice count and streaming flags, checked.
+    pub fn shape(&self) -> Result<Shape, ApiError> {
+        let n = self.n.unwrap_or(1);
+        if n == 0 || n > MAX_N as u64 {
+            return Err(ApiError::invalid("n", format!("{n} is not between 1 and {MAX_N}")));
+        }
+        let stream = self.stream.unwrap_or(false);
+        if self.stream_options.is_some() && !stream {
+            return Err(ApiError::invalid("stream_options", "stream_options is only allowed when stream is true"));
+        }
+        Ok(Shape {
+            n: n as usize,
+            stream,
+            include_usage: self.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        })
+    }
+
+    /// Engine sampling settings (ranges are checked by the engine, which
+    /// names the field) and stop strings.
+    fn params(&self) -> Result<(SamplingParams, Vec<String>), ApiError> {
+        let d = SamplingParams::default();
+        let mut logit_bias = Vec::new();
+        for (k, &v) in self.logit_bias.iter().flatten() {
+            let id = k
+                .parse::<u32>()
+                .map_err(|_| ApiError::invalid("logit_bias", format!("key `{k}` is not a token id")))?;
+            logit_bias.push((id, v));
+        }
+        // HashMap order is random: sort so the same request samples the same.
+        logit_bias.sort_by_key(|&(id, _)| id);
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![s.clone()],
+            Some(OneOrMany::Many(v)) => v.clone(),
+        };
+        if stop.len() > MAX_STOP {
+            return Err(ApiError::invalid("stop", format!("{} stop sequences; at most {MAX_STOP}", stop.len())));
+        }
+        if stop.iter().any(String::is_empty) {
+            return Err(ApiError::invalid("stop", "stop sequences must not be empty"));
+        }
+        let p = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            top_k: self.top_k.map_or(d.top_k, |k| k as usize),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repetition_penalty: self.repetition_penalty.unwrap_or(d.repetition_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(d.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(d.frequency_penalty),
+            logit_bias,
+            seed: seed_of(self.seed),
+        };
+        Ok((p, stop))
+    }
+}
+
+fn max_tokens(param: &str, v: Option<u64>, default: usize) -> Result<usize, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(0) => Err(ApiError::invalid(param, "must be at least 1")),
+        // The engine checks it against the context; clamp only what does not
+        // fit in usize so that check names the real value's field.
+        Some(v) => Ok(usize::try_from(v).unwrap_or(usize::MAX)),
+    }
+}
+
+/// Chat messages from their wire form: roles checked, text parts joined.
+fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::invalid("messages", "at least one message is required"));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" | "function" => {
+                return Err(ApiError::unsupported(
+                    &format!("messages[{i}].role"),
+                    format!("role `{}` is not supported (no tool calling)", m.role),
+                ))
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("`{other}` is not one of system, developer, user, assistant"),
+                ))
+            }
+        };
+        let text = match &m.content {
+            None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is required")),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.kind.as_str(), &p.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        ("text", None) => {
+                            return Err(ApiError::invalid(
+                                format!("messages[{i}].content[{j}].text"),
+                                "a text part needs `text`",
+                            ))
+                        }
+                        (kind, _) => {
+                            return Err(ApiError::unsupported(
+                                &format!("messages[{i}].content[{j}].type"),
+                                format!("content parts of type `{kind}` are not supported; only `text`"),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        out.push(ChatMessage::new(role, text));
+    }
+    Ok(out)
+}
+
+impl ChatCompletionRequest {
+    /// The provider request for one choice, checked.
+    pub fn to_completion(&self, default_max_tokens: usize) -> Result<CompletionRequest, ApiError> {
+        if let Some(f) = &self.response_format {
+            if f.kind != "text" {
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    format!("response_format `{}` is not supported yet; only `text` is", f.kind),
+                ));
+            }
+        }
+        for (param, list) in [("tools", &self.tools), ("functions", &self.functions)] {
+            if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Err(ApiError::unsupported(param, format!("{param} are not supported")));
+            }
+        }
+        let messages = chat_messages(&self.messages)?;
+        let max = max_tokens("max_completion_tokens", self.max_completion_tokens.or(self.max_tokens), default_max_tokens)?;
+        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (_, Some(k)) if k > MAX_TOP_LOGPROBS as u64 => {
+                return Err(ApiError::invalid("top_logprobs", format!("{k} is not between 0 and {MAX_TOP_LOGPROBS}")))
+            }
+            (false, Some(_)) => return Err(ApiError::invalid("top_logprobs", "top_logprobs requires logprobs: true")),
+            (true, k) => Some(k.unwrap_or(0) as usize),
+            (false, None) => None,
+        };
+        let (sampling, stop) = self.sampling.params()?;
+        Ok(CompletionRequest {
+            model: self.model.clone(),
+            input: Input::Chat(messages),
+            max_tokens: max,
+            sampling,
+            stop,
+            logprobs,
+            prompt_logprobs: None,
+        })
+    }
+}
+
+/// OpenAI's default `max_tokens` for legacy completions.
+pub const LEGACY_DEFAULT_MAX_TOKENS: usize = 16;
+
+impl CompletionsRequest {
+    /// One provider request per prompt, checked.
+    pub fn to_completions(&self) -> Result<Vec<CompletionRequest>, ApiError> {
+        if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::unsupported("suffix", "suffix (fill-in-the-middle) is not supported"));
+        }
+        let n = self.sampling.n.unwrap_or(1);
+        if self.best_of.is_some_and(|b| b != n) {
+            return Err(ApiError::unsupported("best_of", "best_of is supported only equal to n"));
+        }
+        let inputs: Vec<Input> = match &self.prompt {
+            PromptInput::Text(t) => vec![Input::Text(t.clone())],
+            PromptInput::Texts(v) => v.iter().cloned().map(Input::Text).collect(),
+            PromptInput::Tokens(t) => vec![Input::Tokens(t.clone())],
+            PromptInput::TokenLists(v) => v.iter().cloned().map(Input::Tokens).collect(),
+        };
+        if inputs.is_empty() || inputs.len() * (n as usize).max(1) > MAX_N {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("{} prompts x n = {n}: between 1 and {MAX_N} choices per request", inputs.len()),
+            ));
+        }
+        let logprobs = match self.logprobs {
+            Some(k) if k > MAX_LEGACY_LOGPROBS as u64 => {
+                return Err(ApiError::invalid("logprobs", format!("{k} is not between 0 and {MAX_LEGACY_LOGPROBS}")))
+            }
+            k => k.map(|k| k as usize),
+        };
+        let max = max_tokens("max_tokens", self.max_tokens, LEGACY_DEFAULT_MAX_TOKENS)?;
+        let (sampling, stop) = self.sampling.params()?;
+        Ok(inputs
+            .into_iter()
+            .map(|input| CompletionRequest {
+                model: self.model.clone(),
+                input,
+                max_tokens: max,
+                sampling: sampling.clone(),
+                stop: stop.clone(),
+                logprobs,
+                prompt_logprobs: if self.echo { logprobs } else { None },
+            })
+            .collect())
+    }
+}
+
+/// `POST /tokenize`.
+#[derive(Debug, Deserialize)]
+pub struct TokenizeRequest {
+    /// Model name.
+    pub model: String,
+    /// Text to tokenize.
+    pub prompt: Option<String>,
+    /// Or a conversation, rendered with the chat template.
+    pub messages: Option<Vec<Message>>,
+    /// Tokenize as the model will see the prompt (special tokens and BOS);
+    /// `false` treats special-token strings in `prompt` as text.
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Deserialize)]
+pub struct DetokenizeRequest {
+    /// Model name.
+    pub model: String,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+}
+
+impl TokenizeRequest {
+    /// The input to tokenize, checked.
+    pub fn input(&self) -> Result<Input, ApiError> {
+        match (&self.prompt, &self.messages) {
+            (Some(p), None) => Ok(Input::Text(p.clone())),
+            (None, Some(m)) => Ok(Input::Chat(chat_messages(m)?)),
+            _ => Err(ApiError::invalid("prompt", "give exactly one of `prompt` and `messages`")),
+        }
+    }
+}

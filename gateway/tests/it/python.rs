@@ -1,0 +1,41 @@
+//! The official OpenAI Python SDK as a second client, from outside Rust.
+//!
+//! `scripts/test` makes the venv (`.venv-test`, `openai` pinned there);
+//! `STARLING_TEST_PYTHON` points elsewhere. Without it this test fails, and
+//! says how to get it: a missing client is not a pass.
+
+use std::path::PathBuf;
+
+use crate::support::{start, MODEL};
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("STARLING_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-test/bin/python"));
+    assert!(p.exists(), "{} is missing: run scripts/test (it creates the venv with the openai SDK)", p.display());
+    p
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_gets_answers_and_typed_errors() {
+    let s = start(
+        |e| {
+            e.max_running = 2;
+            e.max_waiting = 0;
+        },
+        |_| {},
+    )
+    .await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk_check.py");
+    let out = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(s.v1())
+        .arg(MODEL)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python SDK checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"));
+}

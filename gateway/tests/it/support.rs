@@ -1,0 +1,91 @@
+//! A real server on 127.0.0.1:0 over the real model.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::Client;
+use gateway::{App, LocalProvider, Provider, Providers, ServerConfig};
+use inference::{Engine, EngineConfig};
+use tokio::sync::oneshot;
+
+/// Name the test model is served under.
+pub const MODEL: &str = "smollm2";
+
+/// The SmolLM2 GGUF fetched by `scripts/fetch-models`.
+pub fn smollm2_path() -> PathBuf {
+    let dir = std::env::var_os("STARLING_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
+    let p = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
+    p
+}
+
+/// A running server; dropping it shuts the server down.
+pub struct Server {
+    pub base: String,
+    pub engine: Engine,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// `/v1` base URL.
+    pub fn v1(&self) -> String {
+        format!("{}/v1", self.base)
+    }
+
+    /// An async-openai client for it (no retries: tests see every answer).
+    pub fn client(&self) -> Client<OpenAIConfig> {
+        Client::with_config(OpenAIConfig::new().with_api_base(self.v1()).with_api_key("unused"))
+    }
+
+    /// Ask it to shut down (graceful).
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Start a server; `engine` and `server` adjust the test-sized defaults.
+pub async fn start(engine: impl FnOnce(&mut EngineConfig), server: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut cfg = EngineConfig::new(smollm2_path(), MODEL);
+    cfg.threads = 2;
+    engine(&mut cfg);
+    let engine = Engine::start(cfg).expect("engine start");
+    let mut sc = ServerConfig::default();
+    server(&mut sc);
+    let app = App::new(sc).expect("app");
+    let provider: Arc<dyn Provider> = Arc::new(LocalProvider::new(engine.clone()));
+    app.set_ready(Providers::new(vec![provider]));
+    start_app(app, engine).await
+}
+
+/// Serve an already built app.
+pub async fn start_app(app: App, engine: Engine) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(gateway::serve(listener, app.clone(), async move {
+        let _ = rx.await;
+    }));
+    Server { base, engine, stop: Some(stop), done: Some(done) }
+}
+
+/// The default test server.
+pub async fn default_server() -> Server {
+    start(|_| {}, |_| {}).await
+}
+
+/// POST a JSON body with reqwest (for what async-openai will not send).
+pub async fn post_json(url: &str, body: &serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new().post(url).json(body).send().await.expect("send")
+}
