@@ -95,6 +95,7 @@ impl Provider for LocalProvider {
             };
             let mut g = GenerateRequest::new(prompt);
             g.max_tokens = Some(req.max_tokens);
+            g.clamp_max_tokens = req.clamp_max_tokens;
             g.sampling = req.sampling;
             g.stop = req.stop;
             g.logprobs = req.logprobs;

@@ -327,7 +327,8 @@ impl ChatCompletionRequest {
             }
         }
         let messages = chat_messages(&self.messages)?;
-        let max = max_tokens("max_completion_tokens", self.max_completion_tokens.or(self.max_tokens), default_max_tokens)?;
+        let asked = self.max_completion_tokens.or(self.max_tokens);
+        let max = max_tokens("max_completion_tokens", asked, default_max_tokens)?;
         let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
             (_, Some(k)) if k > MAX_TOP_LOGPROBS as u64 => {
                 return Err(ApiError::invalid("top_logprobs", format!("{k} is not between 0 and {MAX_TOP_LOGPROBS}")))
@@ -341,6 +342,7 @@ impl ChatCompletionRequest {
             model: self.model.clone(),
             input: Input::Chat(messages),
             max_tokens: max,
+            clamp_max_tokens: asked.is_none(),
             sampling,
             stop,
             logprobs,
@@ -388,6 +390,7 @@ impl CompletionsRequest {
                 model: self.model.clone(),
                 input,
                 max_tokens: max,
+                clamp_max_tokens: self.max_tokens.is_none(),
                 sampling: sampling.clone(),
                 stop: stop.clone(),
                 logprobs,

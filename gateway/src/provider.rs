@@ -36,6 +36,9 @@ pub struct CompletionRequest {
     pub input: Input,
     /// Most tokens to generate.
     pub max_tokens: usize,
+    /// `max_tokens` is the server's default, not the client's: reduce it to
+    /// what the context leaves rather than refusing the request.
+    pub clamp_max_tokens: bool,
     /// Sampling settings (seed already offset per choice).
     pub sampling: SamplingParams,
     /// Stop strings.

@@ -109,6 +109,9 @@ pub struct GenerateRequest {
     pub prompt_logprobs: Option<usize>,
     /// Keep going past EOS (benchmarks).
     pub ignore_eos: bool,
+    /// Reduce `max_tokens` to the room the context leaves instead of
+    /// refusing it: for a server's default, which the client never chose.
+    pub clamp_max_tokens: bool,
 }
 
 impl GenerateRequest {
@@ -122,6 +125,7 @@ impl GenerateRequest {
             logprobs: None,
             prompt_logprobs: None,
             ignore_eos: false,
+            clamp_max_tokens: false,
         }
     }
 }
@@ -481,7 +485,10 @@ impl Engine {
             });
         }
         let room = ctx - prompt.len();
-        let max_tokens = req.max_tokens.unwrap_or(room);
+        let mut max_tokens = req.max_tokens.unwrap_or(room);
+        if req.clamp_max_tokens {
+            max_tokens = max_tokens.min(room);
+        }
         if max_tokens == 0 || max_tokens > room {
             return Err(Error::InvalidRequest {
                 param: "max_tokens",

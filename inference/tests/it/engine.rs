@@ -256,3 +256,19 @@ async fn long_prompt_is_prefilled_in_chunks_while_others_stream() {
     let ids = |t: &[TokenEvent]| t.iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(ids(&chunked), ids(&unchunked));
 }
+
+#[tokio::test]
+async fn a_default_max_tokens_is_clamped_to_the_context_but_a_chosen_one_is_refused() {
+    let engine = engine_with(|c| c.kv_cache_bytes = 1 << 30);
+    let info = engine.info().clone();
+    let mut r = GenerateRequest::new(chat("Hi"));
+    let prompt = engine.encode_prompt(&r.prompt).expect("encode").len();
+    r.max_tokens = Some(info.context_length * 2);
+    assert!(matches!(engine.generate(r.clone()), Err(Error::InvalidRequest { param: "max_tokens", .. })));
+    r.clamp_max_tokens = true;
+    let held = engine.generate(r).expect("clamped to the room left");
+    // The reservation covers exactly the whole context: prompt + room.
+    assert_eq!(engine.stats().kv_reserved_bytes, info.context_length * info.kv_bytes_per_token);
+    assert!(prompt < info.context_length);
+    drop(held);
+}
