@@ -296,6 +296,14 @@ async fn collect(mut s: ChunkStream) -> Result<Collected, ApiError> {
     Err(ApiError::internal("the provider ended a choice without finishing it"))
 }
 
+/// Every choice read to its end, unless the shutdown grace runs out first.
+async fn collect_all(app: &App, choices: Vec<ChunkStream>) -> Result<Vec<Collected>, ApiError> {
+    tokio::select! {
+        r = futures_util::future::join_all(choices.into_iter().map(collect)) => r.into_iter().collect(),
+        () = app.cancelled() => Err(ApiError::not_ready("The server is shutting down.")),
+    }
+}
+
 /// Usage of a whole request: each distinct prompt once (`n` choices share
 /// it, as OpenAI counts), every choice's completion.
 fn total_usage(usages: &[Usage], n: usize) -> Value {
@@ -347,9 +355,13 @@ where
         .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
 }
 
-/// Choices merged into one stream of (choice index, chunk).
+/// Choices merged into one stream of (choice index, chunk), minus deltas
+/// that carry nothing to send (text held back, no logprob asked).
 fn merged(choices: Vec<ChunkStream>) -> impl futures_util::Stream<Item = (usize, Result<Chunk, ApiError>)> {
-    stream::select_all(choices.into_iter().enumerate().map(|(i, s)| s.map(move |c| (i, c)).boxed()))
+    stream::select_all(choices.into_iter().enumerate().map(|(i, s)| s.map(move |c| (i, c)).boxed())).filter(|(_, c)| {
+        let empty = matches!(c, Ok(Chunk::Delta { text, logprob: None }) if text.is_empty());
+        std::future::ready(!empty)
+    })
 }
 
 async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -362,14 +374,9 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
     let (id, created, model, fp) = (new_id("chatcmpl"), unix_now(), req.model.clone(), app.0.fingerprint.clone());
 
     if !shape.stream {
-        let results = tokio::select! {
-            r = futures_util::future::join_all(choices.into_iter().map(collect)) => r,
-            () = app.cancelled() => return Err(ApiError::not_ready("The server is shutting down.")),
-        };
         let mut out = Vec::new();
         let mut usages = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            let c = r?;
+        for (i, c) in collect_all(&app, choices).await?.into_iter().enumerate() {
             usages.push(c.usage);
             out.push(json!({
                 "index": i,
@@ -415,9 +422,6 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
         while let Some((i, c)) = events.next().await {
             let msgs = match c {
                 Ok(Chunk::Delta { text, logprob }) => {
-                    if text.is_empty() && logprob.is_none() {
-                        continue;
-                    }
                     let lp = logprob.map(|t| json!({"content": [chat_logprob(&t)], "refusal": null}));
                     vec![delta(i, json!({"content": text}), lp, None)]
                 }
@@ -466,9 +470,10 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
     let shape = req.sampling.shape()?;
     let reqs = req.to_completions()?;
     let provider = app.providers()?.resolve(&req.model)?.clone();
-    // Echo needs the prompt's text: the request's own, or its tokens decoded.
+    // Echo needs each prompt's text: the request's own, or its tokens decoded
+    // (`prompts` stays empty without echo).
     let mut prompts = Vec::with_capacity(reqs.len());
-    for r in &reqs {
+    for r in reqs.iter().filter(|_| req.echo) {
         prompts.push(match &r.input {
             crate::provider::Input::Text(t) => t.clone(),
             crate::provider::Input::Tokens(t) => provider.detokenize(&r.model, t)?,
@@ -482,17 +487,12 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
     let n = shape.n;
 
     if !shape.stream {
-        let results = tokio::select! {
-            r = futures_util::future::join_all(choices.into_iter().map(collect)) => r,
-            () = app.cancelled() => return Err(ApiError::not_ready("The server is shutting down.")),
-        };
         let mut out = Vec::new();
         let mut usages = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            let c = r?;
+        for (i, c) in collect_all(&app, choices).await?.into_iter().enumerate() {
             usages.push(c.usage);
-            let prompt = &prompts[i / n];
             let (text, logprobs) = if echo {
+                let prompt = &prompts[i / n];
                 let mut toks = c.prompt.unwrap_or_default();
                 toks.extend(c.logprobs);
                 (format!("{prompt}{}", c.text), legacy_logprobs(&toks, 0))
@@ -542,9 +542,6 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
         while let Some((i, c)) = events.next().await {
             let msg = match c {
                 Ok(Chunk::Delta { text, logprob }) => {
-                    if text.is_empty() && logprob.is_none() {
-                        continue;
-                    }
                     let lp = logprob.map(|t| {
                         let v = legacy_logprobs(std::slice::from_ref(&t), offsets[i]);
                         offsets[i] += t.token.len();

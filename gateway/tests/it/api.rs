@@ -8,7 +8,7 @@ use async_openai::types::chat::{
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::support::{default_server, post_json, start, start_app, MODEL};
+use crate::support::{default_server, long_stream, post_json, start, start_app, MODEL};
 
 fn chat(user: &str, max_tokens: u32, seed: i64) -> CreateChatCompletionRequest {
     let msg = ChatCompletionRequestUserMessageArgs::default().content(user).build().expect("message");
@@ -227,12 +227,7 @@ async fn sixteen_parallel_streams_complete_with_correct_usage() {
 async fn a_client_that_disconnects_cancels_its_generation() {
     let s = default_server().await;
     let mut stats = s.engine.watch_stats();
-    let res = post_json(
-        &format!("{}/chat/completions", s.v1()),
-        &json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story."}],
-                "max_tokens": 2000, "stream": true}),
-    )
-    .await;
+    let res = long_stream(&s).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut body = res.bytes_stream();
@@ -312,12 +307,7 @@ async fn shutdown_lets_a_running_stream_finish() {
 async fn shutdown_grace_over_cancels_streams() {
     let mut s = start(|_| {}, |c| c.shutdown_grace_secs = 0).await;
     let mut stats = s.engine.watch_stats();
-    let res = post_json(
-        &format!("{}/chat/completions", s.v1()),
-        &json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story."}],
-                "max_tokens": 2000, "stream": true}),
-    )
-    .await;
+    let res = long_stream(&s).await;
     let mut body = res.bytes_stream();
     body.next().await.expect("chunk").expect("bytes");
     stats.wait_for(|st| st.running == 1).await.expect("engine alive");

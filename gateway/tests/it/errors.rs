@@ -3,7 +3,7 @@
 use async_openai::error::OpenAIError;
 use serde_json::{json, Value};
 
-use crate::support::{default_server, start, MODEL};
+use crate::support::{default_server, long_stream, start, MODEL};
 
 /// Status and error object of a raw request.
 async fn send(req: reqwest::RequestBuilder) -> (u16, Value, Option<String>) {
@@ -149,8 +149,7 @@ async fn unknown_model_is_404_and_full_engine_is_429_with_retry_after() {
     // One slot: a running stream holds it, the next request is refused.
     let http = reqwest::Client::new();
     let url = format!("{}/chat/completions", s.v1());
-    let long = chat_body(json!({"max_tokens": 2000, "stream": true}));
-    let held = http.post(&url).json(&long).send().await.expect("send");
+    let held = long_stream(&s).await;
     assert_eq!(held.status(), 200);
     let (status, err, retry) = send(http.post(&url).json(&chat_body(json!({})))).await;
     assert_eq!(status, 429);

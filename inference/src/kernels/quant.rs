@@ -61,6 +61,15 @@ impl QFormat {
         self == Self::Q4_1
     }
 
+    /// The integer offset the stored quants carry: Q4_0 stores `q + 8`, so
+    /// its dot product is `sum(q' a) - 8 sum(a)`.
+    const fn zero_point(self) -> i32 {
+        match self {
+            Self::Q4_0 => 8,
+            Self::Q4_1 | Self::Q8_0 => 0,
+        }
+    }
+
     /// Offset of the quants in a tile block: `TILE` f16 scales, then (Q4_1)
     /// `TILE` f16 mins.
     fn qs_offset(self) -> usize {
@@ -352,22 +361,9 @@ const fn format_of(f: u8) -> QFormat {
     }
 }
 
-/// The integer offset a format's quants carry: Q4_0 stores `q + 8`, so its
-/// dot product is `sum(q' a) - 8 sum(a)`.
-const fn zero_point(f: u8) -> i32 {
-    if f == Q4_0 {
-        8
-    } else {
-        0
-    }
-}
-
 fn scalar_tile(fmt: QFormat, w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f32; TILE]; ROWS]) {
     let (tb, qo) = (fmt.tile_block_bytes(), fmt.qs_offset());
-    let zp = match fmt {
-        QFormat::Q4_0 => 8,
-        _ => 0,
-    };
+    let zp = fmt.zero_point();
     for (r, row) in xq.chunks_exact(nb).enumerate() {
         for i in 0..TILE {
             let (mut acc, mut acc_m) = (0f32, 0f32);
@@ -400,7 +396,7 @@ fn scalar_tile(fmt: QFormat, w: &[u8], xq: &[BlockQ8A], nb: usize, out: &mut [[f
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{format_of, zero_point, BlockQ8A, ROWS, TILE};
+    use super::{format_of, BlockQ8A, ROWS, TILE};
     use std::arch::x86_64::*;
 
     /// A whole tile per vector: lane i of every operand is row i.
@@ -445,7 +441,8 @@ mod x86 {
                 for (g, v) in wv.iter().enumerate() {
                     isum = _mm512_dpbusd_epi32(isum, *v, _mm512_set1_epi32(a.word(g)));
                 }
-                let zp = if F == super::Q8_0 { 128 } else { zero_point(F) };
+                // Q8_0 was fed as q + 128 above.
+                let zp = if F == super::Q8_0 { 128 } else { fmt.zero_point() };
                 if zp != 0 {
                     isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(zp * a.qsum));
                 }
@@ -511,7 +508,7 @@ mod x86 {
                         };
                         isum = _mm256_add_epi32(isum, _mm256_madd_epi16(pairs, ones));
                     }
-                    let zp = zero_point(F);
+                    let zp = fmt.zero_point();
                     if zp != 0 {
                         isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(zp * a.qsum));
                     }
