@@ -24,42 +24,15 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use starling_benches::{median, percentile, smollm2_path, wanted};
+
 use inference::{ChatMessage, Engine, EngineConfig, Event, GenerateRequest, Prompt, Role, SamplingParams};
 
 const DECODE_TOKENS: usize = 128;
 const STREAM_TOKENS: usize = 64;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
-fn model_path() -> PathBuf {
-    let dir = std::env::var_os("STARLING_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
-    dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
 fn start(threads: usize) -> Engine {
-    let mut cfg = EngineConfig::new(model_path(), "smollm2");
+    let mut cfg = EngineConfig::new(smollm2_path(), "smollm2");
     cfg.threads = threads;
     cfg.max_running = 64;
     Engine::start(cfg).unwrap_or_else(|e| {
@@ -184,7 +157,7 @@ fn anchor(p40: &[u32], p400: &[u32]) -> Option<serde_json::Value> {
         return None;
     }
     let spec = serde_json::json!({
-        "model": model_path(),
+        "model": smollm2_path(),
         "p40": p40,
         "p400": p400,
         "decode_tokens": DECODE_TOKENS,
@@ -217,12 +190,6 @@ fn main() {
         }
     };
     rt.block_on(bench());
-}
-
-/// Whether the command line selects this section (no filter: all).
-fn wanted(section: &str) -> bool {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
 }
 
 async fn bench() {

@@ -1,2 +1,55 @@
-//! Benchmarks live in `bench_main.rs` (run with `cargo bench -p starling-benches`);
-//! this library is empty so the package has a target to build in `cargo test`.
+//! Shared pieces of Starling's benchmarks (`cargo bench -p starling-benches`):
+//! summary statistics and a small HTTP/1.1 load generator that measures
+//! OpenAI-style streamed (SSE) and plain JSON completions.
+//!
+//! The load generator is hyper's bare client connection, one keep-alive
+//! connection per concurrent stream: no pool, no TLS, no redirects, so its
+//! own cost stays far below what it measures.
+
+pub mod load;
+
+/// Median; NaN for no values.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile `p` (0..=100); NaN for no values.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// Whether the bench's command line selects `section`: arguments filter as
+/// test names do (no argument selects everything; flags are ignored).
+pub fn wanted(section: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
+}
+
+/// The SmolLM2 GGUF `scripts/fetch-models` unpacks (`STARLING_MODELS_DIR`
+/// overrides the cache directory).
+pub fn smollm2_path() -> std::path::PathBuf {
+    let dir = std::env::var_os("STARLING_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
+    dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Exit the bench with a message: benches report, they do not panic.
+pub fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("bench: {msg}");
+    std::process::exit(2)
+}

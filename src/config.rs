@@ -17,6 +17,22 @@ pub struct RawConfig {
     pub engine: RawEngine,
     /// `[server]`: `starling serve`.
     pub server: gateway::ServerConfig,
+    /// `[[providers]]`: cloud or remote OpenAI-compatible endpoints.
+    pub providers: Vec<gateway::ProviderConfig>,
+    /// `[[routes]]`: public model names and their candidates.
+    pub routes: Vec<gateway::RouteConfig>,
+    /// `[gateway]`: retry and breaker settings.
+    pub gateway: RawGateway,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGateway {
+    /// `[gateway.retry]`.
+    pub retry: gateway::config::RetryConfig,
+    /// `[gateway.breaker]`.
+    pub breaker: gateway::config::BreakerConfig,
 }
 
 /// `[models]`: where models are described and stored.
@@ -118,6 +134,8 @@ pub struct Config {
     pub engine: RawEngine,
     /// HTTP server settings.
     pub server: gateway::ServerConfig,
+    /// Providers (keys read from their env vars), routes, retry, breakers.
+    pub gateway: gateway::GatewayConfig,
 }
 
 impl Config {
@@ -142,12 +160,26 @@ impl Config {
         if e.max_running == 0 || e.max_batch_tokens == 0 || e.prefill_chunk == 0 || e.kv_cache_mb == 0 {
             bail!("engine.max_running, max_batch_tokens, prefill_chunk and kv_cache_mb must be at least 1");
         }
+        let mut providers = raw.providers;
+        for p in &mut providers {
+            let Some(var) = &p.api_key_env else { continue };
+            match std::env::var(var) {
+                Ok(key) if !key.is_empty() => p.api_key = Some(gateway::Secret::new(key)),
+                _ => tracing::warn!("provider `{}`: {var} is not set; its requests will fail over", p.name),
+            }
+        }
         Ok(Self {
             models: manifest.model,
             cache_dir,
             default_model: raw.models.default,
             engine: raw.engine,
             server: raw.server,
+            gateway: gateway::GatewayConfig {
+                providers,
+                routes: raw.routes,
+                retry: raw.gateway.retry,
+                breaker: raw.gateway.breaker,
+            },
         })
     }
 
@@ -204,5 +236,16 @@ mod tests {
         assert_eq!(format!("{:?}", ex.models), format!("{:?}", d.models));
         assert_eq!(format!("{:?}", ex.engine), format!("{:?}", d.engine));
         assert_eq!(format!("{:?}", ex.server), format!("{:?}", d.server));
+        assert_eq!(format!("{:?}", ex.gateway), format!("{:?}", d.gateway));
+        // The example's providers and routes are examples, not defaults:
+        // they must build into a router.
+        let gw = gateway::GatewayConfig {
+            providers: ex.providers,
+            routes: ex.routes,
+            retry: ex.gateway.retry,
+            breaker: ex.gateway.breaker,
+        };
+        assert!(!gw.routes.is_empty());
+        gateway::App::new(ex.server, gw).expect("the example's providers and routes build");
     }
 }

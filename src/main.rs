@@ -120,6 +120,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let model = config.llm(None)?;
     let engine_cfg = config.engine_config(model)?;
     let mut server_cfg = config.server.clone();
+    let gateway_cfg = config.gateway.clone();
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
@@ -134,7 +135,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", server_cfg.listen))?;
         let addr = listener.local_addr()?;
-        let app = gateway::App::new(server_cfg).context("metrics registry")?;
+        let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
@@ -143,8 +144,8 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         tokio::spawn(async move {
             match tokio::task::spawn_blocking(move || Engine::start(engine_cfg)).await {
                 Ok(Ok(engine)) => {
-                    let provider: Arc<dyn gateway::Provider> = Arc::new(gateway::LocalProvider::new(engine));
-                    loading.set_ready(gateway::Providers::new(vec![provider]));
+                    let provider: Arc<dyn gateway::Generator> = Arc::new(gateway::LocalModel::new(engine));
+                    loading.set_ready(gateway::Generators::new(vec![provider]));
                     tracing::info!("model `{name}` ready");
                     eprintln!("ready: model `{name}` loaded");
                 }

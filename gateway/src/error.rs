@@ -118,6 +118,42 @@ impl ApiError {
         }
     }
 
+    /// 502: a provider failed or answered something unusable.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self { code: Some("upstream_error"), ..Self::new(StatusCode::BAD_GATEWAY, "server_error", message) }
+    }
+
+    /// 504: a provider did not answer in time.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self { code: Some("upstream_timeout"), ..Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", message) }
+    }
+
+    /// 503: a provider is overloaded or down (Anthropic's 529 too), or
+    /// every candidate's breaker is open.
+    pub fn upstream_unavailable(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self {
+            code: Some("upstream_unavailable"),
+            retry_after,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        }
+    }
+
+    /// A provider refused the request itself (400, 404, 413, 422): the
+    /// client's to fix, so its status is kept (422 becomes 400, as OpenAI).
+    pub fn upstream_client(status: StatusCode, message: impl Into<String>) -> Self {
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+        Self::new(status, "invalid_request_error", message)
+    }
+
+    /// What the router does after this error from one candidate.
+    pub fn fate(&self) -> Fate {
+        match (self.status.as_u16(), self.code) {
+            (_, Some("unsupported" | "model_not_found")) => Fate::Next,
+            (429 | 500..=599, _) => Fate::Retry,
+            _ => Fate::Final,
+        }
+    }
+
     /// 500: a fault of ours, not of the request.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -142,6 +178,37 @@ impl ApiError {
             }
         })
     }
+}
+
+/// What one candidate's failure means for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The candidate is unhealthy or busy (connect error, timeout, 429,
+    /// 5xx): count it against its breaker, try another or try again.
+    Retry,
+    /// The candidate cannot serve this request (a capability it lacks, a
+    /// model it does not have): try another, its health is fine.
+    Next,
+    /// The request itself is at fault: answer the client with it.
+    Final,
+}
+
+/// An upstream's `code` as one of the codes clients know, else None.
+pub fn known_code(code: &str) -> Option<&'static str> {
+    const KNOWN: &[&str] = &[
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "model_not_found",
+        "invalid_api_key",
+        "context_length_exceeded",
+        "invalid_value",
+        "invalid_type",
+        "missing_required_parameter",
+        "unsupported_parameter",
+        "unsupported_value",
+        "content_filter",
+    ];
+    KNOWN.iter().copied().find(|k| *k == code)
 }
 
 impl IntoResponse for ApiError {

@@ -1,25 +1,41 @@
 //! Starling's HTTP edge: an OpenAI-compatible API (`/v1/chat/completions`,
 //! `/v1/completions`, `/v1/models`, `/tokenize`, `/detokenize`) plus
-//! `/health`, `/ready` and `/metrics`, over a [`Provider`] seam.
+//! `/health`, `/ready` and `/metrics`. Chat completions are routed to the
+//! local engine or to cloud providers; the rest is served by the local
+//! models.
 //!
 //! - `server`: axum routes, body parsing, SSE, readiness, graceful shutdown.
+//! - `router`: public model names to candidate providers; fallback,
+//!   retries and circuit breakers (`breaker`).
+//! - `provider`: the routed seam, OpenAI chat completions as JSON values.
+//! - `local`: the in-process engine, as a [`Generator`] of single choices
+//!   ([`LocalModel`]) and as the `local` provider ([`LocalChat`]).
+//! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
+//! - `generator`: provider-neutral single-choice requests and chunks.
+//! - `choices`: running a request's `n` choices.
 //! - `openai`: OpenAI request bodies and their validation.
-//! - `provider`: the provider-neutral request/chunk types and the trait.
-//! - `local`: the in-process engine as a provider.
+//! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
+//! - `sse`: reading upstream event streams.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
-//!
-//! Routing across cloud providers comes with the gateway issue; handlers
-//! already only see `Provider`s.
 
+pub mod breaker;
+mod choices;
+pub mod config;
 pub mod error;
+pub mod generator;
 pub mod local;
 pub mod metrics;
 pub mod openai;
+pub mod openai_compatible;
 pub mod provider;
+pub mod router;
 pub mod server;
+pub mod sse;
 
+pub use config::{GatewayConfig, ProviderConfig, RouteConfig, Secret};
 pub use error::ApiError;
-pub use local::LocalProvider;
-pub use provider::{Provider, Providers};
-pub use server::{serve, App, ServerConfig};
+pub use generator::{Generator, Generators};
+pub use local::{LocalChat, LocalModel};
+pub use provider::{ChatCall, ChatReply, Provider};
+pub use server::{serve, App, ServerConfig, SetupError};

@@ -5,7 +5,8 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::provider::Providers;
+use crate::breaker::State;
+use crate::generator::Generators;
 
 /// Every metric the server records.
 #[derive(Clone)]
@@ -29,6 +30,7 @@ pub struct Metrics {
     waiting: IntGaugeVec,
     kv_used: IntGaugeVec,
     kv_capacity: IntGaugeVec,
+    breaker: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,8 +51,8 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["provider"])?;
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
@@ -86,17 +88,26 @@ impl Metrics {
                 "Tokens generated, by model.",
                 &["model"],
             )?,
-            running: gauge("starling_engine_running_sequences", "Sequences generating.")?,
-            waiting: gauge("starling_engine_waiting_sequences", "Sequences admitted, waiting for a slot.")?,
-            kv_used: gauge("starling_engine_kv_cache_used_bytes", "KV cache reserved by admitted sequences.")?,
-            kv_capacity: gauge("starling_engine_kv_cache_capacity_bytes", "KV cache budget.")?,
+            running: gauge("starling_engine_running_sequences", "Sequences generating.", &["provider"])?,
+            waiting: gauge("starling_engine_waiting_sequences", "Sequences admitted, waiting for a slot.", &["provider"])?,
+            kv_used: gauge("starling_engine_kv_cache_used_bytes", "KV cache reserved by admitted sequences.", &["provider"])?,
+            kv_capacity: gauge("starling_engine_kv_cache_capacity_bytes", "KV cache budget.", &["provider"])?,
+            breaker: gauge(
+                "starling_gateway_breaker_state",
+                "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.",
+                &["provider", "model"],
+            )?,
             registry,
         })
     }
 
-    /// The text exposition, with gauges read from the providers now.
-    pub fn render(&self, providers: Option<&Providers>) -> String {
-        for p in providers.into_iter().flat_map(Providers::iter) {
+    /// The text exposition, with gauges read from the local models and
+    /// the breakers now.
+    pub fn render(&self, providers: Option<&Generators>, breakers: &[(String, String, State)]) -> String {
+        for (provider, model, state) in breakers {
+            self.breaker.with_label_values(&[provider.as_str(), model.as_str()]).set(state.gauge());
+        }
+        for p in providers.into_iter().flat_map(Generators::iter) {
             if let Some(load) = p.load() {
                 let name = [p.name()];
                 let set = |g: &IntGaugeVec, v: usize| g.with_label_values(&name).set(i64::try_from(v).unwrap_or(i64::MAX));

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use inference::{ChatMessage, Role, SamplingParams};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::provider::{CompletionRequest, Input};
+use crate::generator::{CompletionRequest, Input};
 
 /// Most choices per request (OpenAI allows 128; every choice here is a
 /// sequence in the engine, so the limit is the server's to set).
@@ -19,6 +20,29 @@ pub const MAX_STOP: usize = 4;
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most `logprobs` on legacy completions (OpenAI's limit).
 pub const MAX_LEGACY_LOGPROBS: usize = 5;
+
+/// A request body parsed into `T`: 400 naming the field for a wrong type
+/// or an out-of-range number.
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        let mut inner = e.into_inner().to_string();
+        if path == "." {
+            // serde loses the path inside `#[serde(flatten)]`; the shared
+            // sampling fields are the only flattened part of our bodies, so
+            // read them alone to name the field.
+            if let Err(e) = serde_path_to_error::deserialize::<_, Sampling>(value) {
+                path = e.path().to_string();
+                inner = e.into_inner().to_string();
+            }
+        }
+        if path == "." {
+            ApiError::bad_body(format!("Invalid request body: {inner}"))
+        } else {
+            ApiError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
+        }
+    })
+}
 
 /// A string or a list of strings (`stop`).
 #[derive(Debug, Deserialize)]

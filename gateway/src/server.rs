@@ -1,10 +1,12 @@
 //! The HTTP server: routes, request parsing, SSE, readiness, metrics and
-//! graceful shutdown. Handlers turn OpenAI requests into provider calls
-//! (`crate::provider`) and the chunks back into OpenAI responses.
+//! graceful shutdown. Chat completions go through the [`crate::router`] to
+//! providers; legacy completions and the tokenizer routes go straight to
+//! the local models (`crate::generator`).
 
 use std::future::{Future, IntoFuture};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -12,18 +14,24 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
+use crate::choices::{collect_all, merged, open_choices, produced, total_usage};
+use crate::config::{GatewayConfig, ProviderKind};
 use crate::error::ApiError;
+use crate::generator::{Chunk, Generators, TokenLogprob, Usage};
+use crate::local::{new_id, unix_now, LocalChat};
 use crate::metrics::Metrics;
-use crate::openai::{ChatCompletionRequest, CompletionsRequest, DetokenizeRequest, Sampling, Shape, TokenizeRequest};
-use crate::provider::{Chunk, ChunkStream, CompletionRequest, Finish, Provider, Providers, TokenLogprob, Usage};
+use crate::openai::{from_value, CompletionsRequest, DetokenizeRequest, TokenizeRequest};
+use crate::openai_compatible::OpenAiCompatible;
+use crate::provider::{ChatReply, ChunkValues, Provider};
+use crate::router::{Router, Upstream};
 
 /// `[server]` of `starling.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,8 +66,27 @@ struct Inner {
     /// Set when the shutdown grace is over: running requests stop.
     cancel: watch::Sender<bool>,
     metrics: Metrics,
-    providers: OnceLock<Providers>,
+    /// The local models, once loaded (shared with the `local` provider).
+    generators: Arc<OnceLock<Generators>>,
+    router: Router,
     fingerprint: String,
+}
+
+/// Why the app could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A provider's config is unusable.
+    #[error(transparent)]
+    Provider(#[from] crate::openai_compatible::SetupError),
+    /// A route's config is unusable.
+    #[error(transparent)]
+    Route(#[from] crate::router::RouteError),
+    /// Two providers share a name, or one is called `local`.
+    #[error("provider name `{0}` is used twice (`local` is the engine's)")]
+    DuplicateProvider(String),
 }
 
 /// The application state: cheap to clone, shared by every handler.
@@ -68,26 +95,43 @@ pub struct App(Arc<Inner>);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("ready", &self.0.providers.get().is_some()).finish()
+        f.debug_struct("App").field("ready", &self.0.generators.get().is_some()).finish()
     }
 }
 
 impl App {
-    /// A server that answers 503 on model routes until [`App::set_ready`].
-    pub fn new(config: ServerConfig) -> prometheus::Result<Self> {
+    /// A server over the local models (503 until [`App::set_ready`]) and
+    /// the providers and routes of `gateway`.
+    pub fn new(config: ServerConfig, gateway: GatewayConfig) -> Result<Self, SetupError> {
+        let metrics = Metrics::new()?;
+        let generators = Arc::new(OnceLock::new());
+        let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
+        let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint.clone(), config.default_max_tokens);
+        let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
+        for p in &gateway.providers {
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p)?),
+            };
+            let upstream = Upstream::remote(provider, p.ttft_timeout());
+            if upstreams.insert(p.name.clone(), upstream).is_some() {
+                return Err(SetupError::DuplicateProvider(p.name.clone()));
+            }
+        }
+        let router = Router::new(&gateway, &upstreams)?;
         Ok(Self(Arc::new(Inner {
             config,
             cancel: watch::Sender::new(false),
-            metrics: Metrics::new()?,
-            providers: OnceLock::new(),
-            fingerprint: format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
+            metrics,
+            generators,
+            router,
+            fingerprint,
         })))
     }
 
     /// Models are loaded: start serving them. Later calls are ignored.
-    pub fn set_ready(&self, providers: Providers) {
-        if self.0.providers.set(providers).is_err() {
-            tracing::warn!("set_ready called twice; keeping the first providers");
+    pub fn set_ready(&self, generators: Generators) {
+        if self.0.generators.set(generators).is_err() {
+            tracing::warn!("set_ready called twice; keeping the first models");
         }
     }
 
@@ -104,13 +148,13 @@ impl App {
         }
     }
 
-    fn providers(&self) -> Result<&Providers, ApiError> {
-        self.0.providers.get().ok_or_else(|| ApiError::not_ready("Models are still loading; retry shortly."))
+    fn generators(&self) -> Result<&Generators, ApiError> {
+        self.0.generators.get().ok_or_else(|| ApiError::not_ready("Models are still loading; retry shortly."))
     }
 
     /// Every route.
-    pub fn router(&self) -> Router {
-        Router::new()
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(list_models))
@@ -177,10 +221,9 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
     res
 }
 
-/// Parse a JSON body: 415 unless JSON, 413 over the limit, 400 for bad
-/// syntax, invalid UTF-8 or nesting past serde_json's depth limit, and 400
-/// naming the field for a wrong type or an out-of-range number.
-async fn parse<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+/// Read a JSON body: 415 unless JSON, 413 over the limit, 400 for bad
+/// syntax, invalid UTF-8 or nesting past serde_json's depth limit.
+async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
     let ctype = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
     let is_json = ctype.is_some_and(|c| {
         let mime = c.split(';').next().unwrap_or("").trim();
@@ -191,161 +234,60 @@ async fn parse<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) 
     }
     let limit = app.0.config.body_limit_bytes;
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}")))?;
-    serde_path_to_error::deserialize::<_, T>(&value).map_err(|e| {
-        let mut path = e.path().to_string();
-        let mut inner = e.into_inner().to_string();
-        if path == "." {
-            // serde loses the path inside `#[serde(flatten)]`; the shared
-            // sampling fields are the only flattened part of our bodies, so
-            // read them alone to name the field.
-            if let Err(e) = serde_path_to_error::deserialize::<_, Sampling>(&value) {
-                path = e.path().to_string();
-                inner = e.into_inner().to_string();
-            }
-        }
-        if path == "." {
-            ApiError::bad_body(format!("Invalid request body: {inner}"))
-        } else {
-            ApiError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
-        }
-    })
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}")))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// Read and parse a JSON body into `T` (see [`read_json`] and
+/// [`openai::from_value`]).
+async fn parse<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    from_value(&read_json(app, headers, body).await?)
 }
 
-fn new_id(prefix: &str) -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!("{prefix}-{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 24))
-}
-
-/// Start `n` choices per request (seeds offset per choice so they differ
-/// yet repeat). All or nothing: if one is refused, the started ones are
-/// dropped (cancelled) and the refusal is the answer.
-async fn open_choices(
-    app: &App,
-    provider: &Arc<dyn Provider>,
-    reqs: Vec<CompletionRequest>,
-    n: usize,
-) -> Result<Vec<ChunkStream>, ApiError> {
-    let mut out = Vec::with_capacity(reqs.len() * n);
-    let started = Instant::now();
-    for req in reqs {
-        for i in 0..n {
-            let mut r = req.clone();
-            r.sampling.seed = r.sampling.seed.map(|s| s.wrapping_add(i as u64));
-            let model = r.model.clone();
-            let stream = provider.complete(r).await?;
-            out.push(timed(app.0.metrics.clone(), model, started, stream));
-        }
-    }
-    Ok(out)
-}
-
-/// Observe TTFT, inter-token latency and token counts as chunks pass.
-fn timed(metrics: Metrics, model: String, started: Instant, stream: ChunkStream) -> ChunkStream {
-    let mut last: Option<Instant> = None;
-    stream
-        .map(move |c| {
-            if let Ok(chunk) = &c {
-                let now = Instant::now();
-                if let Chunk::Delta { .. } = chunk {
-                    match last {
-                        None => metrics.ttft_seconds.with_label_values(&[&model]).observe((now - started).as_secs_f64()),
-                        Some(t) => metrics.inter_token_seconds.with_label_values(&[&model]).observe((now - t).as_secs_f64()),
-                    }
-                    last = Some(now);
-                }
-                if let Chunk::Done { usage, .. } = chunk {
-                    metrics.prompt_tokens.with_label_values(&[&model]).inc_by(usage.prompt_tokens as u64);
-                    metrics.completion_tokens.with_label_values(&[&model]).inc_by(usage.completion_tokens as u64);
-                }
-            }
-            c
-        })
-        .boxed()
-}
-
-/// One choice, read to its end.
-struct Collected {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    finish: Finish,
-    usage: Usage,
-    prompt: Option<Vec<TokenLogprob>>,
-}
-
-async fn collect(mut s: ChunkStream) -> Result<Collected, ApiError> {
-    let mut text = String::new();
-    let mut logprobs = Vec::new();
-    while let Some(chunk) = s.next().await {
-        match chunk? {
-            Chunk::Delta { text: t, logprob } => {
-                text.push_str(&t);
-                logprobs.extend(logprob);
-            }
-            Chunk::Done { text: t, finish, usage, prompt } => {
-                text.push_str(&t);
-                return Ok(Collected { text, logprobs, finish, usage, prompt });
-            }
-        }
-    }
-    Err(ApiError::internal("the provider ended a choice without finishing it"))
-}
-
-/// Every choice read to its end, unless the shutdown grace runs out first.
-async fn collect_all(app: &App, choices: Vec<ChunkStream>) -> Result<Vec<Collected>, ApiError> {
+/// Run `fut` unless the shutdown grace runs out first (503 then; dropping
+/// `fut` cancels whatever it started).
+async fn or_shutdown<T>(app: &App, fut: impl Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
     tokio::select! {
-        r = futures_util::future::join_all(choices.into_iter().map(collect)) => r.into_iter().collect(),
+        r = fut => r,
         () = app.cancelled() => Err(ApiError::not_ready("The server is shutting down.")),
     }
 }
 
-/// Usage of a whole request: each distinct prompt once (`n` choices share
-/// it, as OpenAI counts), every choice's completion.
-fn total_usage(usages: &[Usage], n: usize) -> Value {
-    let prompt: usize = usages.iter().step_by(n.max(1)).map(|u| u.prompt_tokens).sum();
-    let completion: usize = usages.iter().map(|u| u.completion_tokens).sum();
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+/// A chunk that only carries usage (`choices: []`).
+fn usage_only(v: &Value) -> bool {
+    v["choices"].as_array().is_some_and(Vec::is_empty) && !v["usage"].is_null()
 }
 
-fn chat_logprob(t: &TokenLogprob) -> Value {
-    json!({
-        "token": t.token,
-        "logprob": t.logprob.unwrap_or(0.0),
-        "bytes": t.bytes,
-        "top_logprobs": t.top.iter().map(|(tok, b, lp)| json!({"token": tok, "logprob": lp, "bytes": b})).collect::<Vec<_>>(),
-    })
-}
-
-/// An SSE response fed by a task: `data: {json}\n\n` per chunk, then
-/// `data: [DONE]`. When the client goes away the body is dropped, the task's
-/// next send fails and it drops the choices, which cancels them in the engine.
-fn sse<F, Fut>(app: &App, produce: F) -> Response
-where
-    F: FnOnce(mpsc::Sender<Value>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel::<Value>(16);
-    let (last_word, cancelled) = (tx.clone(), app.cancelled());
-    let producing = produce(tx);
-    tokio::spawn(async move {
-        tokio::select! {
-            () = producing => {}
-            () = cancelled => {
-                // The producer (and with it every choice) is dropped here.
-                let _ = last_word.send(ApiError::not_ready("The server is shutting down.").body()).await;
-            }
-        }
-    });
-    let events = stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        match rx.recv().await {
-            Some(v) => Some((Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n"))), Some(rx))),
-            None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
+/// An SSE response: `data: {json}\n\n` per chunk, then `data: [DONE]`.
+/// Without `include_usage` the usage chunk and the `usage` fields are left
+/// out. An error ends the stream with an OpenAI error event; so does the
+/// end of the shutdown grace. When the client goes away the body, and with
+/// it `chunks`, is dropped, which cancels the generation.
+fn sse(app: &App, chunks: ChunkValues, include_usage: bool) -> Response {
+    let cancelled: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(app.cancelled());
+    let events = stream::unfold(Some((chunks, cancelled)), move |state| async move {
+        let (mut chunks, mut cancelled) = state?;
+        let end = |e: ApiError| Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()));
+        loop {
+            let item = tokio::select! {
+                item = chunks.next() => item,
+                () = &mut cancelled => return Some((Ok(end(ApiError::not_ready("The server is shutting down."))), None)),
+            };
+            let bytes = match item {
+                None => Bytes::from_static(b"data: [DONE]\n\n"),
+                Some(Err(e)) => end(e),
+                Some(Ok(mut v)) => {
+                    if !include_usage {
+                        if usage_only(&v) {
+                            continue;
+                        }
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("usage");
+                        }
+                    }
+                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n"))), Some((chunks, cancelled))));
+                }
+            };
+            return Some((Ok(bytes), None));
         }
     });
     Response::builder()
@@ -355,98 +297,44 @@ where
         .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
 }
 
-/// Choices merged into one stream of (choice index, chunk), minus deltas
-/// that carry nothing to send (text held back, no logprob asked).
-fn merged(choices: Vec<ChunkStream>) -> impl futures_util::Stream<Item = (usize, Result<Chunk, ApiError>)> {
-    stream::select_all(choices.into_iter().enumerate().map(|(i, s)| s.map(move |c| (i, c)).boxed())).filter(|(_, c)| {
-        let empty = matches!(c, Ok(Chunk::Delta { text, logprob: None }) if text.is_empty());
-        std::future::ready(!empty)
-    })
+/// The fields of a chat request the server itself needs; the rest is the
+/// providers' business.
+#[derive(Deserialize)]
+struct ChatHead {
+    model: String,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<crate::openai::StreamOptions>,
 }
 
 async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let req: ChatCompletionRequest = parse(&app, &headers, body).await?;
-    let shape: Shape = req.sampling.shape()?;
-    let creq = req.to_completion(app.0.config.default_max_tokens)?;
-    let provider = app.providers()?.resolve(&req.model)?.clone();
-    let want_logprobs = creq.logprobs.is_some();
-    let choices = open_choices(&app, &provider, vec![creq], shape.n).await?;
-    let (id, created, model, fp) = (new_id("chatcmpl"), unix_now(), req.model.clone(), app.0.fingerprint.clone());
-
-    if !shape.stream {
-        let mut out = Vec::new();
-        let mut usages = Vec::new();
-        for (i, c) in collect_all(&app, choices).await?.into_iter().enumerate() {
-            usages.push(c.usage);
-            out.push(json!({
-                "index": i,
-                "message": {"role": "assistant", "content": c.text, "refusal": null},
-                "logprobs": want_logprobs.then(|| json!({"content": c.logprobs.iter().map(chat_logprob).collect::<Vec<_>>(), "refusal": null})),
-                "finish_reason": c.finish.as_str(),
-            }));
+    let value = read_json(&app, &headers, body).await?;
+    let head: ChatHead = from_value(&value)?;
+    let Value::Object(body) = value else {
+        return Err(ApiError::bad_body("The request body must be a JSON object."));
+    };
+    let stream = head.stream.unwrap_or(false);
+    let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
+    let routed = or_shutdown(&app, app.0.router.chat(&head.model, body, stream)).await?;
+    let mut res = match routed.reply {
+        ChatReply::Json(v) => Json(v).into_response(),
+        ChatReply::Stream(s) => sse(&app, s, include_usage),
+    };
+    // Which candidate answered, for clients and for debugging routes.
+    let h = res.headers_mut();
+    for (name, value) in [
+        ("x-starling-provider", routed.provider),
+        ("x-starling-model", routed.model),
+        ("x-starling-attempts", routed.attempts.to_string()),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            h.insert(name, v);
         }
-        return Ok(Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": fp,
-            "choices": out,
-            "usage": total_usage(&usages, shape.n),
-        }))
-        .into_response());
     }
-
-    let n = choices.len();
-    Ok(sse(&app, move |tx| async move {
-        let chunk = |choices: Value, usage: Option<Value>| {
-            let mut v = json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": fp, "choices": choices,
-            });
-            if shape.include_usage {
-                v["usage"] = usage.unwrap_or(Value::Null);
-            }
-            v
-        };
-        let delta = |i: usize, d: Value, lp: Option<Value>, finish: Option<&str>| {
-            chunk(json!([{"index": i, "delta": d, "logprobs": lp, "finish_reason": finish}]), None)
-        };
-        for i in 0..n {
-            if tx.send(delta(i, json!({"role": "assistant", "content": "", "refusal": null}), None, None)).await.is_err() {
-                return;
-            }
-        }
-        let mut usages = vec![Usage::default(); n];
-        let mut events = merged(choices);
-        while let Some((i, c)) = events.next().await {
-            let msgs = match c {
-                Ok(Chunk::Delta { text, logprob }) => {
-                    let lp = logprob.map(|t| json!({"content": [chat_logprob(&t)], "refusal": null}));
-                    vec![delta(i, json!({"content": text}), lp, None)]
-                }
-                Ok(Chunk::Done { text, finish, usage, .. }) => {
-                    usages[i] = usage;
-                    let mut v = Vec::new();
-                    if !text.is_empty() {
-                        v.push(delta(i, json!({"content": text}), None, None));
-                    }
-                    v.push(delta(i, json!({}), None, Some(finish.as_str())));
-                    v
-                }
-                Err(e) => vec![e.body()],
-            };
-            for m in msgs {
-                if tx.send(m).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if shape.include_usage {
-            let _ = tx.send(chunk(json!([]), Some(total_usage(&usages, shape.n)))).await;
-        }
-    }))
+    Ok(res)
 }
+
 
 /// Legacy logprobs over `tokens`, offsets counted from `offset`.
 fn legacy_logprobs(tokens: &[TokenLogprob], mut offset: usize) -> Value {
@@ -469,27 +357,27 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
     let req: CompletionsRequest = parse(&app, &headers, body).await?;
     let shape = req.sampling.shape()?;
     let reqs = req.to_completions()?;
-    let provider = app.providers()?.resolve(&req.model)?.clone();
+    let provider = app.generators()?.resolve(&req.model)?.clone();
     // Echo needs each prompt's text: the request's own, or its tokens decoded
     // (`prompts` stays empty without echo).
     let mut prompts = Vec::with_capacity(reqs.len());
     for r in reqs.iter().filter(|_| req.echo) {
         prompts.push(match &r.input {
-            crate::provider::Input::Text(t) => t.clone(),
-            crate::provider::Input::Tokens(t) => provider.detokenize(&r.model, t)?,
-            crate::provider::Input::Chat(_) => String::new(),
+            crate::generator::Input::Text(t) => t.clone(),
+            crate::generator::Input::Tokens(t) => provider.detokenize(&r.model, t)?,
+            crate::generator::Input::Chat(_) => String::new(),
         });
     }
     let want_logprobs = reqs.first().is_some_and(|r| r.logprobs.is_some());
     let echo = req.echo;
-    let choices = open_choices(&app, &provider, reqs, shape.n).await?;
+    let choices = open_choices(&app.0.metrics, &provider, reqs, shape.n).await?;
     let (id, created, model, fp) = (new_id("cmpl"), unix_now(), req.model.clone(), app.0.fingerprint.clone());
     let n = shape.n;
 
     if !shape.stream {
         let mut out = Vec::new();
         let mut usages = Vec::new();
-        for (i, c) in collect_all(&app, choices).await?.into_iter().enumerate() {
+        for (i, c) in or_shutdown(&app, collect_all(choices)).await?.into_iter().enumerate() {
             usages.push(c.usage);
             let (text, logprobs) = if echo {
                 let prompt = &prompts[i / n];
@@ -514,7 +402,8 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
     }
 
     let total = choices.len();
-    Ok(sse(&app, move |tx| async move {
+    // The legacy stream is rendered for the client's own include_usage.
+    Ok(sse(&app, produced(move |tx| async move {
         let chunk = |i: usize, text: String, lp: Option<Value>, finish: Option<&str>| {
             let mut v = json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
@@ -532,7 +421,7 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
             for (i, off) in offsets.iter_mut().enumerate() {
                 let p = prompts[i / n].clone();
                 *off = p.len();
-                if tx.send(chunk(i, p, None, None)).await.is_err() {
+                if tx.send(Ok(chunk(i, p, None, None))).await.is_err() {
                     return;
                 }
             }
@@ -547,13 +436,13 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                         offsets[i] += t.token.len();
                         v
                     });
-                    chunk(i, text, lp.filter(|_| want_logprobs), None)
+                    Ok(chunk(i, text, lp.filter(|_| want_logprobs), None))
                 }
                 Ok(Chunk::Done { text, finish, usage, .. }) => {
                     usages[i] = usage;
-                    chunk(i, text, None, Some(finish.as_str()))
+                    Ok(chunk(i, text, None, Some(finish.as_str())))
                 }
-                Err(e) => e.body(),
+                Err(e) => Err(e),
             };
             if tx.send(msg).await.is_err() {
                 return;
@@ -565,17 +454,24 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                 "system_fingerprint": fp, "choices": [],
             });
             v["usage"] = total_usage(&usages, n);
-            let _ = tx.send(v).await;
+            let _ = tx.send(Ok(v)).await;
         }
-    }))
+    }), true))
 }
 
+/// The local models, then every route name that is not one of them.
 async fn list_models(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"object": "list", "data": app.providers()?.models()})))
+    let local = app.generators()?.models();
+    let mut routes: Vec<&str> = app.0.router.models().filter(|r| !local.iter().any(|m| m.id == *r)).collect();
+    routes.sort_unstable();
+    let mut data: Vec<Value> = local.iter().map(|m| json!(m)).collect();
+    let created = unix_now();
+    data.extend(routes.into_iter().map(|r| json!({"id": r, "object": "model", "created": created, "owned_by": "starling"})));
+    Ok(Json(json!({"object": "list", "data": data})))
 }
 
 async fn get_model(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let models = app.providers()?.models();
+    let models = app.generators()?.models();
     let card = models.into_iter().find(|m| m.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
     Ok(Json(json!(card)))
 }
@@ -583,7 +479,7 @@ async fn get_model(State(app): State<App>, Path(id): Path<String>) -> Result<Jso
 async fn tokenize(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: TokenizeRequest = parse(&app, &headers, body).await?;
     let input = req.input()?;
-    let provider = app.providers()?.resolve(&req.model)?;
+    let provider = app.generators()?.resolve(&req.model)?;
     let tokens = provider.tokenize(&req.model, &input, req.add_special_tokens)?;
     let max_model_len = provider.models().iter().find(|m| m.id == req.model).map(|m| m.max_model_len);
     Ok(Json(json!({"tokens": tokens, "count": tokens.len(), "max_model_len": max_model_len})))
@@ -591,16 +487,16 @@ async fn tokenize(State(app): State<App>, headers: HeaderMap, body: Body) -> Res
 
 async fn detokenize(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse(&app, &headers, body).await?;
-    let provider = app.providers()?.resolve(&req.model)?;
+    let provider = app.generators()?.resolve(&req.model)?;
     Ok(Json(json!({"prompt": provider.detokenize(&req.model, &req.tokens)?})))
 }
 
 async fn ready(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    app.providers()?;
+    app.generators()?;
     Ok(Json(json!({"status": "ready"})))
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    let text = app.0.metrics.render(app.0.providers.get());
+    let text = app.0.metrics.render(app.0.generators.get(), &app.0.router.breaker_states());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -252,7 +252,7 @@ async fn ready_is_503_until_models_load_and_health_always_answers() {
         c
     })
     .expect("engine");
-    let app = gateway::App::new(gateway::ServerConfig::default()).expect("app");
+    let app = gateway::App::new(gateway::ServerConfig::default(), gateway::GatewayConfig::default()).expect("app");
     let s = start_app(app.clone(), engine.clone()).await;
     let get = |p: &str| reqwest::get(format!("{}{p}", s.base));
     assert_eq!(get("/health").await.expect("health").status(), 200);
@@ -268,8 +268,8 @@ async fn ready_is_503_until_models_load_and_health_always_answers() {
     .await;
     assert_eq!(r.status(), 503);
 
-    let provider: std::sync::Arc<dyn gateway::Provider> = std::sync::Arc::new(gateway::LocalProvider::new(engine));
-    app.set_ready(gateway::Providers::new(vec![provider]));
+    let provider: std::sync::Arc<dyn gateway::Generator> = std::sync::Arc::new(gateway::LocalModel::new(engine));
+    app.set_ready(gateway::Generators::new(vec![provider]));
     assert_eq!(get("/ready").await.expect("ready").status(), 200);
     let models: Value = get("/v1/models").await.expect("models").json().await.expect("json");
     assert_eq!(models["object"], "list");

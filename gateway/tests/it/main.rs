@@ -2,5 +2,7 @@
 
 mod api;
 mod errors;
+mod fake_openai;
 mod python;
+mod routing;
 mod support;

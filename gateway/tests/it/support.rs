@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::Client;
-use gateway::{App, LocalProvider, Provider, Providers, ServerConfig};
+use gateway::{App, GatewayConfig, Generator, Generators, LocalModel, ServerConfig};
 use inference::{Engine, EngineConfig};
 use tokio::sync::oneshot;
 
@@ -20,6 +20,13 @@ pub fn smollm2_path() -> PathBuf {
     let p = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
     p
+}
+
+/// reqwest (and async-openai through it) is built without a default TLS
+/// crypto provider, and builds its TLS config even for http URLs: give the
+/// test process ring, as the gateway's own clients are given it.
+pub fn tls_for_test_clients() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A running server; dropping it shuts the server down.
@@ -57,20 +64,34 @@ impl Drop for Server {
 
 /// Start a server; `engine` and `server` adjust the test-sized defaults.
 pub async fn start(engine: impl FnOnce(&mut EngineConfig), server: impl FnOnce(&mut ServerConfig)) -> Server {
+    start_with(engine, server, GatewayConfig::default()).await
+}
+
+/// A default server with these providers and routes.
+pub async fn start_routed(gateway: GatewayConfig) -> Server {
+    start_with(|_| {}, |_| {}, gateway).await
+}
+
+async fn start_with(
+    engine: impl FnOnce(&mut EngineConfig),
+    server: impl FnOnce(&mut ServerConfig),
+    gateway: GatewayConfig,
+) -> Server {
     let mut cfg = EngineConfig::new(smollm2_path(), MODEL);
     cfg.threads = 2;
     engine(&mut cfg);
     let engine = Engine::start(cfg).expect("engine start");
     let mut sc = ServerConfig::default();
     server(&mut sc);
-    let app = App::new(sc).expect("app");
-    let provider: Arc<dyn Provider> = Arc::new(LocalProvider::new(engine.clone()));
-    app.set_ready(Providers::new(vec![provider]));
+    let app = App::new(sc, gateway).expect("app");
+    let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
+    app.set_ready(Generators::new(vec![provider]));
     start_app(app, engine).await
 }
 
 /// Serve an already built app.
 pub async fn start_app(app: App, engine: Engine) -> Server {
+    tls_for_test_clients();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, rx) = oneshot::channel::<()>();

@@ -1,0 +1,193 @@
+//! The gateway's part of `starling.toml`: `[[providers]]`, `[[routes]]`,
+//! `[gateway.retry]` and `[gateway.breaker]`. Secrets are never in here:
+//! a provider names the environment variable holding its key.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the router is built from.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayConfig {
+    /// Cloud (or remote) providers; `local` is always there.
+    pub providers: Vec<ProviderConfig>,
+    /// Public model names and their candidates.
+    pub routes: Vec<RouteConfig>,
+    /// Retries and fallback.
+    pub retry: RetryConfig,
+    /// Circuit breakers.
+    pub breaker: BreakerConfig,
+}
+
+/// A credential: its `Debug` never shows it, so it cannot end up in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// What a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI's Chat Completions API: OpenAI, Groq, another Starling, vLLM,
+    /// llama-server, any OpenAI-compatible base URL.
+    OpenaiCompatible,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name routes use (`openai`, `groq`, ...); `local` is reserved.
+    pub name: String,
+    /// Wire format.
+    pub kind: ProviderKind,
+    /// Base URL up to and including the version (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// Environment variable holding the API key (none: no auth header).
+    pub api_key_env: Option<String>,
+    /// The key itself: never in the file, filled from `api_key_env` by
+    /// whoever loads the config.
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
+    /// Extra headers sent with every request (not secrets: use the key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Models reachable directly as `<name>/<model>`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// TCP + TLS connect timeout, milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time to the first streamed chunk (or the headers of a non-streamed
+    /// answer), milliseconds.
+    #[serde(default = "defaults::ttft_timeout_ms")]
+    pub ttft_timeout_ms: u64,
+    /// Whole request, seconds.
+    #[serde(default = "defaults::total_timeout_secs")]
+    pub total_timeout_secs: u64,
+}
+
+impl ProviderConfig {
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// First-chunk timeout.
+    pub fn ttft_timeout(&self) -> Duration {
+        Duration::from_millis(self.ttft_timeout_ms)
+    }
+
+    /// Whole-request timeout.
+    pub fn total_timeout(&self) -> Duration {
+        Duration::from_secs(self.total_timeout_secs)
+    }
+}
+
+/// How a route orders its candidates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// In the order listed: the first healthy candidate answers, the rest
+    /// are fallbacks.
+    #[default]
+    Priority,
+}
+
+/// One `[[routes]]` entry: a public model name and who may answer it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The name clients send as `model`.
+    pub model: String,
+    /// Candidate order.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Who may answer, as `{ provider, model }`.
+    pub candidates: Vec<CandidateConfig>,
+}
+
+/// One candidate of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateConfig {
+    /// A `[[providers]]` name, or `local`.
+    pub provider: String,
+    /// The model name that provider knows.
+    pub model: String,
+}
+
+/// `[gateway.retry]`: retries and fallback happen only while nothing has
+/// reached the client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Most attempts per request, over all candidates.
+    pub max_attempts: u32,
+    /// First backoff before a candidate is tried again, milliseconds;
+    /// doubles each round, with full jitter.
+    pub backoff_base_ms: u64,
+    /// Longest backoff, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Time from the request's arrival after which no new attempt starts
+    /// and a waiting attempt is abandoned, seconds.
+    pub deadline_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: 4, backoff_base_ms: 100, backoff_max_ms: 2000, deadline_secs: 120 }
+    }
+}
+
+/// `[gateway.breaker]`: per provider and model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it.
+    pub consecutive_failures: u32,
+    /// Failure ratio over the window that opens it...
+    pub error_ratio: f64,
+    /// ...once the window holds at least this many outcomes.
+    pub min_requests: u32,
+    /// The window, seconds.
+    pub window_secs: u64,
+    /// How long it stays open before one probe is let through, seconds.
+    pub cooldown_secs: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { consecutive_failures: 5, error_ratio: 0.5, min_requests: 10, window_secs: 30, cooldown_secs: 30 }
+    }
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn ttft_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn total_timeout_secs() -> u64 {
+        600
+    }
+}

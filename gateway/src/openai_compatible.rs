@@ -1,0 +1,345 @@
+//! OpenAI's Chat Completions API as a provider: OpenAI itself, Groq,
+//! another Starling, vLLM, llama-server, any OpenAI-compatible base URL.
+//! They differ only in base URL, key and extra headers.
+//!
+//! The client's body goes upstream as it came (fields we do not model pass
+//! through), with `model` replaced and, on streams, `include_usage` forced
+//! on so usage is always known. Upstream errors keep their status where it
+//! is the client's business (400, 404, 413, 422, 429) and become 502/503/504
+//! where it is ours (a rejected key is our configuration, not the client's).
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+use crate::config::{ProviderConfig, Secret};
+use crate::error::ApiError;
+use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::sse;
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A header name or value in the config is not valid HTTP.
+    #[error("provider `{provider}`: invalid header `{header}`")]
+    Header {
+        /// Provider name.
+        provider: String,
+        /// Header name.
+        header: String,
+    },
+    /// TLS or HTTP client setup failed.
+    #[error("provider `{provider}`: {message}")]
+    Client {
+        /// Provider name.
+        provider: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// One OpenAI-compatible endpoint.
+pub struct OpenAiCompatible {
+    name: String,
+    url: String,
+    key: Option<Secret>,
+    headers: HeaderMap,
+    client: reqwest::Client,
+    total_timeout: Duration,
+}
+
+impl std::fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("OpenAiCompatible").field("name", &self.name).field("url", &self.url).finish()
+    }
+}
+
+/// rustls with ring and the platform's roots: no process-wide provider
+/// (reqwest is built without one), so tests and embedders need no setup.
+fn tls() -> Result<rustls::ClientConfig, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_platform_verifier()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_no_client_auth())
+}
+
+impl OpenAiCompatible {
+    /// A provider from its config (its key already read from the env).
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, SetupError> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let bad = || SetupError::Header { provider: cfg.name.clone(), header: k.clone() };
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?;
+            let value = HeaderValue::from_str(v).map_err(|_| bad())?;
+            headers.insert(name, value);
+        }
+        let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls().map_err(client_err)?)
+            .connect_timeout(cfg.connect_timeout())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| client_err(e.to_string()))?;
+        Ok(Self {
+            name: cfg.name.clone(),
+            url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
+            key: cfg.api_key.clone(),
+            headers,
+            client,
+            total_timeout: cfg.total_timeout(),
+        })
+    }
+
+    async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
+        let mut body = call.body;
+        if call.stream {
+            match body.get_mut("stream_options") {
+                Some(Value::Object(o)) => {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                }
+                _ => {
+                    body.insert("stream_options".into(), json!({"include_usage": true}));
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(self.total_timeout)
+            .body(bytes);
+        if let Some(key) = &self.key {
+            req = req.bearer_auth(key.expose());
+        }
+        let resp = req.send().await.map_err(|e| transport_error(&self.name, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(upstream_error(&self.name, status, &headers, &body));
+        }
+        if !call.stream {
+            let body = resp.bytes().await.map_err(|e| transport_error(&self.name, &e))?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_gateway(format!("`{}` answered malformed JSON: {e}", self.name)))?;
+            return Ok(ChatReply::Json(v));
+        }
+        Ok(ChatReply::Stream(chunks(self.name.clone(), resp)))
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
+        Box::pin(self.answer(call))
+    }
+}
+
+/// The chunk objects of an upstream SSE body, ending at `[DONE]`. A body
+/// that ends without `[DONE]`, a malformed event or an `error` event ends
+/// the stream with an error: never a silent truncation.
+fn chunks(provider: String, resp: reqwest::Response) -> ChunkValues {
+    struct St {
+        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        decoder: sse::Decoder,
+        pending: std::collections::VecDeque<sse::Event>,
+        provider: String,
+        done: bool,
+    }
+    let st = St {
+        body: resp.bytes_stream().boxed(),
+        decoder: sse::Decoder::default(),
+        pending: Default::default(),
+        provider,
+        done: false,
+    };
+    stream::unfold(st, |mut st| async move {
+        loop {
+            if st.done {
+                return None;
+            }
+            if let Some(ev) = st.pending.pop_front() {
+                if ev.data == "[DONE]" {
+                    return None;
+                }
+                let item = match serde_json::from_str::<Value>(&ev.data) {
+                    Ok(v) if v.get("error").is_some() => {
+                        st.done = true;
+                        Err(error_from_body(&st.provider, StatusCode::BAD_GATEWAY, &v, None))
+                    }
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        st.done = true;
+                        Err(ApiError::bad_gateway(format!("`{}` sent a malformed stream event: {e}", st.provider)))
+                    }
+                };
+                return Some((item, st));
+            }
+            match st.body.next().await {
+                Some(Ok(bytes)) => st.pending.extend(st.decoder.feed(&bytes)),
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(transport_error(&st.provider, &e)), st));
+                }
+                None => match st.decoder.finish() {
+                    Some(ev) => st.pending.push_back(ev),
+                    None => {
+                        st.done = true;
+                        let msg = format!("`{}` ended the stream before [DONE]", st.provider);
+                        return Some((Err(ApiError::bad_gateway(msg)), st));
+                    }
+                },
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A failure to reach the provider or to read its answer.
+fn transport_error(provider: &str, e: &reqwest::Error) -> ApiError {
+    // reqwest's Display omits the cause chain (refused, reset, ...).
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        ApiError::gateway_timeout(format!("`{provider}` timed out: {msg}"))
+    } else {
+        ApiError::bad_gateway(format!("cannot reach `{provider}`: {msg}"))
+    }
+}
+
+/// An upstream error answer as the client should see it.
+fn upstream_error(provider: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        json!({"error": {"message": String::from_utf8_lossy(&body[..body.len().min(500)])}})
+    });
+    error_from_body(provider, status, &v, retry_after(headers))
+}
+
+fn error_from_body(provider: &str, status: StatusCode, v: &Value, retry_after: Option<Duration>) -> ApiError {
+    let e = &v["error"];
+    let message = e["message"].as_str().or_else(|| e.as_str()).unwrap_or("no message");
+    let message = format!("`{provider}` answered {}: {message}", status.as_u16());
+    let code = e["code"].as_str().and_then(crate::error::known_code);
+    let param = e["param"].as_str().map(str::to_owned);
+    let mut err = match status.as_u16() {
+        // The client's business: keep the status.
+        400 | 404 | 413 | 422 => ApiError::upstream_client(status, message),
+        429 => ApiError::overloaded(message, retry_after.unwrap_or(Duration::from_secs(1))),
+        // Our key or our account: the client can do nothing about it.
+        401 | 403 => ApiError::bad_gateway(message),
+        503 | 529 => ApiError::upstream_unavailable(message, retry_after),
+        504 => ApiError::gateway_timeout(message),
+        _ => ApiError::bad_gateway(message),
+    };
+    err.code = code.or(err.code);
+    err.param = param.or(err.param);
+    err
+}
+
+/// When the provider says to come back: `Retry-After` (seconds or an HTTP
+/// date), else OpenAI/Groq's `x-ratelimit-reset-requests` / `-tokens`
+/// (durations like `1s`, `6m0s`, `59.6ms`), the later of the two.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(v) = text("retry-after") {
+        if let Ok(secs) = v.parse::<f64>() {
+            return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        }
+        if let Ok(when) = httpdate(v) {
+            return Some(when.duration_since(SystemTime::now()).unwrap_or_default());
+        }
+    }
+    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|h| text(h).and_then(go_duration))
+        .max()
+}
+
+/// `6m0s`, `1.5s`, `20ms`, `1h2m3s`.
+fn go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0.0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    (total.is_finite() && total <= 86_400.0).then(|| Duration::from_secs_f64(total))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form
+/// servers send today.
+fn httpdate(s: &str) -> Result<SystemTime, ()> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, mon, year, hms, "GMT"] = parts[..] else { return Err(()) };
+    let day: u64 = day.parse().map_err(|_| ())?;
+    let year: i64 = year.parse().map_err(|_| ())?;
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let mon = MONTHS.iter().position(|m| *m == mon).ok_or(())? as i64 + 1;
+    let t: Vec<u64> = hms.split(':').map(|p| p.parse().map_err(|_| ())).collect::<Result<_, _>>()?;
+    let [h, m, sec] = t[..] else { return Err(()) };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, mo) = if mon <= 2 { (year - 1, mon + 9) } else { (year, mon - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).map_err(|_| ())? * 86_400 + h * 3600 + m * 60 + sec;
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("6m0s"));
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("59.6ms"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(360)));
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        assert_eq!(go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
+        assert_eq!(go_duration("soon"), None);
+        assert_eq!(
+            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+    }
+}

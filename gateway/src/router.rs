@@ -1,0 +1,251 @@
+//! Routing: a public model name maps to candidates (provider, model); the
+//! route's policy orders them, breakers skip unhealthy ones, and failures
+//! that say nothing about the request (connect errors, timeouts, 429, 5xx)
+//! move on to the next candidate, with backoff before a candidate is tried
+//! again, until an attempt succeeds, attempts run out or the deadline
+//! passes. All of this happens before anything reaches the client: a
+//! stream counts as answered once its first chunk has arrived.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use rand::Rng;
+use serde_json::{Map, Value};
+
+use crate::breaker::{Breakers, State};
+use crate::config::{GatewayConfig, Policy, RetryConfig};
+use crate::error::{ApiError, Fate};
+use crate::provider::{ChatCall, ChatReply, Provider};
+
+/// A provider with its timeouts.
+#[derive(Clone)]
+pub struct Upstream {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// Time allowed to the first chunk of a stream.
+    pub ttft_timeout: Option<Duration>,
+    /// Whether failures count against a circuit breaker. The local engine
+    /// has none: its 429 is admission control reporting live load, not
+    /// ill health, so a failed attempt there only moves the request on.
+    pub breaker: bool,
+}
+
+impl Upstream {
+    /// A remote provider: breaker on, first chunk within `ttft_timeout`.
+    pub fn remote(provider: Arc<dyn Provider>, ttft_timeout: Duration) -> Self {
+        Self { provider, ttft_timeout: Some(ttft_timeout), breaker: true }
+    }
+
+    /// The in-process engine: no breaker, no timeout (it answers 429 at
+    /// once when full).
+    pub fn local(provider: Arc<dyn Provider>) -> Self {
+        Self { provider, ttft_timeout: None, breaker: false }
+    }
+}
+
+#[derive(Clone)]
+struct Candidate {
+    upstream: Upstream,
+    provider: String,
+    model: String,
+}
+
+struct Route {
+    policy: Policy,
+    candidates: Vec<Candidate>,
+}
+
+/// Why a route could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("route `{route}`: {message}")]
+pub struct RouteError {
+    /// The route's public name.
+    pub route: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A routed answer and how it came about.
+#[derive(Debug)]
+pub struct Routed {
+    /// The answer.
+    pub reply: ChatReply,
+    /// Provider that answered.
+    pub provider: String,
+    /// Its model.
+    pub model: String,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+}
+
+/// Every route, and the breakers of every candidate.
+pub struct Router {
+    routes: HashMap<String, Route>,
+    /// Names no route claims go to the local engine (404 there if it does
+    /// not have them either).
+    local: Option<Upstream>,
+    breakers: Breakers,
+    retry: RetryConfig,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("routes", &self.routes.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Router {
+    /// Routes from `config` over `upstreams` (by provider name). Every
+    /// `<provider>/<model>` a provider lists is also a route of its own,
+    /// and a name no route claims goes to `local`.
+    pub fn new(config: &GatewayConfig, upstreams: &HashMap<String, Upstream>) -> Result<Self, RouteError> {
+        let mut routes = HashMap::new();
+        let single = |provider: &str, model: &str, upstream: &Upstream| Route {
+            policy: Policy::Priority,
+            candidates: vec![Candidate { upstream: upstream.clone(), provider: provider.into(), model: model.into() }],
+        };
+        for p in &config.providers {
+            if let Some(up) = upstreams.get(&p.name) {
+                for m in &p.models {
+                    routes.insert(format!("{}/{m}", p.name), single(&p.name, m, up));
+                }
+            }
+        }
+        for r in &config.routes {
+            let err = |message: String| RouteError { route: r.model.clone(), message };
+            if r.candidates.is_empty() {
+                return Err(err("no candidates".into()));
+            }
+            let mut candidates = Vec::with_capacity(r.candidates.len());
+            for c in &r.candidates {
+                let Some(up) = upstreams.get(&c.provider) else {
+                    return Err(err(format!("unknown provider `{}`", c.provider)));
+                };
+                candidates.push(Candidate { upstream: up.clone(), provider: c.provider.clone(), model: c.model.clone() });
+            }
+            routes.insert(r.model.clone(), Route { policy: r.policy, candidates });
+        }
+        Ok(Self {
+            routes,
+            local: upstreams.get("local").cloned(),
+            breakers: Breakers::new(config.breaker.clone()),
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// Public model names.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(String::as_str)
+    }
+
+    /// Breaker states, for `/metrics`.
+    pub fn breaker_states(&self) -> Vec<(String, String, State)> {
+        self.breakers.states()
+    }
+
+    /// Answer `body` (an OpenAI chat request) over the route `model`.
+    pub async fn chat(&self, model: &str, body: Map<String, Value>, stream: bool) -> Result<Routed, ApiError> {
+        let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
+        let order = match self.routes.get(model) {
+            Some(route) => match route.policy {
+                Policy::Priority => route.candidates.clone(),
+            },
+            None => {
+                let local = self.local.clone().ok_or_else(|| ApiError::model_not_found(model))?;
+                vec![Candidate { upstream: local, provider: "local".into(), model: model.into() }]
+            }
+        };
+        let mut last: Option<ApiError> = None;
+        let mut attempts = 0u32;
+        // Candidates that cannot serve this request at all.
+        let mut skip = vec![false; order.len()];
+        for round in 0u32.. {
+            let mut tried = false;
+            for (i, c) in order.iter().enumerate() {
+                if skip[i] || attempts >= self.retry.max_attempts || Instant::now() >= deadline {
+                    continue;
+                }
+                if c.upstream.breaker && !self.breakers.allow(&c.provider, &c.model, Instant::now()) {
+                    last.get_or_insert_with(|| {
+                        ApiError::upstream_unavailable(
+                            format!("`{}` is failing (circuit open); no other candidate answered", c.provider),
+                            None,
+                        )
+                    });
+                    continue;
+                }
+                tried = true;
+                attempts += 1;
+                let mut body = body.clone();
+                body.insert("model".into(), Value::String(c.model.clone()));
+                let call = ChatCall { body, model: c.model.clone(), stream };
+                match attempt(&c.upstream, call, deadline).await {
+                    Ok(reply) => {
+                        if c.upstream.breaker {
+                            self.breakers.success(&c.provider, &c.model, Instant::now());
+                        }
+                        return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts });
+                    }
+                    Err(e) => {
+                        tracing::debug!(provider = %c.provider, model = %c.model, status = %e.status, "attempt failed: {}", e.message);
+                        match e.fate() {
+                            Fate::Retry if !c.upstream.breaker => skip[i] = true,
+                            Fate::Retry => {
+                                let reset = (e.status.as_u16() == 429).then_some(e.retry_after).flatten();
+                                self.breakers.failure(&c.provider, &c.model, Instant::now(), reset);
+                            }
+                            Fate::Next => {
+                                if c.upstream.breaker {
+                                    self.breakers.release(&c.provider, &c.model);
+                                }
+                                skip[i] = true;
+                            }
+                            Fate::Final => {
+                                if c.upstream.breaker {
+                                    self.breakers.release(&c.provider, &c.model);
+                                }
+                                return Err(e);
+                            }
+                        }
+                        last = Some(e);
+                    }
+                }
+            }
+            if !tried || attempts >= self.retry.max_attempts {
+                break;
+            }
+            // Every candidate failed this round: back off (full jitter)
+            // before trying them again, within the deadline.
+            let cap = self.retry.backoff_base_ms.saturating_mul(1 << round.min(16)).min(self.retry.backoff_max_ms);
+            let wait = Duration::from_millis(rand::thread_rng().gen_range(0..=cap));
+            if Instant::now() + wait >= deadline {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Err(last.unwrap_or_else(|| ApiError::upstream_unavailable(format!("no candidate of `{model}` answered"), None)))
+    }
+}
+
+/// One attempt: a JSON answer, or a stream whose first chunk has arrived
+/// (within the upstream's TTFT timeout). Bounded by the request deadline.
+async fn attempt(up: &Upstream, call: ChatCall, deadline: Instant) -> Result<ChatReply, ApiError> {
+    let name = up.provider.name().to_owned();
+    let fut = async {
+        match up.provider.chat(call).await? {
+            ChatReply::Json(v) => Ok(ChatReply::Json(v)),
+            ChatReply::Stream(mut s) => match s.next().await {
+                Some(Ok(first)) => Ok(ChatReply::Stream(stream::once(async { Ok(first) }).chain(s).boxed())),
+                Some(Err(e)) => Err(e),
+                None => Err(ApiError::bad_gateway(format!("`{name}` ended the stream before any chunk"))),
+            },
+        }
+    };
+    let limit = up.ttft_timeout.map_or(deadline, |t| deadline.min(Instant::now() + t));
+    match tokio::time::timeout_at(limit.into(), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::gateway_timeout(format!("`{}` sent nothing in time", up.provider.name()))),
+    }
+}

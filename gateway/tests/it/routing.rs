@@ -1,0 +1,303 @@
+//! Routing across providers: fallback, retries, breakers, stream
+//! pass-through and mid-stream failures, against fake OpenAI/Groq servers
+//! on loopback and the real local model.
+
+use gateway::config::{BreakerConfig, CandidateConfig, ProviderConfig, ProviderKind, RetryConfig};
+use gateway::{GatewayConfig, RouteConfig, Secret};
+use serde_json::{json, Value};
+
+use crate::fake_openai::{Fault, FakeOpenAi};
+use crate::support::{post_json, start_routed, Server, MODEL};
+
+const ROUTE: &str = "tweet-writer";
+
+fn provider(name: &str, base_url: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind: ProviderKind::OpenaiCompatible,
+        base_url: base_url.into(),
+        api_key_env: None,
+        api_key: Some(Secret::new(format!("sk-test-{name}"))),
+        headers: Default::default(),
+        models: vec![],
+        connect_timeout_ms: 2_000,
+        ttft_timeout_ms: 10_000,
+        total_timeout_secs: 60,
+    }
+}
+
+/// A route over `candidates` (provider, model), in priority order.
+fn route(candidates: &[(&str, &str)]) -> RouteConfig {
+    RouteConfig {
+        model: ROUTE.into(),
+        policy: Default::default(),
+        candidates: candidates
+            .iter()
+            .map(|(p, m)| CandidateConfig { provider: p.to_string(), model: m.to_string() })
+            .collect(),
+    }
+}
+
+/// Breakers that trip after 2 failures in a row and stay open for the
+/// whole test; retries without backoff.
+fn gateway(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> GatewayConfig {
+    GatewayConfig {
+        providers,
+        routes,
+        retry: RetryConfig { max_attempts: 4, backoff_base_ms: 0, backoff_max_ms: 0, deadline_secs: 30 },
+        breaker: BreakerConfig { consecutive_failures: 2, min_requests: 100, cooldown_secs: 3600, ..Default::default() },
+    }
+}
+
+/// OpenAI (fake) first, Groq (fake) as fallback.
+async fn two_fakes() -> (Server, FakeOpenAi, FakeOpenAi) {
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let gw = gateway(
+        vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)],
+        vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
+    );
+    (start_routed(gw).await, openai, groq)
+}
+
+fn chat(extra: Value) -> Value {
+    let mut body = json!({"model": ROUTE, "messages": [{"role": "user", "content": "Write a tweet about tea."}]});
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    body
+}
+
+fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// The `data:` payloads of an SSE body.
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_candidate_answers_with_the_clients_fields_passed_through() {
+    let (s, openai, groq) = two_fakes().await;
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"temperature": 0.3, "vendor_knob": {"x": 1}}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "openai");
+    assert_eq!(header(&res, "x-starling-model"), "gpt-4o-mini");
+    assert_eq!(header(&res, "x-starling-attempts"), "1");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["choices"][0]["message"]["content"], openai.answer_words().concat());
+    assert_eq!(v["usage"]["completion_tokens"], openai.answer_words().len());
+    let seen = openai.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer sk-test-openai"));
+    assert_eq!(seen[0].body["model"], "gpt-4o-mini");
+    assert_eq!(seen[0].body["temperature"], 0.3);
+    assert_eq!(seen[0].body["vendor_knob"], json!({"x": 1}));
+    assert!(groq.seen().is_empty());
+}
+
+#[tokio::test]
+async fn server_errors_rate_limits_and_malformed_answers_fall_back() {
+    let (s, openai, groq) = two_fakes().await;
+    let url = format!("{}/chat/completions", s.v1());
+    for fault in [Fault::ServerError, Fault::Malformed] {
+        openai.fail_next([fault.clone()]);
+        let res = post_json(&url, &chat(json!({}))).await;
+        assert_eq!(res.status(), 200, "{fault:?}");
+        assert_eq!(header(&res, "x-starling-provider"), "groq", "{fault:?}");
+        assert_eq!(header(&res, "x-starling-attempts"), "2", "{fault:?}");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!(v["choices"][0]["message"]["content"], groq.answer_words().concat());
+    }
+    // Two failures in a row opened openai's breaker: it is skipped now.
+    let before = openai.seen().len();
+    let res = post_json(&url, &chat(json!({}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    assert_eq!(header(&res, "x-starling-attempts"), "1");
+    assert_eq!(openai.seen().len(), before);
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains(r#"starling_gateway_breaker_state{model="gpt-4o-mini",provider="openai"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_opens_the_breaker_until_the_reset() {
+    let (s, openai, groq) = two_fakes().await;
+    let url = format!("{}/chat/completions", s.v1());
+    openai.fail_next([Fault::RateLimited { retry_after_secs: 3600 }]);
+    let res = post_json(&url, &chat(json!({}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    // One 429 was enough (no streak needed): openai waits out its reset.
+    post_json(&url, &chat(json!({}))).await;
+    assert_eq!(openai.seen().len(), 1);
+    assert_eq!(groq.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn when_every_candidate_fails_the_client_gets_the_last_error() {
+    let (s, openai, groq) = two_fakes().await;
+    openai.fail_next([Fault::RateLimited { retry_after_secs: 7 }]);
+    groq.fail_next([Fault::RateLimited { retry_after_secs: 9 }]);
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({}))).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "retry-after"), "9");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("`groq` answered 429"), "{v}");
+}
+
+#[tokio::test]
+async fn client_errors_are_returned_not_retried() {
+    let (s, openai, groq) = two_fakes().await;
+    openai.fail_next([Fault::BadRequest { param: "temperature" }]);
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"temperature": 5}))).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["error"]["param"], "temperature");
+    assert_eq!(v["error"]["code"], "invalid_value");
+    assert!(groq.seen().is_empty());
+}
+
+#[tokio::test]
+async fn streams_pass_through_with_usage_only_when_asked() {
+    let (s, openai, _groq) = two_fakes().await;
+    let url = format!("{}/chat/completions", s.v1());
+    for include_usage in [false, true] {
+        let mut extra = json!({"stream": true});
+        if include_usage {
+            extra["stream_options"] = json!({"include_usage": true});
+        }
+        let res = post_json(&url, &chat(extra)).await;
+        assert_eq!(res.status(), 200);
+        assert!(header(&res, "content-type").starts_with("text/event-stream"));
+        let ev = events(&res.text().await.expect("body"));
+        assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+        assert_eq!(content(&ev), openai.answer_words().concat());
+        let last_chunk: Value = serde_json::from_str(&ev[ev.len() - 2]).expect("json");
+        if include_usage {
+            assert_eq!(last_chunk["choices"], json!([]));
+            assert_eq!(last_chunk["usage"]["completion_tokens"], openai.answer_words().len());
+        } else {
+            assert_eq!(last_chunk["choices"][0]["finish_reason"], "stop");
+            assert!(ev.iter().all(|e| !e.contains("\"usage\"")), "{ev:?}");
+        }
+        // Upstream was always asked for usage (records need it).
+        let seen = openai.seen();
+        assert_eq!(seen.last().expect("seen").body["stream_options"]["include_usage"], true);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_before_its_first_chunk_falls_back() {
+    let (s, openai, groq) = two_fakes().await;
+    openai.fail_next([Fault::ResetBeforeFirstChunk]);
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    let ev = events(&res.text().await.expect("body"));
+    assert_eq!(content(&ev), groq.answer_words().concat());
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_bytes_were_sent_ends_with_an_error_event() {
+    let (s, openai, groq) = two_fakes().await;
+    openai.fail_next([Fault::ResetAfterFirstChunk]);
+    let mut res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "openai");
+    // Read until the first word is here, then break the upstream.
+    let mut text = String::new();
+    while !content(&events(&text)).contains(&openai.answer_words()[0]) {
+        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    openai.cut();
+    while let Some(chunk) = res.chunk().await.expect("read") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ev = events(&text);
+    // Role chunk, the first word, then an error event and [DONE]: never a
+    // silent truncation, and no second provider mixed into the answer.
+    assert_eq!(content(&ev), openai.answer_words()[0]);
+    let err: Value = serde_json::from_str(&ev[ev.len() - 2]).expect("error event");
+    assert_eq!(err["error"]["type"], "server_error", "{err}");
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
+    assert!(groq.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_first_token_times_out_and_falls_back() {
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let mut slow = provider("openai", &openai.base_url);
+    slow.ttft_timeout_ms = 200;
+    let gw = gateway(
+        vec![slow, provider("groq", &groq.base_url)],
+        vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
+    );
+    let s = start_routed(gw).await;
+    openai.fail_next([Fault::Slow(std::time::Duration::from_secs(30))]);
+    let started = std::time::Instant::now();
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_falls_back() {
+    // A port nothing listens on: bind, read the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("http://{}/v1", dead.local_addr().expect("addr"));
+    drop(dead);
+    let groq = FakeOpenAi::start("groq").await;
+    let gw = gateway(
+        vec![provider("openai", &dead_url), provider("groq", &groq.base_url)],
+        vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
+    );
+    let s = start_routed(gw).await;
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+}
+
+#[tokio::test]
+async fn local_first_and_cloud_for_what_local_cannot_do() {
+    let groq = FakeOpenAi::start("groq").await;
+    let gw = gateway(
+        vec![provider("groq", &groq.base_url)],
+        vec![route(&[("local", MODEL), ("groq", "llama-3.1-8b-instant")])],
+    );
+    let s = start_routed(gw).await;
+    let url = format!("{}/chat/completions", s.v1());
+    let res = post_json(&url, &chat(json!({"max_tokens": 8, "temperature": 0}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "local");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+    assert!(groq.seen().is_empty());
+    // Tools are not something the local engine does: the cloud answers,
+    // and the tools reach it untouched.
+    let tools = json!([{"type": "function", "function": {"name": "post_tweet", "parameters": {"type": "object"}}}]);
+    let res = post_json(&url, &chat(json!({"tools": tools}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    assert_eq!(groq.seen()[0].body["tools"], tools);
+    // The local model is still reachable by its own name.
+    let res = post_json(&url, &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})).await;
+    assert_eq!(header(&res, "x-starling-provider"), "local");
+    let models: Value = reqwest::get(format!("{}/models", s.v1())).await.expect("models").json().await.expect("json");
+    let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, vec![MODEL, ROUTE]);
+}
