@@ -21,8 +21,10 @@ pub struct RawConfig {
     pub providers: Vec<gateway::ProviderConfig>,
     /// `[[routes]]`: public model names and their candidates.
     pub routes: Vec<gateway::RouteConfig>,
-    /// `[gateway]`: retry and breaker settings.
+    /// `[gateway]`: retry and breaker settings, the GPU's price.
     pub gateway: RawGateway,
+    /// `[[prices]]`: USD per 1M tokens over the shipped table.
+    pub prices: Vec<gateway::prices::PriceConfig>,
 }
 
 /// `[gateway]`.
@@ -33,6 +35,8 @@ pub struct RawGateway {
     pub retry: gateway::config::RetryConfig,
     /// `[gateway.breaker]`.
     pub breaker: gateway::config::BreakerConfig,
+    /// USD per hour of the machine the local engine runs on.
+    pub gpu_usd_per_hour: f64,
 }
 
 /// `[models]`: where models are described and stored.
@@ -179,6 +183,8 @@ impl Config {
                 routes: raw.routes,
                 retry: raw.gateway.retry,
                 breaker: raw.gateway.breaker,
+                prices: raw.prices,
+                gpu_usd_per_hour: raw.gateway.gpu_usd_per_hour,
             },
         })
     }
@@ -244,6 +250,8 @@ mod tests {
             routes: ex.routes,
             retry: ex.gateway.retry,
             breaker: ex.gateway.breaker,
+            prices: ex.prices,
+            gpu_usd_per_hour: ex.gateway.gpu_usd_per_hour,
         };
         assert!(!gw.routes.is_empty());
         gateway::App::new(ex.server, gw).expect("the example's providers and routes build");

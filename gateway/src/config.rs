@@ -18,6 +18,11 @@ pub struct GatewayConfig {
     pub retry: RetryConfig,
     /// Circuit breakers.
     pub breaker: BreakerConfig,
+    /// Prices over the shipped defaults.
+    pub prices: Vec<crate::prices::PriceConfig>,
+    /// What the GPU costs per hour, USD: the local engine's price under
+    /// `cheapest` (see `prices::local_price`).
+    pub gpu_usd_per_hour: f64,
 }
 
 /// A credential: its `Debug` never shows it, so it cannot end up in logs.
@@ -106,10 +111,14 @@ impl ProviderConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
-    /// In the order listed: the first healthy candidate answers, the rest
-    /// are fallbacks.
+    /// By `priority` (default: the order listed): the first healthy
+    /// candidate answers, the rest are fallbacks.
     #[default]
     Priority,
+    /// Lowest expected cost of this request first (unknown prices last).
+    Cheapest,
+    /// Lowest recent time to first token first (EWMA; untried first).
+    Fastest,
 }
 
 /// One `[[routes]]` entry: a public model name and who may answer it.
@@ -123,6 +132,9 @@ pub struct RouteConfig {
     pub policy: Policy,
     /// Who may answer, as `{ provider, model }`.
     pub candidates: Vec<CandidateConfig>,
+    /// Spill-over: when the local engine predicts a longer wait than this
+    /// for a new request (milliseconds), it goes after the other candidates.
+    pub ttft_slo_ms: Option<u64>,
 }
 
 /// One candidate of a route.
@@ -133,6 +145,11 @@ pub struct CandidateConfig {
     pub provider: String,
     /// The model name that provider knows.
     pub model: String,
+    /// Rank under `priority` (lower first; default: position in the list).
+    pub priority: Option<u32>,
+    /// Share of traffic among candidates that rank equal (default 1).
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
 }
 
 /// `[gateway.retry]`: retries and fallback happen only while nothing has
@@ -181,6 +198,9 @@ impl Default for BreakerConfig {
 }
 
 mod defaults {
+    pub fn weight() -> u32 {
+        1
+    }
     pub fn connect_timeout_ms() -> u64 {
         5_000
     }

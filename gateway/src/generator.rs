@@ -144,6 +144,13 @@ pub struct Load {
     pub kv_used_bytes: usize,
     /// KV cache budget.
     pub kv_capacity_bytes: usize,
+    /// Sequences decoded together.
+    pub max_running: usize,
+    /// Recent generation rate over all sequences, tokens/s.
+    pub tokens_per_second: f64,
+    /// How long a new request would wait for a slot (`None`: unknown, all
+    /// slots busy and no rate measured yet).
+    pub predicted_wait: Option<std::time::Duration>,
 }
 
 /// Anything that completes prompts.

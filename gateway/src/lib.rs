@@ -14,6 +14,7 @@
 //! - `generator`: provider-neutral single-choice requests and chunks.
 //! - `choices`: running a request's `n` choices.
 //! - `openai`: OpenAI request bodies and their validation.
+//! - `prices`: USD per token, shipped defaults and the local engine's.
 //! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
 //! - `sse`: reading upstream event streams.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
@@ -28,6 +29,7 @@ pub mod local;
 pub mod metrics;
 pub mod openai;
 pub mod openai_compatible;
+pub mod prices;
 pub mod provider;
 pub mod router;
 pub mod server;

@@ -171,9 +171,12 @@ impl Generator for LocalModel {
         let s = self.engine.stats();
         Some(Load {
             running: s.running,
-            waiting: s.waiting,
+            waiting: self.engine.admitted().saturating_sub(s.running),
             kv_used_bytes: s.kv_reserved_bytes,
             kv_capacity_bytes: self.engine.kv_budget_bytes(),
+            max_running: self.engine.max_running(),
+            tokens_per_second: s.tokens_per_second,
+            predicted_wait: self.engine.predicted_wait(),
         })
     }
 }

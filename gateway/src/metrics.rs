@@ -31,6 +31,12 @@ pub struct Metrics {
     kv_used: IntGaugeVec,
     kv_capacity: IntGaugeVec,
     breaker: IntGaugeVec,
+    /// Attempts at providers by provider, model and outcome (`ok` or the
+    /// status the attempt failed with).
+    pub upstream_attempts: IntCounterVec,
+    /// Requests whose local candidate went last because its predicted TTFT
+    /// exceeded the route's SLO, by route and provider.
+    pub spills: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +102,16 @@ impl Metrics {
                 "starling_gateway_breaker_state",
                 "Circuit breaker per provider and model: 0 closed, 1 open, 2 half-open.",
                 &["provider", "model"],
+            )?,
+            upstream_attempts: counter(
+                "starling_gateway_upstream_attempts_total",
+                "Attempts at providers by provider, model and outcome (ok or the failing status).",
+                &["provider", "model", "outcome"],
+            )?,
+            spills: counter(
+                "starling_gateway_spills_total",
+                "Local candidates moved last because their predicted TTFT exceeded the route's SLO.",
+                &["route", "provider"],
             )?,
             registry,
         })

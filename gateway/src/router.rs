@@ -7,7 +7,7 @@
 //! stream counts as answered once its first chunk has arrived.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -17,6 +17,8 @@ use serde_json::{Map, Value};
 use crate::breaker::{Breakers, State};
 use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
+use crate::metrics::Metrics;
+use crate::prices::{local_price, Prices};
 use crate::provider::{ChatCall, ChatReply, Provider};
 
 /// A provider with its timeouts.
@@ -50,12 +52,21 @@ struct Candidate {
     upstream: Upstream,
     provider: String,
     model: String,
+    priority: u32,
+    weight: u32,
 }
 
 struct Route {
     policy: Policy,
     candidates: Vec<Candidate>,
+    ttft_slo: Option<Duration>,
 }
+
+/// Output tokens assumed for a request that names no `max_tokens`, when
+/// comparing costs.
+const OUTPUT_ESTIMATE: u64 = 256;
+/// Weight of the newest sample in the latency EWMA.
+const EWMA_ALPHA: f64 = 0.3;
 
 /// Why a route could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +94,12 @@ pub struct Routed {
 /// Every route, and the breakers of every candidate.
 pub struct Router {
     routes: HashMap<String, Route>,
+    prices: Prices,
+    gpu_usd_per_hour: f64,
+    /// Recent time to first chunk (or to the whole answer), seconds, per
+    /// (provider, model).
+    latency: Mutex<HashMap<(String, String), f64>>,
+    metrics: Metrics,
     /// Names no route claims go to the local engine (404 there if it does
     /// not have them either).
     local: Option<Upstream>,
@@ -100,11 +117,12 @@ impl Router {
     /// Routes from `config` over `upstreams` (by provider name). Every
     /// `<provider>/<model>` a provider lists is also a route of its own,
     /// and a name no route claims goes to `local`.
-    pub fn new(config: &GatewayConfig, upstreams: &HashMap<String, Upstream>) -> Result<Self, RouteError> {
+    pub fn new(config: &GatewayConfig, upstreams: &HashMap<String, Upstream>, metrics: Metrics) -> Result<Self, RouteError> {
         let mut routes = HashMap::new();
         let single = |provider: &str, model: &str, upstream: &Upstream| Route {
             policy: Policy::Priority,
-            candidates: vec![Candidate { upstream: upstream.clone(), provider: provider.into(), model: model.into() }],
+            candidates: vec![Candidate::new(upstream, provider, model)],
+            ttft_slo: None,
         };
         for p in &config.providers {
             if let Some(up) = upstreams.get(&p.name) {
@@ -119,16 +137,28 @@ impl Router {
                 return Err(err("no candidates".into()));
             }
             let mut candidates = Vec::with_capacity(r.candidates.len());
-            for c in &r.candidates {
+            for (i, c) in r.candidates.iter().enumerate() {
                 let Some(up) = upstreams.get(&c.provider) else {
                     return Err(err(format!("unknown provider `{}`", c.provider)));
                 };
-                candidates.push(Candidate { upstream: up.clone(), provider: c.provider.clone(), model: c.model.clone() });
+                if c.weight == 0 {
+                    return Err(err(format!("candidate `{}/{}` has weight 0", c.provider, c.model)));
+                }
+                candidates.push(Candidate {
+                    priority: c.priority.unwrap_or(i as u32),
+                    weight: c.weight,
+                    ..Candidate::new(up, &c.provider, &c.model)
+                });
             }
-            routes.insert(r.model.clone(), Route { policy: r.policy, candidates });
+            let ttft_slo = r.ttft_slo_ms.map(Duration::from_millis);
+            routes.insert(r.model.clone(), Route { policy: r.policy, candidates, ttft_slo });
         }
         Ok(Self {
             routes,
+            prices: Prices::new(config.prices.clone()),
+            gpu_usd_per_hour: config.gpu_usd_per_hour,
+            latency: Mutex::new(HashMap::new()),
+            metrics,
             local: upstreams.get("local").cloned(),
             breakers: Breakers::new(config.breaker.clone()),
             retry: config.retry.clone(),
@@ -149,12 +179,10 @@ impl Router {
     pub async fn chat(&self, model: &str, body: Map<String, Value>, stream: bool) -> Result<Routed, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
         let order = match self.routes.get(model) {
-            Some(route) => match route.policy {
-                Policy::Priority => route.candidates.clone(),
-            },
+            Some(route) => self.order(model, route, &body),
             None => {
-                let local = self.local.clone().ok_or_else(|| ApiError::model_not_found(model))?;
-                vec![Candidate { upstream: local, provider: "local".into(), model: model.into() }]
+                let local = self.local.as_ref().ok_or_else(|| ApiError::model_not_found(model))?;
+                vec![Candidate::new(local, "local", model)]
             }
         };
         let mut last: Option<ApiError> = None;
@@ -181,8 +209,16 @@ impl Router {
                 let mut body = body.clone();
                 body.insert("model".into(), Value::String(c.model.clone()));
                 let call = ChatCall { body, model: c.model.clone(), stream };
-                match attempt(&c.upstream, call, deadline).await {
+                let started = Instant::now();
+                let outcome = attempt(&c.upstream, call, deadline).await;
+                let label = match &outcome {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.status.as_u16().to_string(),
+                };
+                self.metrics.upstream_attempts.with_label_values(&[c.provider.as_str(), c.model.as_str(), &label]).inc();
+                match outcome {
                     Ok(reply) => {
+                        self.observe_latency(c, started.elapsed());
                         if c.upstream.breaker {
                             self.breakers.success(&c.provider, &c.model, Instant::now());
                         }
@@ -227,6 +263,86 @@ impl Router {
         }
         Err(last.unwrap_or_else(|| ApiError::upstream_unavailable(format!("no candidate of `{model}` answered"), None)))
     }
+}
+
+impl Candidate {
+    fn new(upstream: &Upstream, provider: &str, model: &str) -> Self {
+        Self { upstream: upstream.clone(), provider: provider.into(), model: model.into(), priority: 0, weight: 1 }
+    }
+}
+
+impl Router {
+    /// The route's candidates in the order to try them: ranked by the
+    /// policy, equals shuffled by weight (an exponential race: each draws
+    /// -ln(u)/weight, lowest first, so a candidate leads with probability
+    /// weight / total), and a local engine predicted to miss the route's
+    /// TTFT SLO moved behind the rest.
+    fn order(&self, route_name: &str, route: &Route, body: &Map<String, Value>) -> Vec<Candidate> {
+        let mut rng = rand::thread_rng();
+        let (input, output) = token_estimate(body);
+        let mut ranked: Vec<(bool, f64, f64, Candidate)> = route
+            .candidates
+            .iter()
+            .map(|c| {
+                let load = c.upstream.provider.load();
+                let score = match route.policy {
+                    Policy::Priority => f64::from(c.priority),
+                    Policy::Cheapest => {
+                        let price = match &load {
+                            Some(l) => Some(local_price(
+                                self.gpu_usd_per_hour,
+                                l.running + l.waiting,
+                                l.max_running,
+                                l.tokens_per_second,
+                            )),
+                            None => self.prices.get(&c.provider, &c.model),
+                        };
+                        price.map_or(f64::INFINITY, |p| p.cost(input, 0, output))
+                    }
+                    Policy::Fastest => {
+                        let seen = self.latency_of(c).unwrap_or(0.0);
+                        let wait = load.map_or(0.0, |l| l.predicted_wait.map_or(f64::INFINITY, |w| w.as_secs_f64()));
+                        seen + wait
+                    }
+                };
+                let spill = match (route.ttft_slo, &load) {
+                    (Some(slo), Some(l)) => l.predicted_wait.is_none_or(|w| w > slo),
+                    _ => false,
+                };
+                if spill {
+                    self.metrics.spills.with_label_values(&[route_name, c.provider.as_str()]).inc();
+                }
+                let race = -(1.0 - rng.gen::<f64>()).ln() / f64::from(c.weight);
+                (spill, score, race, c.clone())
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+        ranked.into_iter().map(|(_, _, _, c)| c).collect()
+    }
+
+    fn latency_of(&self, c: &Candidate) -> Option<f64> {
+        let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(c.provider.clone(), c.model.clone())).copied()
+    }
+
+    fn observe_latency(&self, c: &Candidate, took: Duration) {
+        let mut map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry((c.provider.clone(), c.model.clone())).or_insert(took.as_secs_f64());
+        *e = EWMA_ALPHA * took.as_secs_f64() + (1.0 - EWMA_ALPHA) * *e;
+    }
+}
+
+/// Rough prompt and completion sizes of a chat request, for comparing
+/// costs: four characters of message text per token, and `max_tokens`
+/// (capped) or [`OUTPUT_ESTIMATE`] generated.
+fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
+    let chars: usize = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map(|ms| ms.iter().map(|m| m.get("content").map_or(0, |c| c.to_string().len())).sum())
+        .unwrap_or(0);
+    let asked = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body.get(*k).and_then(Value::as_u64));
+    ((chars / 4) as u64 + 1, asked.unwrap_or(OUTPUT_ESTIMATE).min(4 * OUTPUT_ESTIMATE))
 }
 
 /// One attempt: a JSON answer, or a stream whose first chunk has arrived

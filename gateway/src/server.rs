@@ -117,7 +117,7 @@ impl App {
                 return Err(SetupError::DuplicateProvider(p.name.clone()));
             }
         }
-        let router = Router::new(&gateway, &upstreams)?;
+        let router = Router::new(&gateway, &upstreams, metrics.clone())?;
         Ok(Self(Arc::new(Inner {
             config,
             cancel: watch::Sender::new(false),

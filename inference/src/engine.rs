@@ -271,6 +271,10 @@ struct Admission {
     kv_reserved: AtomicUsize,
     /// Generation tokens admitted but not yet produced (for retry estimates).
     outstanding_tokens: AtomicUsize,
+    /// Sequences decoded together (the rest of the slots wait).
+    max_running: usize,
+    /// Running + waiting slots.
+    total_slots: usize,
 }
 
 /// Capacity held by one request; released when the sequence is dropped.
@@ -405,6 +409,8 @@ impl Engine {
             kv_budget: cfg.kv_cache_bytes,
             kv_reserved: AtomicUsize::new(0),
             outstanding_tokens: AtomicUsize::new(0),
+            max_running: cfg.max_running.max(1),
+            total_slots: cfg.max_running + cfg.max_waiting,
         });
         let shared = Arc::new(Shared {
             tokenizer,
@@ -570,6 +576,38 @@ impl Engine {
                 message: format!("model `{}` has no chat template", self.shared.info.name),
             }),
         }
+    }
+
+    /// Requests admitted now (running or waiting), read live.
+    pub fn admitted(&self) -> usize {
+        let a = &self.shared.admission;
+        a.total_slots.saturating_sub(a.slots.available_permits())
+    }
+
+    /// How long a request admitted now would likely wait for a slot before
+    /// its prefill starts. Zero while a slot is free. Otherwise the work
+    /// ahead of it (one admitted sequence's share of the reserved tokens,
+    /// for each sequence that must finish first) at the recent generation
+    /// rate: an upper bound, since reservations count `max_tokens`. `None`
+    /// when every slot is busy and no rate has been measured yet.
+    pub fn predicted_wait(&self) -> Option<Duration> {
+        let a = &self.shared.admission;
+        let admitted = self.admitted();
+        if admitted < a.max_running {
+            return Some(Duration::ZERO);
+        }
+        let rate = self.stats.borrow().tokens_per_second;
+        if rate <= 0.0 {
+            return None;
+        }
+        let per_seq = a.outstanding_tokens.load(Ordering::Acquire) as f64 / admitted as f64;
+        let ahead = (admitted + 1 - a.max_running) as f64;
+        Some(Duration::from_secs_f64((ahead * per_seq / rate).min(3600.0)))
+    }
+
+    /// Sequences decoded together.
+    pub fn max_running(&self) -> usize {
+        self.shared.admission.max_running
     }
 
     /// The KV cache budget admission reserves against, in bytes.

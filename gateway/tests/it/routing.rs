@@ -2,12 +2,12 @@
 //! pass-through and mid-stream failures, against fake OpenAI/Groq servers
 //! on loopback and the real local model.
 
-use gateway::config::{BreakerConfig, CandidateConfig, ProviderConfig, ProviderKind, RetryConfig};
+use gateway::config::{BreakerConfig, CandidateConfig, Policy, ProviderConfig, ProviderKind, RetryConfig};
 use gateway::{GatewayConfig, RouteConfig, Secret};
 use serde_json::{json, Value};
 
 use crate::fake_openai::{Fault, FakeOpenAi};
-use crate::support::{post_json, start_routed, Server, MODEL};
+use crate::support::{long_stream, post_json, start_routed, start_with, Server, MODEL};
 
 const ROUTE: &str = "tweet-writer";
 
@@ -33,8 +33,9 @@ fn route(candidates: &[(&str, &str)]) -> RouteConfig {
         policy: Default::default(),
         candidates: candidates
             .iter()
-            .map(|(p, m)| CandidateConfig { provider: p.to_string(), model: m.to_string() })
+            .map(|(p, m)| CandidateConfig { provider: p.to_string(), model: m.to_string(), priority: None, weight: 1 })
             .collect(),
+        ttft_slo_ms: None,
     }
 }
 
@@ -46,6 +47,8 @@ fn gateway(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> GatewayC
         routes,
         retry: RetryConfig { max_attempts: 4, backoff_base_ms: 0, backoff_max_ms: 0, deadline_secs: 30 },
         breaker: BreakerConfig { consecutive_failures: 2, min_requests: 100, cooldown_secs: 3600, ..Default::default() },
+        prices: vec![],
+        gpu_usd_per_hour: 2.0,
     }
 }
 
@@ -300,4 +303,69 @@ async fn local_first_and_cloud_for_what_local_cannot_do() {
     let models: Value = reqwest::get(format!("{}/models", s.v1())).await.expect("models").json().await.expect("json");
     let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, vec![MODEL, ROUTE]);
+}
+
+#[tokio::test]
+async fn cheapest_prefers_the_idle_local_engine_then_the_cheaper_cloud() {
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let mut cheap = route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")]);
+    cheap.policy = Policy::Cheapest;
+    let mut with_local = route(&[("openai", "gpt-4o-mini"), ("local", MODEL)]);
+    with_local.model = "with-local".into();
+    with_local.policy = Policy::Cheapest;
+    let gw = gateway(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![cheap, with_local]);
+    let s = start_routed(gw).await;
+    let url = format!("{}/chat/completions", s.v1());
+    // Listed second, but Groq's list price is below gpt-4o-mini's.
+    let res = post_json(&url, &chat(json!({}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    // An idle GPU costs nothing more to use.
+    let res = post_json(&url, &json!({"model": "with-local", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})).await;
+    assert_eq!(header(&res, "x-starling-provider"), "local");
+    assert!(openai.seen().is_empty());
+}
+
+#[tokio::test]
+async fn fastest_learns_which_candidate_answers_first() {
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let mut fast = route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")]);
+    fast.policy = Policy::Fastest;
+    let s = start_routed(gateway(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![fast])).await;
+    let url = format!("{}/chat/completions", s.v1());
+    openai.fail_next([Fault::Slow(std::time::Duration::from_millis(300))]);
+    // Untried candidates go first, so two requests measure both.
+    for _ in 0..2 {
+        assert_eq!(post_json(&url, &chat(json!({"stream": true}))).await.status(), 200);
+    }
+    assert_eq!((openai.seen().len(), groq.seen().len()), (1, 1));
+    for _ in 0..4 {
+        let res = post_json(&url, &chat(json!({"stream": true}))).await;
+        assert_eq!(header(&res, "x-starling-provider"), "groq");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_local_engine_spills_to_the_cloud_past_the_ttft_slo() {
+    let groq = FakeOpenAi::start("groq").await;
+    let mut r = route(&[("local", MODEL), ("groq", "llama-3.1-8b-instant")]);
+    r.ttft_slo_ms = Some(500);
+    // One sequence at a time, so one long stream fills the engine.
+    let s = start_with(|e| e.max_running = 1, |_| {}, gateway(vec![provider("groq", &groq.base_url)], vec![r])).await;
+    let url = format!("{}/chat/completions", s.v1());
+    let res = post_json(&url, &chat(json!({"max_tokens": 4}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "local");
+
+    let mut long = long_stream(&s).await;
+    // Wait for tokens, so the engine has measured its rate.
+    let mut text = String::new();
+    while content(&events(&text)).len() < 40 {
+        let chunk = long.chunk().await.expect("read").expect("long stream ended early");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let res = post_json(&url, &chat(json!({"max_tokens": 4}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains(r#"starling_gateway_spills_total{provider="local",route="tweet-writer"} 1"#), "{metrics}");
+    drop(long);
 }

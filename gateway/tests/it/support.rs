@@ -72,7 +72,7 @@ pub async fn start_routed(gateway: GatewayConfig) -> Server {
     start_with(|_| {}, |_| {}, gateway).await
 }
 
-async fn start_with(
+pub async fn start_with(
     engine: impl FnOnce(&mut EngineConfig),
     server: impl FnOnce(&mut ServerConfig),
     gateway: GatewayConfig,
