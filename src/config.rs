@@ -25,6 +25,23 @@ pub struct RawConfig {
     pub gateway: RawGateway,
     /// `[[prices]]`: USD per 1M tokens over the shipped table.
     pub prices: Vec<gateway::prices::PriceConfig>,
+    /// `[database]`: where durable records live.
+    pub database: RawDatabase,
+}
+
+/// `[database]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    /// `sqlite://path` (created if missing) or `postgres://...`; empty:
+    /// keep no usage records. Env `STARLING_DATABASE_URL` overrides.
+    pub url: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self { url: "sqlite://starling.db".into() }
+    }
 }
 
 /// `[gateway]`.
@@ -140,6 +157,8 @@ pub struct Config {
     pub server: gateway::ServerConfig,
     /// Providers (keys read from their env vars), routes, retry, breakers.
     pub gateway: gateway::GatewayConfig,
+    /// Database URL for usage records (None: keep none).
+    pub database_url: Option<String>,
 }
 
 impl Config {
@@ -172,7 +191,9 @@ impl Config {
                 _ => tracing::warn!("provider `{}`: {var} is not set; its requests will fail over", p.name),
             }
         }
+        let database_url = std::env::var("STARLING_DATABASE_URL").unwrap_or(raw.database.url);
         Ok(Self {
+            database_url: (!database_url.is_empty()).then_some(database_url),
             models: manifest.model,
             cache_dir,
             default_model: raw.models.default,
@@ -243,6 +264,7 @@ mod tests {
         assert_eq!(format!("{:?}", ex.engine), format!("{:?}", d.engine));
         assert_eq!(format!("{:?}", ex.server), format!("{:?}", d.server));
         assert_eq!(format!("{:?}", ex.gateway), format!("{:?}", d.gateway));
+        assert_eq!(format!("{:?}", ex.database), format!("{:?}", d.database));
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {

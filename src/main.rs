@@ -121,6 +121,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let engine_cfg = config.engine_config(model)?;
     let mut server_cfg = config.server.clone();
     let gateway_cfg = config.gateway.clone();
+    let database_url = config.database_url.clone();
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
@@ -136,6 +137,12 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", server_cfg.listen))?;
         let addr = listener.local_addr()?;
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
+        if let Some(url) = &database_url {
+            let store = gateway::usage::UsageStore::open(url)
+                .await
+                .with_context(|| format!("cannot open the usage database {url}"))?;
+            app.record_usage_in(store);
+        }
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();

@@ -17,6 +17,7 @@
 //! - `prices`: USD per token, shipped defaults and the local engine's.
 //! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
 //! - `sse`: reading upstream event streams.
+//! - `usage`: usage records (SQLite or PostgreSQL), written off the hot path.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
 
@@ -34,6 +35,7 @@ pub mod provider;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod usage;
 
 pub use config::{GatewayConfig, ProviderConfig, RouteConfig, Secret};
 pub use error::ApiError;

@@ -2,7 +2,7 @@
 //! [`Metrics`] per server (no global registry), rendered by `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::breaker::State;
@@ -34,6 +34,10 @@ pub struct Metrics {
     /// Attempts at providers by provider, model and outcome (`ok` or the
     /// status the attempt failed with).
     pub upstream_attempts: IntCounterVec,
+    /// Tokens by provider, model and kind (`prompt`, `completion`).
+    pub provider_tokens: IntCounterVec,
+    /// USD spent by provider and model.
+    pub cost_usd: CounterVec,
     /// Requests whose local candidate went last because its predicted TTFT
     /// exceeded the route's SLO, by route and provider.
     pub spills: IntCounterVec,
@@ -108,6 +112,19 @@ impl Metrics {
                 "Attempts at providers by provider, model and outcome (ok or the failing status).",
                 &["provider", "model", "outcome"],
             )?,
+            provider_tokens: counter(
+                "starling_gateway_tokens_total",
+                "Tokens of answered chat requests by provider, model and kind (prompt, completion).",
+                &["provider", "model", "kind"],
+            )?,
+            cost_usd: {
+                let c = CounterVec::new(
+                    Opts::new("starling_gateway_cost_usd_total", "USD of answered chat requests by provider and model."),
+                    &["provider", "model"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             spills: counter(
                 "starling_gateway_spills_total",
                 "Local candidates moved last because their predicted TTFT exceeded the route's SLO.",

@@ -320,6 +320,18 @@ impl Router {
         ranked.into_iter().map(|(_, _, _, c)| c).collect()
     }
 
+    /// USD of a request's tokens at `provider`/`model` (the local engine
+    /// at its load now; 0 when the price is unknown).
+    pub fn cost(&self, provider: &str, model: &str, prompt: i64, cached: i64, completion: i64) -> f64 {
+        let n = |x: i64| u64::try_from(x).unwrap_or(0);
+        let local = self.local.as_ref().filter(|_| provider == "local").and_then(|l| l.provider.load());
+        let price = match local {
+            Some(l) => Some(local_price(self.gpu_usd_per_hour, l.running + l.waiting, l.max_running, l.tokens_per_second)),
+            None => self.prices.get(provider, model),
+        };
+        price.map_or(0.0, |p| p.cost(n(prompt), n(cached), n(completion)))
+    }
+
     fn latency_of(&self, c: &Candidate) -> Option<f64> {
         let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(c.provider.clone(), c.model.clone())).copied()

@@ -32,6 +32,7 @@ use crate::openai::{from_value, CompletionsRequest, DetokenizeRequest, TokenizeR
 use crate::openai_compatible::OpenAiCompatible;
 use crate::provider::{ChatReply, ChunkValues, Provider};
 use crate::router::{Router, Upstream};
+use crate::usage::{self, GroupBy, UsageLog, UsageRecord, UsageStore};
 
 /// `[server]` of `starling.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +70,8 @@ struct Inner {
     /// The local models, once loaded (shared with the `local` provider).
     generators: Arc<OnceLock<Generators>>,
     router: Router,
+    /// Usage records, once a store is opened.
+    usage: OnceLock<UsageLog>,
     fingerprint: String,
 }
 
@@ -124,6 +127,7 @@ impl App {
             metrics,
             generators,
             router,
+            usage: OnceLock::new(),
             fingerprint,
         })))
     }
@@ -132,6 +136,29 @@ impl App {
     pub fn set_ready(&self, generators: Generators) {
         if self.0.generators.set(generators).is_err() {
             tracing::warn!("set_ready called twice; keeping the first models");
+        }
+    }
+
+    /// Record usage in `store` from now on (a second call is ignored).
+    /// Needs a tokio runtime: it starts the writer task.
+    pub fn record_usage_in(&self, store: UsageStore) {
+        if self.0.usage.set(UsageLog::start(store)).is_err() {
+            tracing::warn!("usage store set twice; keeping the first");
+        }
+    }
+
+    /// Account one request: metrics now, the record off the request path.
+    fn record(&self, mut r: UsageRecord) {
+        r.cost_usd = self.0.router.cost(&r.provider, &r.model, r.prompt_tokens, r.cached_tokens, r.completion_tokens);
+        let m = &self.0.metrics;
+        if !r.provider.is_empty() {
+            let labels = [r.provider.as_str(), r.model.as_str()];
+            m.provider_tokens.with_label_values(&[labels[0], labels[1], "prompt"]).inc_by(r.prompt_tokens.max(0) as u64);
+            m.provider_tokens.with_label_values(&[labels[0], labels[1], "completion"]).inc_by(r.completion_tokens.max(0) as u64);
+            m.cost_usd.with_label_values(&labels).inc_by(r.cost_usd.max(0.0));
+        }
+        if let Some(log) = self.0.usage.get() {
+            log.record(r);
         }
     }
 
@@ -158,6 +185,7 @@ impl App {
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(list_models))
+            .route("/v1/usage", get(usage_summary))
             .route("/v1/models/{*id}", get(get_model))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
@@ -195,13 +223,19 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     // requests to stop (which cancels their generations) and wait for that.
     let server = server.into_future();
     tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r,
-        () = deadline => {}
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = deadline => {
+            tracing::warn!("shutdown grace over: cancelling the requests still running");
+            app.0.cancel.send_replace(true);
+            server.await
+        }
+    };
+    // Every request has ended: write the records still queued.
+    if let Some(log) = app.0.usage.get() {
+        log.close().await;
     }
-    tracing::warn!("shutdown grace over: cancelling the requests still running");
-    app.0.cancel.send_replace(true);
-    server.await
+    served
 }
 
 /// Counts every answer by route and status.
@@ -309,6 +343,7 @@ struct ChatHead {
 }
 
 async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let value = read_json(&app, &headers, body).await?;
     let head: ChatHead = from_value(&value)?;
     let Value::Object(body) = value else {
@@ -316,10 +351,32 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
     };
     let stream = head.stream.unwrap_or(false);
     let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
-    let routed = or_shutdown(&app, app.0.router.chat(&head.model, body, stream)).await?;
+    let mut record = usage::draft(&head.model, None);
+    let routed = match or_shutdown(&app, app.0.router.chat(&head.model, body, stream)).await {
+        Ok(r) => r,
+        Err(e) => {
+            record.status = i64::from(e.status.as_u16());
+            record.error = Some(e.message.clone());
+            record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            app.record(record);
+            return Err(e);
+        }
+    };
+    record.provider.clone_from(&routed.provider);
+    record.model.clone_from(&routed.model);
+    record.attempts = i64::from(routed.attempts);
     let mut res = match routed.reply {
-        ChatReply::Json(v) => Json(v).into_response(),
-        ChatReply::Stream(s) => sse(&app, s, include_usage),
+        ChatReply::Json(v) => {
+            usage::observe(&mut record, &v);
+            record.status = 200;
+            record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            app.record(record);
+            Json(v).into_response()
+        }
+        ChatReply::Stream(s) => {
+            let recorder = app.clone();
+            sse(&app, usage::metered(s, record, started, move |r| recorder.record(r)), include_usage)
+        }
     };
     // Which candidate answered, for clients and for debugging routes.
     let h = res.headers_mut();
@@ -335,6 +392,38 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
     Ok(res)
 }
 
+#[derive(Deserialize)]
+struct UsageQuery {
+    /// Unix seconds, inclusive (default: the beginning).
+    from: Option<i64>,
+    /// Unix seconds, exclusive (default: now).
+    to: Option<i64>,
+    /// `key`, `provider`, `model` or `route` (default `provider`).
+    group_by: Option<String>,
+}
+
+/// `GET /v1/usage?from&to&group_by=`: totals per group from the records.
+async fn usage_summary(State(app): State<App>, uri: Uri) -> Result<Json<Value>, ApiError> {
+    let q: UsageQuery = serde_urlencoded_query(&uri)?;
+    let group = q.group_by.as_deref().unwrap_or("provider");
+    let group_by = GroupBy::parse(group)
+        .ok_or_else(|| ApiError::invalid("group_by", format!("`{group}` is not one of key, provider, model, route")))?;
+    let log = app.0.usage.get().ok_or_else(|| ApiError::route_not_found("GET", "/v1/usage (no usage database configured)"))?;
+    let from_ms = q.from.unwrap_or(0).saturating_mul(1000);
+    let to_ms = q.to.map_or(i64::MAX, |t| t.saturating_mul(1000));
+    let data = log.store().summary(from_ms, to_ms, group_by).await.map_err(|e| {
+        tracing::error!("{e}");
+        ApiError::internal("the usage store could not be read")
+    })?;
+    Ok(Json(json!({"object": "list", "group_by": group, "from": q.from, "to": q.to, "data": data})))
+}
+
+/// The query string as `T` (400 naming the field).
+fn serde_urlencoded_query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_body(format!("Invalid query string: {}", e.body_text())))
+}
 
 /// Legacy logprobs over `tokens`, offsets counted from `offset`.
 fn legacy_logprobs(tokens: &[TokenLogprob], mut offset: usize) -> Value {

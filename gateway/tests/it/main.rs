@@ -6,3 +6,4 @@ mod fake_openai;
 mod python;
 mod routing;
 mod support;
+mod usage;

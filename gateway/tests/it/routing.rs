@@ -11,7 +11,7 @@ use crate::support::{long_stream, post_json, start_routed, start_with, Server, M
 
 const ROUTE: &str = "tweet-writer";
 
-fn provider(name: &str, base_url: &str) -> ProviderConfig {
+pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
     ProviderConfig {
         name: name.into(),
         kind: ProviderKind::OpenaiCompatible,
@@ -27,7 +27,7 @@ fn provider(name: &str, base_url: &str) -> ProviderConfig {
 }
 
 /// A route over `candidates` (provider, model), in priority order.
-fn route(candidates: &[(&str, &str)]) -> RouteConfig {
+pub fn route(candidates: &[(&str, &str)]) -> RouteConfig {
     RouteConfig {
         model: ROUTE.into(),
         policy: Default::default(),
@@ -41,7 +41,7 @@ fn route(candidates: &[(&str, &str)]) -> RouteConfig {
 
 /// Breakers that trip after 2 failures in a row and stay open for the
 /// whole test; retries without backoff.
-fn gateway(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> GatewayConfig {
+pub fn gateway_for(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> GatewayConfig {
     GatewayConfig {
         providers,
         routes,
@@ -55,7 +55,7 @@ fn gateway(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> GatewayC
 /// OpenAI (fake) first, Groq (fake) as fallback.
 async fn two_fakes() -> (Server, FakeOpenAi, FakeOpenAi) {
     let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
-    let gw = gateway(
+    let gw = gateway_for(
         vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)],
         vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
     );
@@ -70,7 +70,7 @@ fn chat(extra: Value) -> Value {
     body
 }
 
-fn header(res: &reqwest::Response, name: &str) -> String {
+pub fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
@@ -246,7 +246,7 @@ async fn a_slow_first_token_times_out_and_falls_back() {
     let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
     let mut slow = provider("openai", &openai.base_url);
     slow.ttft_timeout_ms = 200;
-    let gw = gateway(
+    let gw = gateway_for(
         vec![slow, provider("groq", &groq.base_url)],
         vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
     );
@@ -265,7 +265,7 @@ async fn an_unreachable_provider_falls_back() {
     let dead_url = format!("http://{}/v1", dead.local_addr().expect("addr"));
     drop(dead);
     let groq = FakeOpenAi::start("groq").await;
-    let gw = gateway(
+    let gw = gateway_for(
         vec![provider("openai", &dead_url), provider("groq", &groq.base_url)],
         vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
     );
@@ -278,7 +278,7 @@ async fn an_unreachable_provider_falls_back() {
 #[tokio::test]
 async fn local_first_and_cloud_for_what_local_cannot_do() {
     let groq = FakeOpenAi::start("groq").await;
-    let gw = gateway(
+    let gw = gateway_for(
         vec![provider("groq", &groq.base_url)],
         vec![route(&[("local", MODEL), ("groq", "llama-3.1-8b-instant")])],
     );
@@ -313,7 +313,7 @@ async fn cheapest_prefers_the_idle_local_engine_then_the_cheaper_cloud() {
     let mut with_local = route(&[("openai", "gpt-4o-mini"), ("local", MODEL)]);
     with_local.model = "with-local".into();
     with_local.policy = Policy::Cheapest;
-    let gw = gateway(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![cheap, with_local]);
+    let gw = gateway_for(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![cheap, with_local]);
     let s = start_routed(gw).await;
     let url = format!("{}/chat/completions", s.v1());
     // Listed second, but Groq's list price is below gpt-4o-mini's.
@@ -330,7 +330,7 @@ async fn fastest_learns_which_candidate_answers_first() {
     let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
     let mut fast = route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")]);
     fast.policy = Policy::Fastest;
-    let s = start_routed(gateway(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![fast])).await;
+    let s = start_routed(gateway_for(vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)], vec![fast])).await;
     let url = format!("{}/chat/completions", s.v1());
     openai.fail_next([Fault::Slow(std::time::Duration::from_millis(300))]);
     // Untried candidates go first, so two requests measure both.
@@ -350,7 +350,7 @@ async fn a_busy_local_engine_spills_to_the_cloud_past_the_ttft_slo() {
     let mut r = route(&[("local", MODEL), ("groq", "llama-3.1-8b-instant")]);
     r.ttft_slo_ms = Some(500);
     // One sequence at a time, so one long stream fills the engine.
-    let s = start_with(|e| e.max_running = 1, |_| {}, gateway(vec![provider("groq", &groq.base_url)], vec![r])).await;
+    let s = start_with(|e| e.max_running = 1, |_| {}, gateway_for(vec![provider("groq", &groq.base_url)], vec![r])).await;
     let url = format!("{}/chat/completions", s.v1());
     let res = post_json(&url, &chat(json!({"max_tokens": 4}))).await;
     assert_eq!(header(&res, "x-starling-provider"), "local");

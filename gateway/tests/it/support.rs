@@ -77,6 +77,16 @@ pub async fn start_with(
     server: impl FnOnce(&mut ServerConfig),
     gateway: GatewayConfig,
 ) -> Server {
+    start_recorded(engine, server, gateway, None).await
+}
+
+/// A server that records usage in the database at `usage_url`.
+pub async fn start_recorded(
+    engine: impl FnOnce(&mut EngineConfig),
+    server: impl FnOnce(&mut ServerConfig),
+    gateway: GatewayConfig,
+    usage_url: Option<&str>,
+) -> Server {
     let mut cfg = EngineConfig::new(smollm2_path(), MODEL);
     cfg.threads = 2;
     engine(&mut cfg);
@@ -84,6 +94,9 @@ pub async fn start_with(
     let mut sc = ServerConfig::default();
     server(&mut sc);
     let app = App::new(sc, gateway).expect("app");
+    if let Some(url) = usage_url {
+        app.record_usage_in(gateway::usage::UsageStore::open(url).await.expect("usage store"));
+    }
     let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
     app.set_ready(Generators::new(vec![provider]));
     start_app(app, engine).await

@@ -1,0 +1,414 @@
+//! Usage records: one row per chat request (who, which route, which
+//! provider and model answered, tokens, cost, latency, status, attempts),
+//! in SQLite by default or PostgreSQL by URL.
+//!
+//! Handlers hand records to [`UsageLog::record`] (an unbounded channel:
+//! never blocks, never drops); one writer task inserts them in batches, one
+//! transaction per batch, so the database never sits on a request's path.
+//! [`UsageLog::close`] drains the channel and flushes; `serve` calls it
+//! after the last request ended, so a graceful shutdown loses nothing. A
+//! hard kill loses at most the batch being written (SQLite runs in WAL mode
+//! with `synchronous=NORMAL`: a committed batch survives a process crash).
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// One request's record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecord {
+    /// The response id (`chatcmpl-...`), or a generated one for failures.
+    pub request_id: String,
+    /// Unix milliseconds when the request arrived.
+    pub ts_ms: i64,
+    /// The API key's id, when the request carried one.
+    pub key_id: Option<String>,
+    /// The model the client asked for (a route or a model name).
+    pub route: String,
+    /// Provider that answered (empty when none did).
+    pub provider: String,
+    /// Its model.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Generated tokens.
+    pub completion_tokens: i64,
+    /// Prompt tokens served from the provider's cache.
+    pub cached_tokens: i64,
+    /// USD.
+    pub cost_usd: f64,
+    /// Arrival to first chunk (streams), milliseconds.
+    pub ttft_ms: Option<f64>,
+    /// Arrival to the end of the answer, milliseconds.
+    pub latency_ms: f64,
+    /// HTTP status of the answer (200 even if a stream failed midway; then
+    /// `error` says why).
+    pub status: i64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Served from the gateway's cache.
+    pub cache_hit: bool,
+    /// Provider attempts made.
+    pub attempts: i64,
+}
+
+/// Why the usage store could not be opened or queried.
+#[derive(Debug, thiserror::Error)]
+#[error("usage store: {0}")]
+pub struct UsageError(#[from] sqlx::Error);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS usage_records (
+    request_id TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    key_id TEXT,
+    route TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    status BIGINT NOT NULL,
+    error TEXT,
+    cache_hit BOOLEAN NOT NULL,
+    attempts BIGINT NOT NULL
+)";
+const INDEX: &str = "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts_ms)";
+const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
+    completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// Most records per transaction.
+const BATCH: usize = 256;
+
+/// The store: a connection pool to SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct UsageStore {
+    pool: AnyPool,
+}
+
+impl UsageStore {
+    /// Open `url` (`sqlite://path`, `sqlite::memory:`, `postgres://...`),
+    /// creating the SQLite file and the table if missing.
+    pub async fn open(url: &str) -> Result<Self, UsageError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains('?') && !url.contains(":memory:") {
+            // Create the file if missing.
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers (GET /v1/usage) never block the
+                        // writer, and a commit survives a process crash
+                        // without an fsync per batch.
+                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000"] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        sqlx::query(SCHEMA).execute(&pool).await?;
+        sqlx::query(INDEX).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Insert records in one transaction.
+    pub async fn insert(&self, records: &[UsageRecord]) -> Result<(), UsageError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(INSERT)
+                .bind(&r.request_id)
+                .bind(r.ts_ms)
+                .bind(r.key_id.clone())
+                .bind(&r.route)
+                .bind(&r.provider)
+                .bind(&r.model)
+                .bind(r.prompt_tokens)
+                .bind(r.completion_tokens)
+                .bind(r.cached_tokens)
+                .bind(r.cost_usd)
+                .bind(r.ttft_ms)
+                .bind(r.latency_ms)
+                .bind(r.status)
+                .bind(r.error.clone())
+                .bind(r.cache_hit)
+                .bind(r.attempts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Totals per group over `[from_ms, to_ms)`.
+    pub async fn summary(&self, from_ms: i64, to_ms: i64, group_by: GroupBy) -> Result<Vec<UsageGroup>, UsageError> {
+        // The column comes from the enum, never from the request.
+        let col = group_by.column();
+        let sql = format!(
+            "SELECT COALESCE({col}, '') AS grp, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
+             CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+             CAST(COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
+             CAST(COALESCE(SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors \
+             FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 GROUP BY COALESCE({col}, '') ORDER BY grp"
+        );
+        let rows = sqlx::query(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        rows.iter().map(UsageGroup::from_row).collect::<Result<_, _>>().map_err(UsageError)
+    }
+}
+
+/// `group_by` of `GET /v1/usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// API key id.
+    Key,
+    /// Provider.
+    Provider,
+    /// Provider's model.
+    Model,
+    /// Requested model or route.
+    Route,
+}
+
+impl GroupBy {
+    /// From the query string value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "key" => Some(Self::Key),
+            "provider" => Some(Self::Provider),
+            "model" => Some(Self::Model),
+            "route" => Some(Self::Route),
+            _ => None,
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Key => "key_id",
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::Route => "route",
+        }
+    }
+}
+
+/// One group's totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageGroup {
+    /// The group's value (key id, provider, model or route).
+    pub group: String,
+    /// Requests.
+    pub requests: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Generated tokens.
+    pub completion_tokens: i64,
+    /// Cached prompt tokens.
+    pub cached_tokens: i64,
+    /// USD.
+    pub cost_usd: f64,
+    /// Answers from the cache.
+    pub cache_hits: i64,
+    /// Failed requests.
+    pub errors: i64,
+}
+
+impl UsageGroup {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            group: row.try_get("grp")?,
+            requests: row.try_get("requests")?,
+            prompt_tokens: row.try_get("prompt_tokens")?,
+            completion_tokens: row.try_get("completion_tokens")?,
+            cached_tokens: row.try_get("cached_tokens")?,
+            cost_usd: row.try_get("cost_usd")?,
+            cache_hits: row.try_get("cache_hits")?,
+            errors: row.try_get("errors")?,
+        })
+    }
+}
+
+/// The handlers' side: a channel to the writer task.
+#[derive(Debug)]
+pub struct UsageLog {
+    tx: mpsc::UnboundedSender<Option<UsageRecord>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    store: UsageStore,
+}
+
+impl UsageLog {
+    /// Start the writer task (needs a tokio runtime).
+    pub fn start(store: UsageStore) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Option<UsageRecord>>();
+        let writing = store.clone();
+        let writer = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut closing = false;
+            while !closing {
+                let mut buf = Vec::with_capacity(BATCH);
+                if rx.recv_many(&mut buf, BATCH).await == 0 {
+                    break;
+                }
+                for item in buf {
+                    match item {
+                        Some(r) => batch.push(r),
+                        // `close`: everything sent before it is in `batch`
+                        // or still queued behind it; drain and stop.
+                        None => closing = true,
+                    }
+                }
+                if closing {
+                    while let Ok(Some(r)) = rx.try_recv() {
+                        batch.push(r);
+                    }
+                }
+                for chunk in batch.chunks(BATCH) {
+                    // A failed batch is retried once, then logged whole:
+                    // the log line keeps it recoverable.
+                    if writing.insert(chunk).await.is_err() {
+                        if let Err(e) = writing.insert(chunk).await {
+                            tracing::error!(records = ?chunk, "cannot write usage records: {e}");
+                        }
+                    }
+                }
+                batch.clear();
+            }
+        });
+        Self { tx, writer: Mutex::new(Some(writer)), store }
+    }
+
+    /// Queue a record (never blocks).
+    pub fn record(&self, r: UsageRecord) {
+        if self.tx.send(Some(r)).is_err() {
+            tracing::error!("usage writer is gone; record lost");
+        }
+    }
+
+    /// Flush every queued record and stop the writer.
+    pub async fn close(&self) {
+        let _ = self.tx.send(None);
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = writer {
+            if let Err(e) = w.await {
+                tracing::error!("usage writer failed: {e}");
+            }
+        }
+    }
+
+    /// The store, for queries.
+    pub fn store(&self) -> &UsageStore {
+        &self.store
+    }
+}
+
+/// Take `usage` (OpenAI's shape) and the response id from a
+/// `chat.completion` or a chunk into the record.
+pub fn observe(record: &mut UsageRecord, v: &serde_json::Value) {
+    if let Some(id) = v["id"].as_str() {
+        if record.request_id.is_empty() {
+            record.request_id = id.to_owned();
+        }
+    }
+    let u = &v["usage"];
+    if u.is_object() {
+        let n = |x: &serde_json::Value| x.as_i64().unwrap_or(0);
+        record.prompt_tokens = n(&u["prompt_tokens"]);
+        record.completion_tokens = n(&u["completion_tokens"]);
+        record.cached_tokens = n(&u["prompt_tokens_details"]["cached_tokens"]);
+    }
+}
+
+/// A stream that fills a record as its chunks pass and hands it to
+/// `finish` when it ends, fails or is dropped (a client that went away).
+pub fn metered(
+    chunks: crate::provider::ChunkValues,
+    mut record: UsageRecord,
+    started: std::time::Instant,
+    finish: impl FnOnce(UsageRecord) + Send + 'static,
+) -> crate::provider::ChunkValues {
+    use futures_util::StreamExt;
+
+    struct Guard<F: FnOnce(UsageRecord)> {
+        record: UsageRecord,
+        started: std::time::Instant,
+        ended: bool,
+        finish: Option<F>,
+    }
+    impl<F: FnOnce(UsageRecord)> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if !self.ended && self.record.error.is_none() {
+                self.record.error = Some("the client went away before the end".into());
+            }
+            self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1e3;
+            if let Some(f) = self.finish.take() {
+                f(std::mem::replace(&mut self.record, empty()));
+            }
+        }
+    }
+    record.status = 200;
+    let guard = Guard { record, started, ended: false, finish: Some(finish) };
+    futures_util::stream::unfold((chunks, guard), |(mut chunks, mut g)| async move {
+        let item = chunks.next().await;
+        match &item {
+            Some(Ok(v)) => {
+                if g.record.ttft_ms.is_none() {
+                    g.record.ttft_ms = Some(g.started.elapsed().as_secs_f64() * 1e3);
+                }
+                observe(&mut g.record, v);
+            }
+            Some(Err(e)) => {
+                g.record.error = Some(e.message.clone());
+                g.ended = true;
+            }
+            None => g.ended = true,
+        }
+        item.map(|i| (i, (chunks, g)))
+    })
+    .boxed()
+}
+
+fn empty() -> UsageRecord {
+    UsageRecord {
+        request_id: String::new(),
+        ts_ms: 0,
+        key_id: None,
+        route: String::new(),
+        provider: String::new(),
+        model: String::new(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        cost_usd: 0.0,
+        ttft_ms: None,
+        latency_ms: 0.0,
+        status: 0,
+        error: None,
+        cache_hit: false,
+        attempts: 0,
+    }
+}
+
+/// A fresh record for a request to `route` that arrived now.
+pub fn draft(route: &str, key_id: Option<String>) -> UsageRecord {
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    UsageRecord { ts_ms, key_id, route: route.to_owned(), ..empty() }
+}

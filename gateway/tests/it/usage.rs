@@ -1,0 +1,104 @@
+//! Usage records: one per chat request, with tokens, cost, provider and
+//! status; written off the request path, flushed on shutdown, readable
+//! through `GET /v1/usage` after a restart.
+
+use serde_json::{json, Value};
+
+use crate::fake_openai::{Fault, FakeOpenAi};
+use crate::routing::{gateway_for, header, provider, route};
+use crate::support::{post_json, start_recorded, MODEL};
+
+/// A fresh SQLite file, removed on drop.
+struct TempDb(std::path::PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Self(std::env::temp_dir().join(format!("starling-usage-{}-{nanos}.db", std::process::id())))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+fn group<'a>(data: &'a Value, name: &str) -> &'a Value {
+    let found = data["data"].as_array().and_then(|a| a.iter().find(|g| g["group"] == name));
+    assert!(found.is_some(), "no group `{name}` in {data}");
+    found.expect("checked above")
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
+    let db = TempDb::new();
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let gw = || {
+        gateway_for(
+            vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)],
+            vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
+        )
+    };
+    let mut s = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let url = format!("{}/chat/completions", s.v1());
+    let ask = |extra: Value| {
+        let mut b = json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Hi"}]});
+        if let (Some(o), Value::Object(e)) = (b.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        b
+    };
+    // 1: openai fails, groq answers (JSON). 2: openai streams.
+    openai.fail_next([Fault::ServerError]);
+    let res = post_json(&url, &ask(json!({}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    let res = post_json(&url, &ask(json!({"stream": true}))).await;
+    assert_eq!(header(&res, "x-starling-provider"), "openai");
+    res.text().await.expect("stream");
+    // 3: the local model. 4: a model nobody has.
+    let res = post_json(&url, &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})).await;
+    assert_eq!(res.status(), 200);
+    let res = post_json(&url, &json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(res.status(), 404);
+
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    let words = groq.answer_words().len() as f64;
+    let groq_cost = (9.0 * 0.05 + words * 0.08) / 1e6;
+    assert!(
+        metrics.contains(&format!(r#"starling_gateway_cost_usd_total{{model="llama-3.1-8b-instant",provider="groq"}} {groq_cost}"#)),
+        "{metrics}"
+    );
+
+    // Graceful shutdown writes what is queued; a new server on the same
+    // file reads it back.
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    let s2 = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let by_provider: Value =
+        reqwest::get(format!("{}/usage?group_by=provider", s2.v1())).await.expect("usage").json().await.expect("json");
+    let g = group(&by_provider, "groq");
+    assert_eq!(g["requests"], 1);
+    assert_eq!((g["prompt_tokens"].as_i64(), g["completion_tokens"].as_f64()), (Some(9), Some(words)));
+    assert!((g["cost_usd"].as_f64().unwrap_or(-1.0) - groq_cost).abs() < 1e-15, "{g}");
+    let o = group(&by_provider, "openai");
+    assert_eq!((o["requests"].as_i64(), o["completion_tokens"].as_f64()), (Some(1), Some(openai.answer_words().len() as f64)));
+    assert_eq!(group(&by_provider, "local")["completion_tokens"], 4);
+    let none = group(&by_provider, "");
+    assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(1), Some(1)));
+
+    let by_route: Value =
+        reqwest::get(format!("{}/usage?group_by=route", s2.v1())).await.expect("usage").json().await.expect("json");
+    assert_eq!(group(&by_route, "tweet-writer")["requests"], 2);
+    // A time window that ends before the requests holds none.
+    let empty: Value = reqwest::get(format!("{}/usage?to=1000", s2.v1())).await.expect("usage").json().await.expect("json");
+    assert_eq!(empty["data"], json!([]));
+    let bad = reqwest::get(format!("{}/usage?group_by=colour", s2.v1())).await.expect("usage");
+    assert_eq!(bad.status(), 400);
+}
