@@ -42,6 +42,40 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Virtual API keys (stored hashed in the `[database]`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is shown once.
+    Create {
+        /// Who or what it is for.
+        #[arg(long)]
+        name: String,
+        /// Cloud spend allowed per UTC day, USD (then only the local model answers).
+        #[arg(long)]
+        budget_usd_per_day: Option<f64>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Tokens per minute (prompt estimate + max_tokens).
+        #[arg(long)]
+        tpm: Option<u32>,
+        /// Models or routes it may use, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
+    /// Every key (never the key itself).
+    List,
+    /// Revoke a key by id; servers stop accepting it within seconds.
+    Revoke {
+        /// The key's id (`key_...`).
+        id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -99,7 +133,50 @@ fn run(cli: Cli) -> Result<()> {
             models_list(&config);
             Ok(())
         }
+        Command::Keys { command } => keys(&config, command),
     }
+}
+
+fn keys(config: &Config, command: KeysCommand) -> Result<()> {
+    let url = config.database_url.as_deref().context("keys need a database: set [database] url")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
+        let store = gateway::keys::KeyStore::new(&db).await?;
+        match command {
+            KeysCommand::Create { name, budget_usd_per_day, rpm, tpm, models } => {
+                if budget_usd_per_day.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
+                    anyhow::bail!("--budget-usd-per-day must be a non-negative number");
+                }
+                let new = gateway::keys::NewKey { name, budget_usd_per_day, rpm, tpm, models };
+                let (key, info) = store.create(&new).await?;
+                println!("{key}");
+                eprintln!("created {} ({}): the key above is shown once and stored only as a hash", info.id, info.name);
+            }
+            KeysCommand::List => {
+                println!("{:<18} {:<20} {:<18} {:<8} {:>10} {:>8} {:>9} MODELS", "ID", "NAME", "PREFIX", "STATE", "USD/DAY", "RPM", "TPM");
+                for (_, k) in store.all().await? {
+                    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<18} {:<20} {:<18} {:<8} {:>10} {:>8} {:>9} {}",
+                        k.id,
+                        k.name,
+                        format!("{}...", k.prefix),
+                        if k.revoked_ms.is_some() { "revoked" } else { "active" },
+                        opt(k.budget_usd_per_day.map(|b| format!("{b:.2}"))),
+                        opt(k.rpm.map(|v| v.to_string())),
+                        opt(k.tpm.map(|v| v.to_string())),
+                        if k.models.is_empty() { "all".into() } else { k.models.join(",") },
+                    );
+                }
+            }
+            KeysCommand::Revoke { id } => {
+                store.revoke(&id).await?;
+                eprintln!("revoked {id}");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn models_list(config: &Config) {
@@ -138,10 +215,8 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         let addr = listener.local_addr()?;
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
-            let store = gateway::usage::UsageStore::open(url)
-                .await
-                .with_context(|| format!("cannot open the usage database {url}"))?;
-            app.record_usage_in(store);
+            let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
+            app.attach_database(&db).await.with_context(|| format!("cannot set up the database {url}"))?;
         }
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.

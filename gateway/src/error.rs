@@ -118,6 +118,44 @@ impl ApiError {
         }
     }
 
+    /// 401: no key, or not a live one (shows only the key's ends).
+    pub fn invalid_api_key(presented: Option<&str>) -> Self {
+        // Only the ends of a long key, as OpenAI shows them.
+        let ends = presented.filter(|k| k.len() > 12).and_then(|k| Some((k.get(..8)?, k.get(k.len() - 4..)?)));
+        let message = match (presented, ends) {
+            (_, Some((head, tail))) => {
+                format!("Incorrect API key provided: {head}***{tail}. Create keys with `starling keys create`.")
+            }
+            (Some(_), None) => "Incorrect API key provided. Create keys with `starling keys create`.".into(),
+            (None, _) => "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.".into(),
+        };
+        Self { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message) }
+    }
+
+    /// 403: the key may not use this model.
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self {
+            param: Some("model".into()),
+            code: Some("model_not_allowed"),
+            ..Self::new(StatusCode::FORBIDDEN, "permission_error", format!("This API key may not use the model `{model}`."))
+        }
+    }
+
+    /// 429 `insufficient_quota`: the key's budget is spent and no $0
+    /// candidate can answer; retry after the budget's day ends.
+    pub fn insufficient_quota(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            code: Some("insufficient_quota"),
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+        }
+    }
+
+    /// The same error with another message.
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        Self { message: message.into(), ..self }
+    }
+
     /// 502: a provider failed or answered something unusable.
     pub fn bad_gateway(message: impl Into<String>) -> Self {
         Self { code: Some("upstream_error"), ..Self::new(StatusCode::BAD_GATEWAY, "server_error", message) }

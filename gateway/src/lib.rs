@@ -17,6 +17,8 @@
 //! - `prices`: USD per token, shipped defaults and the local engine's.
 //! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
 //! - `sse`: reading upstream event streams.
+//! - `keys`: virtual API keys (hashed), rate limits and daily budgets.
+//! - `db`: the SQLite/PostgreSQL pool behind keys and usage.
 //! - `usage`: usage records (SQLite or PostgreSQL), written off the hot path.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
@@ -24,8 +26,10 @@
 pub mod breaker;
 mod choices;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod generator;
+pub mod keys;
 pub mod local;
 pub mod metrics;
 pub mod openai;
@@ -42,4 +46,4 @@ pub use error::ApiError;
 pub use generator::{Generator, Generators};
 pub use local::{LocalChat, LocalModel};
 pub use provider::{ChatCall, ChatReply, Provider};
-pub use server::{serve, App, ServerConfig, SetupError};
+pub use server::{serve, App, Caller, DatabaseError, ServerConfig, SetupError};

@@ -176,15 +176,29 @@ impl Router {
     }
 
     /// Answer `body` (an OpenAI chat request) over the route `model`.
-    pub async fn chat(&self, model: &str, body: Map<String, Value>, stream: bool) -> Result<Routed, ApiError> {
+    /// `local_only`: the caller's cloud budget is spent, so only the local
+    /// engine (already paid for) may answer; 429 `insufficient_quota` when
+    /// the route has no local candidate.
+    pub async fn chat(&self, model: &str, body: Map<String, Value>, stream: bool, local_only: bool) -> Result<Routed, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
-        let order = match self.routes.get(model) {
+        let mut order = match self.routes.get(model) {
             Some(route) => self.order(model, route, &body),
             None => {
                 let local = self.local.as_ref().ok_or_else(|| ApiError::model_not_found(model))?;
                 vec![Candidate::new(local, "local", model)]
             }
         };
+        if local_only {
+            order.retain(|c| c.provider == "local");
+            if order.is_empty() {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let to_midnight = Duration::from_secs(86_400 - now.as_secs() % 86_400);
+                return Err(ApiError::insufficient_quota(
+                    format!("This key's daily cloud budget is spent and `{model}` has no local candidate."),
+                    to_midnight,
+                ));
+            }
+        }
         let mut last: Option<ApiError> = None;
         let mut attempts = 0u32;
         // Candidates that cannot serve this request at all.
@@ -347,7 +361,7 @@ impl Router {
 /// Rough prompt and completion sizes of a chat request, for comparing
 /// costs: four characters of message text per token, and `max_tokens`
 /// (capped) or [`OUTPUT_ESTIMATE`] generated.
-fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
+pub fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
     let chars: usize = body
         .get("messages")
         .and_then(Value::as_array)

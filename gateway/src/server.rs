@@ -4,6 +4,7 @@
 //! the local models (`crate::generator`).
 
 use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -32,6 +33,9 @@ use crate::openai::{from_value, CompletionsRequest, DetokenizeRequest, TokenizeR
 use crate::openai_compatible::OpenAiCompatible;
 use crate::provider::{ChatReply, ChunkValues, Provider};
 use crate::router::{Router, Upstream};
+use crate::db::Db;
+use crate::keys::{KeyInfo, KeyRing, KeyStore, Refusal};
+use crate::router::token_estimate;
 use crate::usage::{self, GroupBy, UsageLog, UsageRecord, UsageStore};
 
 /// `[server]` of `starling.toml`.
@@ -70,9 +74,64 @@ struct Inner {
     /// The local models, once loaded (shared with the `local` provider).
     generators: Arc<OnceLock<Generators>>,
     router: Router,
-    /// Usage records, once a store is opened.
+    /// Usage records, once a database is attached.
     usage: OnceLock<UsageLog>,
+    /// API keys, once a database is attached.
+    keys: OnceLock<KeyRing>,
+    /// Listening beyond loopback: keys are required.
+    public: AtomicBool,
     fingerprint: String,
+}
+
+/// The database could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// Usage records.
+    #[error(transparent)]
+    Usage(#[from] crate::usage::UsageError),
+    /// API keys.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+}
+
+/// Who is calling: the API key's settings, or None where no key is needed.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<KeyInfo>);
+
+/// The key a request presents: `Authorization: Bearer` (OpenAI) or
+/// `x-api-key` (Anthropic).
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
+/// 401 unless the request may proceed; the caller's key (if any) goes into
+/// the request for the handler. Keys are needed once any exists, and always
+/// when listening beyond loopback.
+async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = presented_key(req.headers()).map(str::to_owned);
+    let public = app.0.public.load(Ordering::Relaxed);
+    let caller = match (app.0.keys.get(), presented) {
+        (Some(ring), Some(p)) => match ring.find(&p).await {
+            Some(k) => Caller(Some(k)),
+            None if ring.any().await || public => return Err(ApiError::invalid_api_key(Some(&p))),
+            // No keys exist and the server is private: keys are not in use.
+            None => Caller(None),
+        },
+        (Some(ring), None) if public || ring.any().await => return Err(ApiError::invalid_api_key(None)),
+        (None, _) if public => {
+            return Err(ApiError::invalid_api_key(None).with_message(
+                "This server listens beyond loopback and keeps no API keys: configure [database] and create one with `starling keys create`.",
+            ))
+        }
+        _ => Caller(None),
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
 }
 
 /// Why the app could not be built from its config.
@@ -128,6 +187,8 @@ impl App {
             generators,
             router,
             usage: OnceLock::new(),
+            keys: OnceLock::new(),
+            public: AtomicBool::new(false),
             fingerprint,
         })))
     }
@@ -139,12 +200,15 @@ impl App {
         }
     }
 
-    /// Record usage in `store` from now on (a second call is ignored).
-    /// Needs a tokio runtime: it starts the writer task.
-    pub fn record_usage_in(&self, store: UsageStore) {
-        if self.0.usage.set(UsageLog::start(store)).is_err() {
-            tracing::warn!("usage store set twice; keeping the first");
+    /// Keep usage records and read API keys in `db` from now on (a second
+    /// call is ignored). Needs a tokio runtime: it starts the writer task.
+    pub async fn attach_database(&self, db: &Db) -> Result<(), DatabaseError> {
+        let usage = UsageStore::new(db).await?;
+        let keys = KeyRing::load(KeyStore::new(db).await?).await?;
+        if self.0.usage.set(UsageLog::start(usage)).is_err() || self.0.keys.set(keys).is_err() {
+            tracing::warn!("database attached twice; keeping the first");
         }
+        Ok(())
     }
 
     /// Account one request: metrics now, the record off the request path.
@@ -156,6 +220,12 @@ impl App {
             m.provider_tokens.with_label_values(&[labels[0], labels[1], "prompt"]).inc_by(r.prompt_tokens.max(0) as u64);
             m.provider_tokens.with_label_values(&[labels[0], labels[1], "completion"]).inc_by(r.completion_tokens.max(0) as u64);
             m.cost_usd.with_label_values(&labels).inc_by(r.cost_usd.max(0.0));
+        }
+        if let (Some(ring), Some(key)) = (self.0.keys.get(), &r.key_id) {
+            // The budget is for cloud spend: the local engine is paid for.
+            if r.provider != "local" {
+                ring.spend(key, r.cost_usd);
+            }
         }
         if let Some(log) = self.0.usage.get() {
             log.record(r);
@@ -181,7 +251,9 @@ impl App {
 
     /// Every route.
     pub fn router(&self) -> axum::Router {
-        axum::Router::new()
+        // Everything that reaches a model or the records needs a key once
+        // keys exist or the server listens beyond loopback.
+        let guarded = axum::Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(list_models))
@@ -189,6 +261,8 @@ impl App {
             .route("/v1/models/{*id}", get(get_model))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
+            .route_layer(middleware::from_fn_with_state(self.clone(), authenticate));
+        guarded
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
@@ -209,6 +283,8 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let grace = Duration::from_secs(app.0.config.shutdown_grace_secs);
     let signalled = Arc::new(Notify::new());
     let notify = Arc::clone(&signalled);
+    let public = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
+    app.0.public.store(public, Ordering::Relaxed);
     let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; {grace:?} for running requests");
@@ -342,7 +418,12 @@ struct ChatHead {
     stream_options: Option<crate::openai::StreamOptions>,
 }
 
-async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn chat_completions(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let value = read_json(&app, &headers, body).await?;
     let head: ChatHead = from_value(&value)?;
@@ -351,8 +432,19 @@ async fn chat_completions(State(app): State<App>, headers: HeaderMap, body: Body
     };
     let stream = head.stream.unwrap_or(false);
     let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
-    let mut record = usage::draft(&head.model, None);
-    let routed = match or_shutdown(&app, app.0.router.chat(&head.model, body, stream)).await {
+    let mut record = usage::draft(&head.model, caller.0.as_ref().map(|k| k.id.clone()));
+    let mut local_only = false;
+    if let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) {
+        let (input, output) = token_estimate(&body);
+        ring.admit(key, &head.model, input + output).map_err(|r| match r {
+            Refusal::RateLimited(after, what) => {
+                ApiError::overloaded(format!("Rate limit reached for key `{}` on {what}.", key.id), after)
+            }
+            Refusal::ModelNotAllowed => ApiError::model_not_allowed(&head.model),
+        })?;
+        local_only = ring.over_budget(key).await;
+    }
+    let routed = match or_shutdown(&app, app.0.router.chat(&head.model, body, stream, local_only)).await {
         Ok(r) => r,
         Err(e) => {
             record.status = i64::from(e.status.as_u16());

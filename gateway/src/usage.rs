@@ -13,7 +13,9 @@
 use std::sync::Mutex;
 
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
+
+use crate::db::Db;
 use sqlx::{AnyPool, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -93,37 +95,11 @@ pub struct UsageStore {
 }
 
 impl UsageStore {
-    /// Open `url` (`sqlite://path`, `sqlite::memory:`, `postgres://...`),
-    /// creating the SQLite file and the table if missing.
-    pub async fn open(url: &str) -> Result<Self, UsageError> {
-        sqlx::any::install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite && !url.contains('?') && !url.contains(":memory:") {
-            // Create the file if missing.
-            format!("{url}?mode=rwc")
-        } else {
-            url.to_owned()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL: readers (GET /v1/usage) never block the
-                        // writer, and a commit survives a process crash
-                        // without an fsync per batch.
-                        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA busy_timeout = 5000"] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await?;
-        sqlx::query(SCHEMA).execute(&pool).await?;
-        sqlx::query(INDEX).execute(&pool).await?;
-        Ok(Self { pool })
+    /// Usage records in `db` (creates the table if missing).
+    pub async fn new(db: &Db) -> Result<Self, UsageError> {
+        sqlx::query(SCHEMA).execute(db.pool()).await?;
+        sqlx::query(INDEX).execute(db.pool()).await?;
+        Ok(Self { pool: db.pool().clone() })
     }
 
     /// Insert records in one transaction.

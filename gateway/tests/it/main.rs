@@ -3,6 +3,7 @@
 mod api;
 mod errors;
 mod fake_openai;
+mod keys;
 mod python;
 mod routing;
 mod support;

@@ -95,7 +95,8 @@ pub async fn start_recorded(
     server(&mut sc);
     let app = App::new(sc, gateway).expect("app");
     if let Some(url) = usage_url {
-        app.record_usage_in(gateway::usage::UsageStore::open(url).await.expect("usage store"));
+        let db = gateway::db::Db::open(url).await.expect("database");
+        app.attach_database(&db).await.expect("attach database");
     }
     let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
     app.set_ready(Generators::new(vec![provider]));
@@ -104,9 +105,16 @@ pub async fn start_recorded(
 
 /// Serve an already built app.
 pub async fn start_app(app: App, engine: Engine) -> Server {
+    serve_on(app, engine, "127.0.0.1:0").await
+}
+
+/// Serve an app on `addr` (`0.0.0.0:0` for a server reachable beyond
+/// loopback); the base URL still points at loopback.
+pub async fn serve_on(app: App, engine: Engine, addr: &str) -> Server {
     tls_for_test_clients();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let base = format!("http://127.0.0.1:{port}");
     let (stop, rx) = oneshot::channel::<()>();
     let done = tokio::spawn(gateway::serve(listener, app.clone(), async move {
         let _ = rx.await;

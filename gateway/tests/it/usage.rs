@@ -9,15 +9,15 @@ use crate::routing::{gateway_for, header, provider, route};
 use crate::support::{post_json, start_recorded, MODEL};
 
 /// A fresh SQLite file, removed on drop.
-struct TempDb(std::path::PathBuf);
+pub struct TempDb(pub std::path::PathBuf);
 
 impl TempDb {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         Self(std::env::temp_dir().join(format!("starling-usage-{}-{nanos}.db", std::process::id())))
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("sqlite://{}", self.0.display())
     }
 }

@@ -1,0 +1,42 @@
+//! The `starling keys` commands against a real SQLite file.
+
+use std::process::{Command, Output};
+
+fn starling(db: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STARLING_DATABASE_URL", db)
+        .args(args)
+        .output()
+        .expect("run starling")
+}
+
+#[test]
+fn keys_are_shown_once_listed_without_the_key_and_revoked() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let path = std::env::temp_dir().join(format!("starling-cli-{}-{nanos}.db", std::process::id()));
+    let db = format!("sqlite://{}", path.display());
+
+    let out = starling(&db, &["keys", "create", "--name", "social-team", "--rpm", "60", "--models", "a,b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("sk-starling-") && key.len() == 44, "{key}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr.split_whitespace().nth(1).expect("created <id>").to_owned();
+    assert!(id.starts_with("key_"), "{stderr}");
+
+    let list = String::from_utf8_lossy(&starling(&db, &["keys", "list"]).stdout).into_owned();
+    assert!(list.contains(&id) && list.contains("social-team") && list.contains("a,b") && list.contains("active"), "{list}");
+    assert!(!list.contains(&key), "the key itself is never listed");
+
+    assert!(starling(&db, &["keys", "revoke", &id]).status.success());
+    let list = String::from_utf8_lossy(&starling(&db, &["keys", "list"]).stdout).into_owned();
+    assert!(list.contains("revoked"), "{list}");
+    let again = starling(&db, &["keys", "revoke", &id]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no key with id"));
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
