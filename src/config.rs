@@ -52,6 +52,8 @@ pub struct RawGateway {
     pub retry: gateway::config::RetryConfig,
     /// `[gateway.breaker]`.
     pub breaker: gateway::config::BreakerConfig,
+    /// `[gateway.cache]`.
+    pub cache: gateway::cache::CacheConfig,
     /// USD per hour of the machine the local engine runs on.
     pub gpu_usd_per_hour: f64,
 }
@@ -204,6 +206,7 @@ impl Config {
                 routes: raw.routes,
                 retry: raw.gateway.retry,
                 breaker: raw.gateway.breaker,
+                cache: raw.gateway.cache,
                 prices: raw.prices,
                 gpu_usd_per_hour: raw.gateway.gpu_usd_per_hour,
             },
@@ -272,6 +275,7 @@ mod tests {
             routes: ex.routes,
             retry: ex.gateway.retry,
             breaker: ex.gateway.breaker,
+            cache: ex.gateway.cache,
             prices: ex.prices,
             gpu_usd_per_hour: ex.gateway.gpu_usd_per_hour,
         };

@@ -18,6 +18,8 @@ pub struct GatewayConfig {
     pub retry: RetryConfig,
     /// Circuit breakers.
     pub breaker: BreakerConfig,
+    /// Response cache.
+    pub cache: crate::cache::CacheConfig,
     /// Prices over the shipped defaults.
     pub prices: Vec<crate::prices::PriceConfig>,
     /// What the GPU costs per hour, USD: the local engine's price under

@@ -19,11 +19,13 @@
 //! - `sse`: reading upstream event streams.
 //! - `keys`: virtual API keys (hashed), rate limits and daily budgets.
 //! - `db`: the SQLite/PostgreSQL pool behind keys and usage.
+//! - `cache`: answers to deterministic requests, replayed (moka).
 //! - `usage`: usage records (SQLite or PostgreSQL), written off the hot path.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
 
 pub mod breaker;
+pub mod cache;
 mod choices;
 pub mod config;
 pub mod db;

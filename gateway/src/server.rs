@@ -33,6 +33,7 @@ use crate::openai::{from_value, CompletionsRequest, DetokenizeRequest, TokenizeR
 use crate::openai_compatible::OpenAiCompatible;
 use crate::provider::{ChatReply, ChunkValues, Provider};
 use crate::router::{Router, Upstream};
+use crate::cache::{Answer, Cached, ResponseCache};
 use crate::db::Db;
 use crate::keys::{KeyInfo, KeyRing, KeyStore, Refusal};
 use crate::router::token_estimate;
@@ -74,6 +75,7 @@ struct Inner {
     /// The local models, once loaded (shared with the `local` provider).
     generators: Arc<OnceLock<Generators>>,
     router: Router,
+    cache: ResponseCache,
     /// Usage records, once a database is attached.
     usage: OnceLock<UsageLog>,
     /// API keys, once a database is attached.
@@ -186,6 +188,7 @@ impl App {
             metrics,
             generators,
             router,
+            cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
             keys: OnceLock::new(),
             public: AtomicBool::new(false),
@@ -213,7 +216,11 @@ impl App {
 
     /// Account one request: metrics now, the record off the request path.
     fn record(&self, mut r: UsageRecord) {
-        r.cost_usd = self.0.router.cost(&r.provider, &r.model, r.prompt_tokens, r.cached_tokens, r.completion_tokens);
+        r.cost_usd = if r.cache_hit {
+            0.0
+        } else {
+            self.0.router.cost(&r.provider, &r.model, r.prompt_tokens, r.cached_tokens, r.completion_tokens)
+        };
         let m = &self.0.metrics;
         if !r.provider.is_empty() {
             let labels = [r.provider.as_str(), r.model.as_str()];
@@ -444,6 +451,29 @@ async fn chat_completions(
         })?;
         local_only = ring.over_budget(key).await;
     }
+    let cache_key = app.0.cache.key(&head.model, &body);
+    if let Some(hit) = cache_key.as_ref().and_then(|k| app.0.cache.get(k)) {
+        record.provider.clone_from(&hit.provider);
+        record.model.clone_from(&hit.model);
+        record.cache_hit = true;
+        let mut res = match &hit.answer {
+            Answer::Json(v) => {
+                usage::observe(&mut record, v);
+                record.status = 200;
+                record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                app.record(record);
+                Json(v.clone()).into_response()
+            }
+            Answer::Stream(chunks) => {
+                let replay = stream::iter(chunks.clone().into_iter().map(Ok)).boxed();
+                let recorder = app.clone();
+                sse(&app, usage::metered(replay, record, started, move |r| recorder.record(r)), include_usage)
+            }
+        };
+        answered_by(&mut res, &hit.provider, &hit.model, 0);
+        res.headers_mut().insert("x-starling-cache", header::HeaderValue::from_static("hit"));
+        return Ok(res);
+    }
     let routed = match or_shutdown(&app, app.0.router.chat(&head.model, body, stream, local_only)).await {
         Ok(r) => r,
         Err(e) => {
@@ -459,6 +489,10 @@ async fn chat_completions(
     record.attempts = i64::from(routed.attempts);
     let mut res = match routed.reply {
         ChatReply::Json(v) => {
+            if let Some(k) = cache_key {
+                let (provider, model) = (routed.provider.clone(), routed.model.clone());
+                app.0.cache.put(k, Cached { provider, model, answer: Answer::Json(v.clone()) });
+            }
             usage::observe(&mut record, &v);
             record.status = 200;
             record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -466,22 +500,26 @@ async fn chat_completions(
             Json(v).into_response()
         }
         ChatReply::Stream(s) => {
+            let s = match cache_key {
+                Some(k) => app.0.cache.filling(k, routed.provider.clone(), routed.model.clone(), s),
+                None => s,
+            };
             let recorder = app.clone();
             sse(&app, usage::metered(s, record, started, move |r| recorder.record(r)), include_usage)
         }
     };
-    // Which candidate answered, for clients and for debugging routes.
+    answered_by(&mut res, &routed.provider, &routed.model, routed.attempts);
+    Ok(res)
+}
+
+/// Which candidate answered, for clients and for debugging routes.
+fn answered_by(res: &mut Response, provider: &str, model: &str, attempts: u32) {
     let h = res.headers_mut();
-    for (name, value) in [
-        ("x-starling-provider", routed.provider),
-        ("x-starling-model", routed.model),
-        ("x-starling-attempts", routed.attempts.to_string()),
-    ] {
-        if let Ok(v) = header::HeaderValue::from_str(&value) {
+    for (name, value) in [("x-starling-provider", provider), ("x-starling-model", model), ("x-starling-attempts", &attempts.to_string())] {
+        if let Ok(v) = header::HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     }
-    Ok(res)
 }
 
 #[derive(Deserialize)]

@@ -47,6 +47,7 @@ pub fn gateway_for(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> 
         routes,
         retry: RetryConfig { max_attempts: 4, backoff_base_ms: 0, backoff_max_ms: 0, deadline_secs: 30 },
         breaker: BreakerConfig { consecutive_failures: 2, min_requests: 100, cooldown_secs: 3600, ..Default::default() },
+        cache: Default::default(),
         prices: vec![],
         gpu_usd_per_hour: 2.0,
     }
@@ -368,4 +369,35 @@ async fn a_busy_local_engine_spills_to_the_cloud_past_the_ttft_slo() {
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains(r#"starling_gateway_spills_total{provider="local",route="tweet-writer"} 1"#), "{metrics}");
     drop(long);
+}
+
+#[tokio::test]
+async fn deterministic_requests_are_answered_from_the_cache() {
+    let (s, openai, _groq) = two_fakes().await;
+    let url = format!("{}/chat/completions", s.v1());
+    for stream in [false, true] {
+        let body = chat(json!({"temperature": 0, "stream": stream}));
+        let first = post_json(&url, &body).await;
+        assert!(first.headers().get("x-starling-cache").is_none());
+        let first_text = first.text().await.expect("body");
+        let before = openai.seen().len();
+        let again = post_json(&url, &body).await;
+        assert_eq!(header(&again, "x-starling-cache"), "hit");
+        assert_eq!(header(&again, "x-starling-provider"), "openai");
+        let again_text = again.text().await.expect("body");
+        assert_eq!(openai.seen().len(), before, "a hit never reaches the provider");
+        if stream {
+            assert_eq!(content(&events(&again_text)), content(&events(&first_text)));
+            assert_eq!(events(&again_text).last().map(String::as_str), Some("[DONE]"));
+        } else {
+            assert_eq!(again_text, first_text);
+        }
+    }
+    // Sampled requests without a seed are never cached.
+    let body = chat(json!({"temperature": 0.7}));
+    post_json(&url, &body).await;
+    let before = openai.seen().len();
+    let res = post_json(&url, &body).await;
+    assert!(res.headers().get("x-starling-cache").is_none());
+    assert_eq!(openai.seen().len(), before + 1);
 }

@@ -67,6 +67,11 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     assert_eq!(res.status(), 200);
     let res = post_json(&url, &json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})).await;
     assert_eq!(res.status(), 404);
+    // 5 and 6: a deterministic request twice; the second is a cache hit.
+    let greedy = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "temperature": 0});
+    post_json(&url, &greedy).await.text().await.expect("body");
+    let res = post_json(&url, &greedy).await;
+    assert_eq!(header(&res, "x-starling-cache"), "hit");
 
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
     let words = groq.answer_words().len() as f64;
@@ -89,7 +94,9 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     assert!((g["cost_usd"].as_f64().unwrap_or(-1.0) - groq_cost).abs() < 1e-15, "{g}");
     let o = group(&by_provider, "openai");
     assert_eq!((o["requests"].as_i64(), o["completion_tokens"].as_f64()), (Some(1), Some(openai.answer_words().len() as f64)));
-    assert_eq!(group(&by_provider, "local")["completion_tokens"], 4);
+    let local = group(&by_provider, "local");
+    assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(3), Some(1)));
+    assert_eq!(local["completion_tokens"], 4 + 3 + 3);
     let none = group(&by_provider, "");
     assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(1), Some(1)));
 
