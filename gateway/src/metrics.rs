@@ -34,6 +34,11 @@ pub struct Metrics {
     /// Attempts at providers by provider, model and outcome (`ok` or the
     /// status the attempt failed with).
     pub upstream_attempts: IntCounterVec,
+    /// Provider attempt durations (to the first chunk for streams).
+    pub upstream_seconds: HistogramVec,
+    /// Time a chat request spends in Starling itself: to its response
+    /// headers, minus the time waiting on providers.
+    pub overhead_seconds: prometheus::Histogram,
     /// Tokens by provider, model and kind (`prompt`, `completion`).
     pub provider_tokens: IntCounterVec,
     /// USD spent by provider and model.
@@ -50,6 +55,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const OVERHEAD_BUCKETS: &[f64] =
+    &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1];
 const TOKEN_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 
 impl Metrics {
@@ -112,6 +119,29 @@ impl Metrics {
                 "Attempts at providers by provider, model and outcome (ok or the failing status).",
                 &["provider", "model", "outcome"],
             )?,
+            upstream_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "starling_gateway_upstream_duration_seconds",
+                        "Provider attempts by provider and model: to the whole answer, or to the first chunk of a stream.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["provider", "model"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            overhead_seconds: {
+                let h = prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        "starling_gateway_overhead_seconds",
+                        "Chat requests: arrival to response headers minus time waiting on providers.",
+                    )
+                    .buckets(OVERHEAD_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             provider_tokens: counter(
                 "starling_gateway_tokens_total",
                 "Tokens of answered chat requests by provider, model and kind (prompt, completion).",

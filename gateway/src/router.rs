@@ -89,6 +89,9 @@ pub struct Routed {
     pub model: String,
     /// Attempts made, this one included.
     pub attempts: u32,
+    /// Time spent waiting on providers (attempts and backoff), for the
+    /// gateway-overhead histogram.
+    pub upstream: Duration,
 }
 
 /// Every route, and the breakers of every candidate.
@@ -203,6 +206,7 @@ impl Router {
         let mut attempts = 0u32;
         // Candidates that cannot serve this request at all.
         let mut skip = vec![false; order.len()];
+        let mut upstream = Duration::ZERO;
         for round in 0u32.. {
             let mut tried = false;
             for (i, c) in order.iter().enumerate() {
@@ -225,6 +229,9 @@ impl Router {
                 let call = ChatCall { body, model: c.model.clone(), stream };
                 let started = Instant::now();
                 let outcome = attempt(&c.upstream, call, deadline).await;
+                let took = started.elapsed();
+                upstream += took;
+                self.metrics.upstream_seconds.with_label_values(&[c.provider.as_str(), c.model.as_str()]).observe(took.as_secs_f64());
                 let label = match &outcome {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => e.status.as_u16().to_string(),
@@ -232,11 +239,11 @@ impl Router {
                 self.metrics.upstream_attempts.with_label_values(&[c.provider.as_str(), c.model.as_str(), &label]).inc();
                 match outcome {
                     Ok(reply) => {
-                        self.observe_latency(c, started.elapsed());
+                        self.observe_latency(c, took);
                         if c.upstream.breaker {
                             self.breakers.success(&c.provider, &c.model, Instant::now());
                         }
-                        return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts });
+                        return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts, upstream });
                     }
                     Err(e) => {
                         tracing::debug!(provider = %c.provider, model = %c.model, status = %e.status, "attempt failed: {}", e.message);
@@ -274,6 +281,7 @@ impl Router {
                 break;
             }
             tokio::time::sleep(wait).await;
+            upstream += wait;
         }
         Err(last.unwrap_or_else(|| ApiError::upstream_unavailable(format!("no candidate of `{model}` answered"), None)))
     }

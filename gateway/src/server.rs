@@ -509,6 +509,8 @@ async fn chat_completions(
         }
     };
     answered_by(&mut res, &routed.provider, &routed.model, routed.attempts);
+    let overhead = started.elapsed().saturating_sub(routed.upstream);
+    app.0.metrics.overhead_seconds.observe(overhead.as_secs_f64());
     Ok(res)
 }
 

@@ -109,6 +109,13 @@ async fn first_candidate_answers_with_the_clients_fields_passed_through() {
     assert_eq!(seen[0].body["temperature"], 0.3);
     assert_eq!(seen[0].body["vendor_knob"], json!({"x": 1}));
     assert!(groq.seen().is_empty());
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("starling_gateway_overhead_seconds_count 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"starling_gateway_upstream_duration_seconds_count{model="gpt-4o-mini",provider="openai"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"starling_gateway_upstream_attempts_total{model="gpt-4o-mini",outcome="ok",provider="openai"} 1"#));
 }
 
 #[tokio::test]
