@@ -192,3 +192,60 @@ pub async fn burst(addr: SocketAddr, path: &str, bodies: Vec<Bytes>) -> Result<(
     }
     Ok((outcomes, t0.elapsed()))
 }
+
+/// What a sustained run measured.
+#[derive(Debug, Clone)]
+pub struct Sustained {
+    /// Completed requests per second.
+    pub rps: f64,
+    /// Per-request latency (send to the end of the body), seconds.
+    pub latencies: Vec<f64>,
+    /// Answers that were not 200.
+    pub failures: usize,
+}
+
+/// `concurrency` workers, each on its own keep-alive connection, posting
+/// `body` to `path` back to back for `duration`.
+pub async fn sustained(
+    addr: SocketAddr,
+    path: &str,
+    body: Bytes,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Sustained, Error> {
+    let mut conns = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let mut c = Conn::new(addr);
+        c.connect().await?;
+        conns.push(c);
+    }
+    let t0 = Instant::now();
+    let end = t0 + duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (path, body) = (path.to_owned(), body.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut failures = 0;
+                while Instant::now() < end {
+                    let o = c.post(&path, body.clone()).await?;
+                    if o.status != 200 {
+                        failures += 1;
+                    }
+                    lat.push(o.total.as_secs_f64());
+                }
+                Ok::<_, Error>((lat, failures))
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for t in tasks {
+        let (l, f) = t.await??;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    Ok(Sustained { rps: latencies.len() as f64 / elapsed, latencies, failures })
+}

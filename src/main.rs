@@ -194,8 +194,13 @@ fn models_list(config: &Config) {
 }
 
 fn serve(config: Config, listen: Option<String>) -> Result<()> {
-    let model = config.llm(None)?;
-    let engine_cfg = config.engine_config(model)?;
+    // `models.default = ""`: a gateway over providers only, no local model.
+    let local = if config.default_model.is_empty() {
+        None
+    } else {
+        let model = config.llm(None)?;
+        Some((model.name.clone(), config.engine_config(model)?))
+    };
     let mut server_cfg = config.server.clone();
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
@@ -221,29 +226,38 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
-        let loading = app.clone();
-        let name = model.name.clone();
-        tokio::spawn(async move {
-            match tokio::task::spawn_blocking(move || Engine::start(engine_cfg)).await {
-                Ok(Ok(engine)) => {
-                    let provider: Arc<dyn gateway::Generator> = Arc::new(gateway::LocalModel::new(engine));
-                    loading.set_ready(gateway::Generators::new(vec![provider]));
-                    tracing::info!("model `{name}` ready");
-                    eprintln!("ready: model `{name}` loaded");
-                }
-                Ok(Err(e)) => drop(failed_tx.send(anyhow::Error::new(e).context("cannot start the engine"))),
-                Err(e) => drop(failed_tx.send(anyhow::anyhow!("model loading panicked: {e}"))),
+        let example = local.as_ref().map_or("ROUTE", |(name, _)| name.as_str()).to_owned();
+        match local {
+            Some((name, engine_cfg)) => {
+                let loading = app.clone();
+                tokio::spawn(async move {
+                    match tokio::task::spawn_blocking(move || Engine::start(engine_cfg)).await {
+                        Ok(Ok(engine)) => {
+                            let provider: Arc<dyn gateway::Generator> = Arc::new(gateway::LocalModel::new(engine));
+                            loading.set_ready(gateway::Generators::new(vec![provider]));
+                            tracing::info!("model `{name}` ready");
+                            eprintln!("ready: model `{name}` loaded");
+                        }
+                        Ok(Err(e)) => drop(failed_tx.send(anyhow::Error::new(e).context("cannot start the engine"))),
+                        Err(e) => drop(failed_tx.send(anyhow::anyhow!("model loading panicked: {e}"))),
+                    }
+                });
+                println!("Starling serving the OpenAI API on http://{addr}/v1 (model `{example}`)");
             }
-        });
-        println!("Starling serving the OpenAI API on http://{addr}/v1 (model `{}`)", model.name);
+            None => {
+                app.set_ready(gateway::Generators::new(Vec::new()));
+                drop(failed_tx);
+                println!("Starling serving the OpenAI API on http://{addr}/v1 (gateway only: no local model)");
+            }
+        }
         println!(
-            "  curl http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Write a tweet about coffee.\"}}]}}'",
-            model.name
+            "  curl http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Write a tweet about coffee.\"}}]}}'"
         );
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {
             tokio::select! {
                 () = shutdown_signal() => {}
+                // Err (no local model, or it loaded): the branch is disabled.
                 Ok(e) = failed_rx => { let _ = failure_tx.send(e); }
             }
         };

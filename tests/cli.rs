@@ -40,3 +40,32 @@ fn keys_are_shown_once_listed_without_the_key_and_revoked() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[test]
+fn serve_without_a_local_model_is_a_gateway_only() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let cfg = std::env::temp_dir().join(format!("starling-cli-{}-{nanos}.toml", std::process::id()));
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n[database]\nurl = \"\"\n").expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).expect("read");
+    // Ready at once: no model to load.
+    let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).expect("address").to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    std::io::Write::write_all(&mut conn, b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(first.contains("gateway only"), "{first}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

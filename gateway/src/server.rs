@@ -292,6 +292,12 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
     let notify = Arc::clone(&signalled);
     let public = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
     app.0.public.store(public, Ordering::Relaxed);
+    // SSE writes many small frames: never let Nagle hold one back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; {grace:?} for running requests");

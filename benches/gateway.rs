@@ -1,0 +1,325 @@
+//! Gateway overhead bench: `cargo bench -p starling-benches --bench gateway`.
+//!
+//! A fake OpenAI upstream in this process answers at once (a fixed
+//! `chat.completion`, or a 5-chunk SSE stream). The same chat request goes
+//! to it directly, through `starling serve` (gateway only: no local model,
+//! no database, no cache, one provider and one route), and through LiteLLM
+//! proxy (installed once into `benches/.anchor/litellm` by
+//! `benches/litellm_anchor.sh`). For each of 1, 16, 64 and 256 concurrent
+//! keep-alive connections, JSON and SSE: requests/s and latency p50/p99,
+//! and the latency each gateway adds over direct at the same concurrency.
+//! Then both gateways' RSS and Starling's own overhead histogram
+//! (`starling_gateway_overhead_seconds`) next to the outside figure.
+//!
+//! Arguments select gateways (`starling`, `litellm`); `STARLING_BENCH_ANCHOR=0`
+//! skips LiteLLM. `STARLING_BENCH_SECS` sets seconds per point (default 4).
+//! Nothing is asserted: this reports, tests check behaviour.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde_json::json;
+use starling_benches::load::{sustained, Conn};
+use starling_benches::{fail, percentile, wanted};
+
+const LEVELS: [usize; 4] = [1, 16, 64, 256];
+
+/// One level's (p50 seconds, p99 seconds, requests/s).
+type Row = (f64, f64, f64);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The fake upstream: OpenAI's shapes, no work.
+async fn fake_upstream() -> SocketAddr {
+    async fn chat(body: Bytes) -> axum::response::Response {
+        let stream = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["stream"] == true);
+        let usage = json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
+        if !stream {
+            return axum::Json(json!({
+                "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000u64, "model": "fake-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Fresh tea, fresh start."},
+                             "logprobs": null, "finish_reason": "stop"}],
+                "usage": usage,
+            }))
+            .into_response();
+        }
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            let v = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                           "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        let mut s = chunk(json!({"role": "assistant", "content": ""}), None);
+        for w in ["Fresh", " tea,", " fresh", " start."] {
+            s.push_str(&chunk(json!({"content": w}), None));
+        }
+        s.push_str(&chunk(json!({}), Some("stop")));
+        let u = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                       "model": "fake-model", "choices": [], "usage": usage});
+        s.push_str(&format!("data: {u}\n\ndata: [DONE]\n\n"));
+        ([("content-type", "text/event-stream")], s).into_response()
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| fail(format!("bind: {e}")));
+    let addr = listener.local_addr().unwrap_or_else(|e| fail(format!("addr: {e}")));
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A gateway process, killed on drop.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("starling-gwbench-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| fail(format!("temp dir: {e}")));
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| fail(format!("no free port: {e}")))
+}
+
+fn starling(upstream: SocketAddr) -> Gateway {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--release", "--locked", "--quiet", "-p", "starling", "--bin", "starling"])
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        fail("cannot build the starling binary");
+    }
+    let dir = TempDir::new("starling");
+    let port = free_port();
+    let config = format!(
+        r#"
+[models]
+default = ""
+[server]
+listen = "127.0.0.1:{port}"
+[database]
+url = ""
+[gateway.cache]
+enabled = false
+[[providers]]
+name = "fake"
+kind = "openai_compatible"
+base_url = "http://{upstream}/v1"
+[[routes]]
+model = "bench"
+candidates = [{{ provider = "fake", model = "fake-model" }}]
+"#
+    );
+    let path = dir.0.join("starling.toml");
+    std::fs::write(&path, config).unwrap_or_else(|e| fail(format!("config: {e}")));
+    let child = Command::new(root().join("target/release/starling"))
+        .current_dir(root())
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| fail(format!("cannot start starling: {e}")));
+    Gateway { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
+}
+
+fn litellm(upstream: SocketAddr) -> Gateway {
+    let out = Command::new(root().join("benches/litellm_anchor.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| fail(format!("cannot run litellm_anchor.sh: {e}")));
+    if !out.status.success() {
+        fail("litellm_anchor.sh failed");
+    }
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let dir = TempDir::new("litellm");
+    let port = free_port();
+    let config = format!(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/fake-model\n      api_base: http://{upstream}/v1\n      api_key: sk-bench\n"
+    );
+    let path = dir.0.join("litellm.yaml");
+    std::fs::write(&path, config).unwrap_or_else(|e| fail(format!("config: {e}")));
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&path)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", "1"])
+        .env("LITELLM_LOG", "ERROR")
+        .env("LITELLM_TELEMETRY", "False")
+        // Starling on loopback without keys checks none either; LiteLLM
+        // refuses to start without a master key unless told this.
+        .env("LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail(format!("cannot start litellm: {e}")));
+    Gateway { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
+}
+
+/// Poll a health route until 200: another process starting up.
+async fn until_ready(g: &mut Gateway, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Ok(Some(status)) = g.child.try_wait() {
+            fail(format!("gateway exited while starting: {status}"));
+        }
+        if let Ok((200, _)) = Conn::new(g.addr).get(path).await {
+            return;
+        }
+        if Instant::now() > deadline {
+            fail(format!("{} did not become ready", g.addr));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// (p50, p99) seconds and req/s at each level for one target and shape.
+async fn sweep(addr: SocketAddr, model: &str, stream: bool, secs: f64) -> Vec<Row> {
+    let body = Bytes::from(
+        json!({"model": model, "messages": [{"role": "user", "content": "Write a tweet about tea."}], "stream": stream})
+            .to_string(),
+    );
+    let mut out = Vec::new();
+    for c in LEVELS {
+        // A short warm-up per level: connections, pools, caches.
+        let _ = sustained(addr, "/v1/chat/completions", body.clone(), c, Duration::from_millis(300)).await;
+        let s = sustained(addr, "/v1/chat/completions", body.clone(), c, Duration::from_secs_f64(secs))
+            .await
+            .unwrap_or_else(|e| fail(format!("load against {addr}: {e}")));
+        if s.failures > 0 {
+            eprintln!("warning: {} of {} answers from {addr} were not 200", s.failures, s.latencies.len());
+        }
+        out.push((percentile(s.latencies.clone(), 50.0), percentile(s.latencies, 99.0), s.rps));
+    }
+    out
+}
+
+fn print(name: &str, shape: &str, rows: &[Row], direct: &[Row]) {
+    for (i, c) in LEVELS.iter().enumerate() {
+        let (p50, p99, rps) = rows[i];
+        let (d50, d99, _) = direct[i];
+        println!(
+            "{name:<9} {shape:<4} c={c:<4} req_s {rps:>9.0}  p50_ms {:>8.3}  p99_ms {:>8.3}  added_p50_ms {:>8.3}  added_p99_ms {:>8.3}",
+            p50 * 1e3,
+            p99 * 1e3,
+            (p50 - d50) * 1e3,
+            (p99 - d99) * 1e3
+        );
+    }
+}
+
+/// Starling's own overhead histogram: (count, mean seconds, share <= 100 µs).
+async fn overhead_histogram(addr: SocketAddr) -> (f64, f64, f64) {
+    let (_, body) = Conn::new(addr).get("/metrics").await.unwrap_or_else(|e| fail(format!("metrics: {e}")));
+    let text = String::from_utf8_lossy(&body);
+    let metric = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(f64::NAN)
+    };
+    let count = metric("starling_gateway_overhead_seconds_count");
+    let sum = metric("starling_gateway_overhead_seconds_sum");
+    let le_100us = metric("starling_gateway_overhead_seconds_bucket{le=\"0.0001\"}");
+    (count, sum / count, le_100us / count)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("tokio: {e}")));
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let secs: f64 = std::env::var("STARLING_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let upstream = fake_upstream().await;
+    println!("# Gateway overhead: fake upstream answering at once, {secs} s per point, keep-alive connections");
+    let mut direct = Vec::new();
+    for stream in [false, true] {
+        direct.push(sweep(upstream, "fake-model", stream, secs).await);
+        print("direct", if stream { "sse" } else { "json" }, &direct[usize::from(stream)], &direct[usize::from(stream)]);
+    }
+    // JSON and SSE rows of each gateway measured.
+    let mut results: Vec<Vec<Vec<Row>>> = Vec::new();
+    if wanted("starling") {
+        let mut g = starling(upstream);
+        until_ready(&mut g, "/ready").await;
+        let idle = rss_mb(g.child.id());
+        let rows: Vec<_> = {
+            let mut v = Vec::new();
+            for stream in [false, true] {
+                v.push(sweep(g.addr, "bench", stream, secs).await);
+                print("starling", if stream { "sse" } else { "json" }, &v[usize::from(stream)], &direct[usize::from(stream)]);
+            }
+            v
+        };
+        let busy = rss_mb(g.child.id());
+        let (count, mean, share) = overhead_histogram(g.addr).await;
+        println!("starling  rss_mb idle {idle:.1}  after load {busy:.1}");
+        println!(
+            "starling  /metrics overhead: {count:.0} requests, mean {:.1} us, {:.1}% <= 100 us",
+            mean * 1e6,
+            share * 100.0
+        );
+        results.push(rows);
+    }
+    if wanted("litellm") && !std::env::var("STARLING_BENCH_ANCHOR").is_ok_and(|v| v == "0") {
+        let mut g = litellm(upstream);
+        until_ready(&mut g, "/health/liveliness").await;
+        let idle = rss_mb(g.child.id());
+        let mut v = Vec::new();
+        for stream in [false, true] {
+            v.push(sweep(g.addr, "bench", stream, secs).await);
+            print("litellm", if stream { "sse" } else { "json" }, &v[usize::from(stream)], &direct[usize::from(stream)]);
+        }
+        println!("litellm   rss_mb idle {idle:.1}  after load {:.1}", rss_mb(g.child.id()));
+        results.push(v);
+    }
+    if let [ours, theirs] = &results[..] {
+        let at64 = LEVELS.iter().position(|&c| c == 64).unwrap_or(2);
+        println!("# ratios at 64 concurrent (Starling / LiteLLM req/s; target >= 50x)");
+        println!("json {:>8.1}x", ours[0][at64].2 / theirs[0][at64].2);
+        println!("sse  {:>8.1}x", ours[1][at64].2 / theirs[1][at64].2);
+    }
+}
