@@ -446,17 +446,8 @@ async fn chat_completions(
     let stream = head.stream.unwrap_or(false);
     let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
     let mut record = usage::draft(&head.model, caller.0.as_ref().map(|k| k.id.clone()));
-    let mut local_only = false;
-    if let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) {
-        let (input, output) = token_estimate(&body);
-        ring.admit(key, &head.model, input + output).map_err(|r| match r {
-            Refusal::RateLimited(after, what) => {
-                ApiError::overloaded(format!("Rate limit reached for key `{}` on {what}.", key.id), after)
-            }
-            Refusal::ModelNotAllowed => ApiError::model_not_allowed(&head.model),
-        })?;
-        local_only = ring.over_budget(key).await;
-    }
+    let (input, output) = token_estimate(&body);
+    let local_only = admit(&app, &caller, &head.model, input + output).await?;
     let cache_key = app.0.cache.key(&head.model, &body);
     if let Some(hit) = cache_key.as_ref().and_then(|k| app.0.cache.get(k)) {
         record.provider.clone_from(&hit.provider);
@@ -520,6 +511,19 @@ async fn chat_completions(
     Ok(res)
 }
 
+/// The caller's key limits: RPM/TPM (429) and model list (403). Returns
+/// whether its cloud budget is spent (then only local candidates remain).
+async fn admit(app: &App, caller: &Caller, model: &str, tokens: u64) -> Result<bool, ApiError> {
+    let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) else { return Ok(false) };
+    ring.admit(key, model, tokens).map_err(|r| match r {
+        Refusal::RateLimited(after, what) => {
+            ApiError::overloaded(format!("Rate limit reached for key `{}` on {what}.", key.id), after)
+        }
+        Refusal::ModelNotAllowed => ApiError::model_not_allowed(model),
+    })?;
+    Ok(ring.over_budget(key).await)
+}
+
 /// Which candidate answered, for clients and for debugging routes.
 fn answered_by(res: &mut Response, provider: &str, model: &str, attempts: u32) {
     let h = res.headers_mut();
@@ -580,10 +584,24 @@ fn legacy_logprobs(tokens: &[TokenLogprob], mut offset: usize) -> Value {
     })
 }
 
-async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// Legacy completions: local models only (no routing), but keys, limits
+/// and usage records apply as for chat.
+async fn completions(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let req: CompletionsRequest = parse(&app, &headers, body).await?;
     let shape = req.sampling.shape()?;
     let reqs = req.to_completions()?;
+    let estimate: u64 = reqs.iter().map(|r| r.max_tokens as u64 * shape.n as u64).sum();
+    admit(&app, &caller, &req.model, estimate).await?;
+    let mut record = usage::draft(&req.model, caller.0.as_ref().map(|k| k.id.clone()));
+    record.provider = "local".into();
+    record.model.clone_from(&req.model);
+    record.attempts = 1;
     let provider = app.generators()?.resolve(&req.model)?.clone();
     // Echo needs each prompt's text: the request's own, or its tokens decoded
     // (`prompts` stays empty without echo).
@@ -621,26 +639,28 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                 "finish_reason": c.finish.as_str(),
             }));
         }
-        return Ok(Json(json!({
+        let v = json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
             "system_fingerprint": fp, "choices": out, "usage": total_usage(&usages, n),
-        }))
-        .into_response());
+        });
+        usage::observe(&mut record, &v);
+        record.status = 200;
+        record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        app.record(record);
+        return Ok(Json(v).into_response());
     }
 
     let total = choices.len();
-    // The legacy stream is rendered for the client's own include_usage.
-    Ok(sse(&app, produced(move |tx| async move {
+    // As chat streams do: `usage` on every chunk and a usage chunk last,
+    // which `sse` leaves out unless the client asked.
+    let chunks = produced(move |tx| async move {
         let chunk = |i: usize, text: String, lp: Option<Value>, finish: Option<&str>| {
-            let mut v = json!({
+            json!({
                 "id": id, "object": "text_completion", "created": created, "model": model,
                 "system_fingerprint": fp,
                 "choices": [{"index": i, "text": text, "logprobs": lp, "finish_reason": finish}],
-            });
-            if shape.include_usage {
-                v["usage"] = Value::Null;
-            }
-            v
+                "usage": null,
+            })
         };
         // Running text length per choice, for `text_offset`.
         let mut offsets = vec![0usize; total];
@@ -675,15 +695,14 @@ async fn completions(State(app): State<App>, headers: HeaderMap, body: Body) -> 
                 return;
             }
         }
-        if shape.include_usage {
-            let mut v = json!({
-                "id": id, "object": "text_completion", "created": created, "model": model,
-                "system_fingerprint": fp, "choices": [],
-            });
-            v["usage"] = total_usage(&usages, n);
-            let _ = tx.send(Ok(v)).await;
-        }
-    }), true))
+        let v = json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": fp, "choices": [], "usage": total_usage(&usages, n),
+        });
+        let _ = tx.send(Ok(v)).await;
+    });
+    let recorder = app.clone();
+    Ok(sse(&app, usage::metered(chunks, record, started, move |r| recorder.record(r)), shape.include_usage))
 }
 
 /// The local models, then every route name that is not one of them.

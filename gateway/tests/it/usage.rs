@@ -72,6 +72,10 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     post_json(&url, &greedy).await.text().await.expect("body");
     let res = post_json(&url, &greedy).await;
     assert_eq!(header(&res, "x-starling-cache"), "hit");
+    // 7: a legacy completion, streamed without include_usage.
+    let legacy = json!({"model": MODEL, "prompt": "Tea is", "max_tokens": 2, "stream": true});
+    let text = post_json(&format!("{}/completions", s.v1()), &legacy).await.text().await.expect("body");
+    assert!(!text.contains("\"usage\""), "{text}");
 
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
     let words = groq.answer_words().len() as f64;
@@ -95,8 +99,8 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     let o = group(&by_provider, "openai");
     assert_eq!((o["requests"].as_i64(), o["completion_tokens"].as_f64()), (Some(1), Some(openai.answer_words().len() as f64)));
     let local = group(&by_provider, "local");
-    assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(3), Some(1)));
-    assert_eq!(local["completion_tokens"], 4 + 3 + 3);
+    assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(4), Some(1)));
+    assert_eq!(local["completion_tokens"], 4 + 3 + 3 + 2);
     let none = group(&by_provider, "");
     assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(1), Some(1)));
 
