@@ -56,6 +56,8 @@ pub enum ProviderKind {
     /// OpenAI's Chat Completions API: OpenAI, Groq, another Starling, vLLM,
     /// llama-server, any OpenAI-compatible base URL.
     OpenaiCompatible,
+    /// Anthropic's Messages API (Claude), translated both ways.
+    Anthropic,
 }
 
 /// One `[[providers]]` entry.
@@ -90,6 +92,9 @@ pub struct ProviderConfig {
     /// Whole request, seconds.
     #[serde(default = "defaults::total_timeout_secs")]
     pub total_timeout_secs: u64,
+    /// `max_tokens` sent when the client named none (Anthropic requires one).
+    #[serde(default = "defaults::max_tokens")]
+    pub default_max_tokens: u64,
 }
 
 impl ProviderConfig {
@@ -200,6 +205,9 @@ impl Default for BreakerConfig {
 }
 
 mod defaults {
+    pub fn max_tokens() -> u64 {
+        4096
+    }
     pub fn weight() -> u32 {
         1
     }

@@ -10,6 +10,7 @@
 //! - `provider`: the routed seam, OpenAI chat completions as JSON values.
 //! - `local`: the in-process engine, as a [`Generator`] of single choices
 //!   ([`LocalModel`]) and as the `local` provider ([`LocalChat`]).
+//! - `anthropic`: Claude's Messages API, translated both ways.
 //! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
 //! - `generator`: provider-neutral single-choice requests and chunks.
 //! - `choices`: running a request's `n` choices.
@@ -24,6 +25,7 @@
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
 
+pub mod anthropic;
 pub mod breaker;
 pub mod cache;
 mod choices;

@@ -41,21 +41,117 @@ pub enum SetupError {
     },
 }
 
-/// One OpenAI-compatible endpoint.
-pub struct OpenAiCompatible {
-    name: String,
+/// How a provider authenticates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI and its kind).
+    Bearer,
+    /// `x-api-key: KEY` (Anthropic).
+    XApiKey,
+}
+
+/// One provider URL with its client, key and headers: the HTTP part every
+/// provider shares.
+pub(crate) struct Endpoint {
+    pub(crate) name: String,
     url: String,
     key: Option<Secret>,
+    auth: Auth,
     headers: HeaderMap,
     client: reqwest::Client,
     total_timeout: Duration,
 }
 
+impl Endpoint {
+    /// `path` under the config's base URL.
+    pub(crate) fn new(cfg: &ProviderConfig, path: &str, auth: Auth) -> Result<Self, SetupError> {
+        Ok(Self {
+            name: cfg.name.clone(),
+            url: format!("{}/{path}", cfg.base_url.trim_end_matches('/')),
+            key: cfg.api_key.clone(),
+            auth,
+            headers: extra_headers(cfg)?,
+            client: http_client(cfg)?,
+            total_timeout: cfg.total_timeout(),
+        })
+    }
+
+    /// POST `body` as JSON; the response if its status is a success, else
+    /// the upstream error as the client should see it.
+    pub(crate) async fn post(&self, body: &Value, extra: &[(&'static str, &'static str)]) -> Result<reqwest::Response, ApiError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(self.total_timeout)
+            .body(bytes);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        if let Some(key) = &self.key {
+            req = match self.auth {
+                Auth::Bearer => req.bearer_auth(key.expose()),
+                Auth::XApiKey => {
+                    let mut v = HeaderValue::from_str(key.expose())
+                        .map_err(|_| ApiError::bad_gateway(format!("`{}`: the API key is not a valid header", self.name)))?;
+                    v.set_sensitive(true);
+                    req.header("x-api-key", v)
+                }
+            };
+        }
+        let resp = req.send().await.map_err(|e| transport_error(&self.name, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(upstream_error(&self.name, status, &headers, &body));
+        }
+        Ok(resp)
+    }
+
+    /// A whole JSON answer.
+    pub(crate) async fn json(&self, resp: reqwest::Response) -> Result<Value, ApiError> {
+        let body = resp.bytes().await.map_err(|e| transport_error(&self.name, &e))?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_gateway(format!("`{}` answered malformed JSON: {e}", self.name)))
+    }
+}
+
+/// One OpenAI-compatible endpoint.
+pub struct OpenAiCompatible {
+    endpoint: Endpoint,
+}
+
 impl std::fmt::Debug for OpenAiCompatible {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("OpenAiCompatible").field("name", &self.name).field("url", &self.url).finish()
+        f.debug_struct("OpenAiCompatible").field("name", &self.endpoint.name).field("url", &self.endpoint.url).finish()
     }
+}
+
+/// The config's extra headers, checked.
+pub(crate) fn extra_headers(cfg: &ProviderConfig) -> Result<HeaderMap, SetupError> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let bad = || SetupError::Header { provider: cfg.name.clone(), header: k.clone() };
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_str(v).map_err(|_| bad())?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// An HTTP client for one provider: its connect timeout, kept-alive pool.
+pub(crate) fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, SetupError> {
+    let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls().map_err(client_err)?)
+        .connect_timeout(cfg.connect_timeout())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| client_err(e.to_string()))
 }
 
 /// rustls with ring and the platform's roots: no process-wide provider
@@ -74,29 +170,7 @@ fn tls() -> Result<rustls::ClientConfig, String> {
 impl OpenAiCompatible {
     /// A provider from its config (its key already read from the env).
     pub fn new(cfg: &ProviderConfig) -> Result<Self, SetupError> {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let bad = || SetupError::Header { provider: cfg.name.clone(), header: k.clone() };
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad())?;
-            let value = HeaderValue::from_str(v).map_err(|_| bad())?;
-            headers.insert(name, value);
-        }
-        let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls().map_err(client_err)?)
-            .connect_timeout(cfg.connect_timeout())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| client_err(e.to_string()))?;
-        Ok(Self {
-            name: cfg.name.clone(),
-            url: format!("{}/chat/completions", cfg.base_url.trim_end_matches('/')),
-            key: cfg.api_key.clone(),
-            headers,
-            client,
-            total_timeout: cfg.total_timeout(),
-        })
+        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer)? })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
@@ -111,37 +185,17 @@ impl OpenAiCompatible {
                 }
             }
         }
-        let bytes = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut req = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(self.total_timeout)
-            .body(bytes);
-        if let Some(key) = &self.key {
-            req = req.bearer_auth(key.expose());
-        }
-        let resp = req.send().await.map_err(|e| transport_error(&self.name, &e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(upstream_error(&self.name, status, &headers, &body));
-        }
+        let resp = self.endpoint.post(&Value::Object(body), &[]).await?;
         if !call.stream {
-            let body = resp.bytes().await.map_err(|e| transport_error(&self.name, &e))?;
-            let v: Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::bad_gateway(format!("`{}` answered malformed JSON: {e}", self.name)))?;
-            return Ok(ChatReply::Json(v));
+            return self.endpoint.json(resp).await.map(ChatReply::Json);
         }
-        Ok(ChatReply::Stream(chunks(self.name.clone(), resp)))
+        Ok(ChatReply::Stream(chunks(self.endpoint.name.clone(), resp)))
     }
 }
 
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
-        &self.name
+        &self.endpoint.name
     }
 
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
@@ -210,7 +264,7 @@ fn chunks(provider: String, resp: reqwest::Response) -> ChunkValues {
 }
 
 /// A failure to reach the provider or to read its answer.
-fn transport_error(provider: &str, e: &reqwest::Error) -> ApiError {
+pub(crate) fn transport_error(provider: &str, e: &reqwest::Error) -> ApiError {
     // reqwest's Display omits the cause chain (refused, reset, ...).
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -227,14 +281,14 @@ fn transport_error(provider: &str, e: &reqwest::Error) -> ApiError {
 }
 
 /// An upstream error answer as the client should see it.
-fn upstream_error(provider: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
+pub(crate) fn upstream_error(provider: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ApiError {
     let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
         json!({"error": {"message": String::from_utf8_lossy(&body[..body.len().min(500)])}})
     });
     error_from_body(provider, status, &v, retry_after(headers))
 }
 
-fn error_from_body(provider: &str, status: StatusCode, v: &Value, retry_after: Option<Duration>) -> ApiError {
+pub(crate) fn error_from_body(provider: &str, status: StatusCode, v: &Value, retry_after: Option<Duration>) -> ApiError {
     let e = &v["error"];
     let message = e["message"].as_str().or_else(|| e.as_str()).unwrap_or("no message");
     let message = format!("`{provider}` answered {}: {message}", status.as_u16());

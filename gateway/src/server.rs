@@ -175,6 +175,7 @@ impl App {
         for p in &gateway.providers {
             let provider: Arc<dyn Provider> = match p.kind {
                 ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p)?),
+                ProviderKind::Anthropic => Arc::new(crate::anthropic::Anthropic::new(p)?),
             };
             let upstream = Upstream::remote(provider, p.ttft_timeout());
             if upstreams.insert(p.name.clone(), upstream).is_some() {

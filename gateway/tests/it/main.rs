@@ -1,7 +1,9 @@
 //! The OpenAI-compatible server on loopback over the real SmolLM2.
 
+mod anthropic;
 mod api;
 mod errors;
+mod fake_anthropic;
 mod fake_openai;
 mod keys;
 mod python;

@@ -23,6 +23,7 @@ pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
         connect_timeout_ms: 2_000,
         ttft_timeout_ms: 10_000,
         total_timeout_secs: 60,
+        default_max_tokens: 1024,
     }
 }
 

@@ -1,0 +1,130 @@
+//! Chat completions routed to Anthropic (a fake Messages API on loopback):
+//! request translation, answers, streamed text and parallel tool calls,
+//! and 529 overloaded falling back.
+
+use gateway::config::ProviderKind;
+use serde_json::{json, Value};
+
+use crate::fake_anthropic::{FakeAnthropic, TEXT, TOOLS};
+use crate::fake_openai::FakeOpenAi;
+use crate::routing::{gateway_for, header, provider, route};
+use crate::support::{post_json, start_routed, Server};
+
+async fn claude_first() -> (Server, FakeAnthropic, FakeOpenAi) {
+    let (claude, groq) = (FakeAnthropic::start().await, FakeOpenAi::start("groq").await);
+    let mut p = provider("claude", &claude.base_url);
+    p.kind = ProviderKind::Anthropic;
+    let gw = gateway_for(
+        vec![p, provider("groq", &groq.base_url)],
+        vec![route(&[("claude", "claude-haiku-4-5"), ("groq", "llama-3.1-8b-instant")])],
+    );
+    (start_routed(gw).await, claude, groq)
+}
+
+#[tokio::test]
+async fn a_chat_request_becomes_a_messages_request_and_back() {
+    let (s, claude, groq) = claude_first().await;
+    let body = json!({
+        "model": "tweet-writer",
+        "messages": [
+            {"role": "system", "content": "You write tweets."},
+            {"role": "user", "content": "About tea."},
+            {"role": "user", "content": [{"type": "text", "text": "Short."},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+            {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": "Go."}
+        ],
+        "stop": "###", "temperature": 1.5, "user": "u-42"
+    });
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "claude");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["content"], TEXT.concat());
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"], json!({"prompt_tokens": 25, "completion_tokens": 7, "total_tokens": 32,
+                                  "prompt_tokens_details": {"cached_tokens": 5}}));
+    let (headers, sent) = claude.seen().pop().expect("a request");
+    assert_eq!(headers.get("x-api-key").and_then(|h| h.to_str().ok()), Some("sk-test-claude"));
+    assert_eq!(headers.get("anthropic-version").and_then(|h| h.to_str().ok()), Some("2023-06-01"));
+    assert!(headers.get("authorization").is_none());
+    assert_eq!(sent["model"], "claude-haiku-4-5");
+    assert_eq!(sent["system"], "You write tweets.");
+    assert_eq!(sent["max_tokens"], 1024, "required by Anthropic: the provider's default");
+    assert_eq!(sent["stop_sequences"], json!(["###"]));
+    assert_eq!(sent["temperature"], 1.0);
+    assert_eq!(sent["metadata"]["user_id"], "u-42");
+    // Consecutive user turns merge; roles alternate.
+    let roles: Vec<&str> = sent["messages"].as_array().expect("messages").iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(sent["messages"][0]["content"][2], json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}));
+    assert!(groq.seen().is_empty());
+}
+
+#[tokio::test]
+async fn tools_round_trip_and_stream_as_parallel_tool_calls() {
+    let (s, claude, _groq) = claude_first().await;
+    let tools = json!([
+        {"type": "function", "function": {"name": "post_tweet", "description": "Post it", "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}},
+        {"type": "function", "function": {"name": "schedule", "parameters": {"type": "object"}}}
+    ]);
+    let body = json!({
+        "model": "tweet-writer", "tools": tools, "tool_choice": "required", "parallel_tool_calls": true, "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role": "user", "content": "Post about tea."},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_00", "type": "function", "function": {"name": "post_tweet", "arguments": "{\"text\": \"hi\"}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_00", "content": "posted"}
+        ]
+    });
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.expect("body");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("chunk json"))
+        .collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content, TEXT.concat());
+    // Each tool call: its id and name once, then its arguments in pieces, by index.
+    for (i, (id, name, parts)) in TOOLS.iter().enumerate() {
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+            .flatten()
+            .filter(|t| t["index"] == i)
+            .collect();
+        assert_eq!(calls[0]["id"], *id);
+        assert_eq!(calls[0]["function"]["name"], *name);
+        let args: String = calls.iter().filter_map(|t| t["function"]["arguments"].as_str()).collect();
+        assert_eq!(args, parts.concat());
+    }
+    let finish: Vec<&str> = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let last = chunks.last().expect("usage chunk");
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 7);
+
+    let (_, sent) = claude.seen().pop().expect("request");
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["tool_choice"], json!({"type": "any"}));
+    assert_eq!(sent["tools"][0], json!({"name": "post_tweet", "description": "Post it", "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}}}));
+    assert_eq!(sent["messages"][1]["content"][0], json!({"type": "tool_use", "id": "toolu_00", "name": "post_tweet", "input": {"text": "hi"}}));
+    assert_eq!(sent["messages"][2], json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_00", "content": "posted"}]}));
+}
+
+#[tokio::test]
+async fn overloaded_claude_falls_back() {
+    let (s, claude, groq) = claude_first().await;
+    claude.overload_next(1);
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    assert_eq!(header(&res, "x-starling-attempts"), "2");
+    assert_eq!(groq.seen().len(), 1);
+}
