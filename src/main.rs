@@ -242,17 +242,17 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                         Err(e) => drop(failed_tx.send(anyhow::anyhow!("model loading panicked: {e}"))),
                     }
                 });
-                println!("Starling serving the OpenAI API on http://{addr}/v1 (model `{example}`)");
+                say(&format!("Starling serving the OpenAI API on http://{addr}/v1 (model `{example}`)"));
             }
             None => {
                 app.set_ready(gateway::Generators::new(Vec::new()));
                 drop(failed_tx);
-                println!("Starling serving the OpenAI API on http://{addr}/v1 (gateway only: no local model)");
+                say(&format!("Starling serving the OpenAI API on http://{addr}/v1 (gateway only: no local model)"));
             }
         }
-        println!(
+        say(&format!(
             "  curl http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Write a tweet about coffee.\"}}]}}'"
-        );
+        ));
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {
             tokio::select! {
@@ -267,6 +267,14 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
             Err(_) => Ok(()),
         }
     })
+}
+
+/// A line on stdout for whoever started the server. A closed stdout (the
+/// reader went away) must not take a running server down, as `println!`
+/// would by panicking.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd).
