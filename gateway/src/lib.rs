@@ -11,6 +11,7 @@
 //! - `local`: the in-process engine, as a [`Generator`] of single choices
 //!   ([`LocalModel`]) and as the `local` provider ([`LocalChat`]).
 //! - `anthropic`: Claude's Messages API, translated both ways.
+//! - `messages`: `POST /v1/messages`, Anthropic clients inbound.
 //! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
 //! - `generator`: provider-neutral single-choice requests and chunks.
 //! - `choices`: running a request's `n` choices.
@@ -35,6 +36,7 @@ pub mod error;
 pub mod generator;
 pub mod keys;
 pub mod local;
+pub mod messages;
 pub mod metrics;
 pub mod openai;
 pub mod openai_compatible;

@@ -19,7 +19,7 @@ use axum::{Extension, Json};
 use futures_util::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
@@ -28,6 +28,7 @@ use crate::config::{GatewayConfig, ProviderKind};
 use crate::error::ApiError;
 use crate::generator::{Chunk, Generators, TokenLogprob, Usage};
 use crate::local::{new_id, unix_now, LocalChat};
+use crate::messages::{self, MessagesError};
 use crate::metrics::Metrics;
 use crate::openai::{from_value, CompletionsRequest, DetokenizeRequest, TokenizeRequest};
 use crate::openai_compatible::OpenAiCompatible;
@@ -263,6 +264,7 @@ impl App {
         // keys exist or the server listens beyond loopback.
         let guarded = axum::Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/messages", post(anthropic_messages))
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(list_models))
             .route("/v1/usage", get(usage_summary))
@@ -446,33 +448,78 @@ async fn chat_completions(
     };
     let stream = head.stream.unwrap_or(false);
     let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
-    let mut record = usage::draft(&head.model, caller.0.as_ref().map(|k| k.id.clone()));
+    let (reply, source) = answer_chat(&app, &caller, &head.model, body, stream, started).await?;
+    let mut res = match reply {
+        ChatReply::Json(v) => Json(v).into_response(),
+        ChatReply::Stream(s) => sse(&app, s, include_usage),
+    };
+    source.mark(&mut res);
+    Ok(res)
+}
+
+/// Who answered a chat request.
+struct Source {
+    provider: String,
+    model: String,
+    attempts: u32,
+    cache_hit: bool,
+}
+
+impl Source {
+    /// Which candidate answered, for clients and for debugging routes.
+    fn mark(&self, res: &mut Response) {
+        let h = res.headers_mut();
+        let attempts = self.attempts.to_string();
+        for (name, value) in [("x-starling-provider", &self.provider), ("x-starling-model", &self.model), ("x-starling-attempts", &attempts)] {
+            if let Ok(v) = header::HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+        if self.cache_hit {
+            h.insert("x-starling-cache", header::HeaderValue::from_static("hit"));
+        }
+    }
+}
+
+/// Everything a chat request goes through, whatever API it came in by:
+/// the key's limits and budget, the cache, the router, usage records and
+/// the overhead histogram. A JSON answer is recorded here; a stream is
+/// recorded when it ends (it comes back metered).
+async fn answer_chat(
+    app: &App,
+    caller: &Caller,
+    route: &str,
+    body: Map<String, Value>,
+    stream: bool,
+    started: Instant,
+) -> Result<(ChatReply, Source), ApiError> {
+    let mut record = usage::draft(route, caller.0.as_ref().map(|k| k.id.clone()));
     let (input, output) = token_estimate(&body);
-    let local_only = admit(&app, &caller, &head.model, input + output).await?;
-    let cache_key = app.0.cache.key(&head.model, &body);
+    let local_only = admit(app, caller, route, input + output).await?;
+    let recorder = app.clone();
+    let finish = move |r: UsageRecord| recorder.record(r);
+    let cache_key = app.0.cache.key(route, &body);
     if let Some(hit) = cache_key.as_ref().and_then(|k| app.0.cache.get(k)) {
         record.provider.clone_from(&hit.provider);
         record.model.clone_from(&hit.model);
         record.cache_hit = true;
-        let mut res = match &hit.answer {
+        let reply = match &hit.answer {
             Answer::Json(v) => {
                 usage::observe(&mut record, v);
                 record.status = 200;
                 record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
                 app.record(record);
-                Json(v.clone()).into_response()
+                ChatReply::Json(v.clone())
             }
             Answer::Stream(chunks) => {
                 let replay = stream::iter(chunks.clone().into_iter().map(Ok)).boxed();
-                let recorder = app.clone();
-                sse(&app, usage::metered(replay, record, started, move |r| recorder.record(r)), include_usage)
+                ChatReply::Stream(usage::metered(replay, record, started, finish))
             }
         };
-        answered_by(&mut res, &hit.provider, &hit.model, 0);
-        res.headers_mut().insert("x-starling-cache", header::HeaderValue::from_static("hit"));
-        return Ok(res);
+        let source = Source { provider: hit.provider.clone(), model: hit.model.clone(), attempts: 0, cache_hit: true };
+        return Ok((reply, source));
     }
-    let routed = match or_shutdown(&app, app.0.router.chat(&head.model, body, stream, local_only)).await {
+    let routed = match or_shutdown(app, app.0.router.chat(route, body, stream, local_only)).await {
         Ok(r) => r,
         Err(e) => {
             record.status = i64::from(e.status.as_u16());
@@ -485,7 +532,7 @@ async fn chat_completions(
     record.provider.clone_from(&routed.provider);
     record.model.clone_from(&routed.model);
     record.attempts = i64::from(routed.attempts);
-    let mut res = match routed.reply {
+    let reply = match routed.reply {
         ChatReply::Json(v) => {
             if let Some(k) = cache_key {
                 let (provider, model) = (routed.provider.clone(), routed.model.clone());
@@ -495,20 +542,43 @@ async fn chat_completions(
             record.status = 200;
             record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
             app.record(record);
-            Json(v).into_response()
+            ChatReply::Json(v)
         }
         ChatReply::Stream(s) => {
             let s = match cache_key {
                 Some(k) => app.0.cache.filling(k, routed.provider.clone(), routed.model.clone(), s),
                 None => s,
             };
-            let recorder = app.clone();
-            sse(&app, usage::metered(s, record, started, move |r| recorder.record(r)), include_usage)
+            ChatReply::Stream(usage::metered(s, record, started, finish))
         }
     };
-    answered_by(&mut res, &routed.provider, &routed.model, routed.attempts);
     let overhead = started.elapsed().saturating_sub(routed.upstream);
     app.0.metrics.overhead_seconds.observe(overhead.as_secs_f64());
+    Ok((reply, Source { provider: routed.provider, model: routed.model, attempts: routed.attempts, cache_hit: false }))
+}
+
+/// `POST /v1/messages`: Anthropic clients, routed like chat completions.
+async fn anthropic_messages(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MessagesError> {
+    let started = Instant::now();
+    let Value::Object(body) = read_json(&app, &headers, body).await? else {
+        return Err(ApiError::bad_body("The request body must be a JSON object.").into());
+    };
+    let (route, chat, stream) = messages::to_chat(&body)?;
+    let (reply, source) = answer_chat(&app, &caller, &route, chat, stream, started).await?;
+    let mut res = match reply {
+        ChatReply::Json(v) => Json(messages::to_message(&v, &route)).into_response(),
+        ChatReply::Stream(s) => Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(messages::to_events(s, route)))
+            .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response()),
+    };
+    source.mark(&mut res);
     Ok(res)
 }
 
@@ -523,16 +593,6 @@ async fn admit(app: &App, caller: &Caller, model: &str, tokens: u64) -> Result<b
         Refusal::ModelNotAllowed => ApiError::model_not_allowed(model),
     })?;
     Ok(ring.over_budget(key).await)
-}
-
-/// Which candidate answered, for clients and for debugging routes.
-fn answered_by(res: &mut Response, provider: &str, model: &str, attempts: u32) {
-    let h = res.headers_mut();
-    for (name, value) in [("x-starling-provider", provider), ("x-starling-model", model), ("x-starling-attempts", &attempts.to_string())] {
-        if let Ok(v) = header::HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    }
 }
 
 #[derive(Deserialize)]

@@ -128,3 +128,60 @@ async fn overloaded_claude_falls_back() {
     assert_eq!(header(&res, "x-starling-attempts"), "2");
     assert_eq!(groq.seen().len(), 1);
 }
+
+/// `(event, data)` pairs of an Anthropic event stream.
+fn anthropic_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = e.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name.to_owned(), serde_json::from_str(data).expect("event json")))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn anthropic_clients_get_messages_with_tool_use_through_any_route() {
+    let (s, _claude, _groq) = claude_first().await;
+    let url = format!("{}/messages", s.v1());
+    let body = json!({
+        "model": "tweet-writer", "max_tokens": 64, "stream": true,
+        "tools": [{"name": "post_tweet", "input_schema": {"type": "object"}}, {"name": "schedule", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "user", "content": "Post about tea."}]
+    });
+    let res = post_json(&url, &body).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "claude");
+    let ev = anthropic_events(&res.text().await.expect("body"));
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
+    let text: String = ev.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    assert_eq!(text, TEXT.concat());
+    for (i, (id, name, parts)) in TOOLS.iter().enumerate() {
+        let block = ev
+            .iter()
+            .find(|(n, d)| n == "content_block_start" && d["content_block"]["id"] == *id)
+            .map(|(_, d)| d.clone())
+            .expect("tool block start");
+        assert_eq!(block["content_block"]["name"], *name, "tool {i}");
+        let index = block["index"].clone();
+        let json: String = ev
+            .iter()
+            .filter(|(n, d)| n == "content_block_delta" && d["index"] == index)
+            .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+            .collect();
+        assert_eq!(json, parts.concat());
+    }
+    let delta = &ev[ev.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 7);
+    assert_eq!(delta["usage"]["cache_read_input_tokens"], 5);
+
+    // Errors come in Anthropic's shape.
+    let res = post_json(&url, &json!({"model": "tweet-writer", "messages": []})).await;
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+}

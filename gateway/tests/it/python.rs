@@ -1,6 +1,8 @@
-//! The official OpenAI Python SDK as a second client, from outside Rust.
+//! The official OpenAI and Anthropic Python SDKs as clients from outside
+//! Rust.
 //!
-//! `scripts/test` makes the venv (`.venv-test`, `openai` pinned there);
+//! `scripts/test` makes the venv (`.venv-test`, `openai` and `anthropic`
+//! pinned there);
 //! `STARLING_TEST_PYTHON` points elsewhere. Without it this test fails, and
 //! says how to get it: a missing client is not a pass.
 
@@ -12,8 +14,18 @@ fn python() -> PathBuf {
     let p = std::env::var_os("STARLING_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-test/bin/python"));
-    assert!(p.exists(), "{} is missing: run scripts/test (it creates the venv with the openai SDK)", p.display());
+    assert!(p.exists(), "{} is missing: run scripts/test (it creates the venv with the SDKs)", p.display());
     p
+}
+
+/// Run `tests/python/SCRIPT BASE MODEL`; it prints "all checks passed".
+async fn run_script(script: &str, base: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = tokio::process::Command::new(python()).arg(&script).arg(base).arg(MODEL).output().await.expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{} failed:\n{stdout}\n{stderr}", script.display());
+    assert!(stdout.contains("all checks passed"));
 }
 
 #[tokio::test]
@@ -26,16 +38,11 @@ async fn the_openai_python_sdk_gets_answers_and_typed_errors() {
         |_| {},
     )
     .await;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_sdk_check.py");
-    let out = tokio::process::Command::new(python())
-        .arg(&script)
-        .arg(s.v1())
-        .arg(MODEL)
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "python SDK checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("all checks passed"));
+    run_script("openai_sdk_check.py", &s.v1()).await;
+}
+
+#[tokio::test]
+async fn the_anthropic_python_sdk_gets_messages_streams_and_typed_errors() {
+    let s = start(|_| {}, |_| {}).await;
+    run_script("anthropic_sdk_check.py", &s.base).await;
 }
