@@ -17,23 +17,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::json;
 use starling_benches::load::{sustained, Conn};
+use starling_benches::process::{free_port, root, starling_binary, ServerProcess};
 use starling_benches::{fail, percentile, wanted};
 
 const LEVELS: [usize; 4] = [1, 16, 64, 256];
 
 /// One level's (p50 seconds, p99 seconds, requests/s).
 type Row = (f64, f64, f64);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The fake upstream: OpenAI's shapes, no work.
 async fn fake_upstream() -> SocketAddr {
@@ -74,18 +71,11 @@ async fn fake_upstream() -> SocketAddr {
     addr
 }
 
-/// A gateway process, killed on drop.
+/// A gateway process and its config directory (removed after the process
+/// is killed: fields drop in order).
 struct Gateway {
-    child: Child,
-    addr: SocketAddr,
+    process: ServerProcess,
     _dir: TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct TempDir(PathBuf);
@@ -104,22 +94,8 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| fail(format!("no free port: {e}")))
-}
-
 fn starling(upstream: SocketAddr) -> Gateway {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "--quiet", "-p", "starling", "--bin", "starling"])
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        fail("cannot build the starling binary");
-    }
+    let bin = starling_binary();
     let dir = TempDir::new("starling");
     let port = free_port();
     let config = format!(
@@ -143,7 +119,7 @@ candidates = [{{ provider = "fake", model = "fake-model" }}]
     );
     let path = dir.0.join("starling.toml");
     std::fs::write(&path, config).unwrap_or_else(|e| fail(format!("config: {e}")));
-    let child = Command::new(root().join("target/release/starling"))
+    let child = Command::new(bin)
         .current_dir(root())
         .arg("--config")
         .arg(&path)
@@ -153,7 +129,7 @@ candidates = [{{ provider = "fake", model = "fake-model" }}]
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| fail(format!("cannot start starling: {e}")));
-    Gateway { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
+    Gateway { process: ServerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }, _dir: dir }
 }
 
 fn litellm(upstream: SocketAddr) -> Gateway {
@@ -185,24 +161,7 @@ fn litellm(upstream: SocketAddr) -> Gateway {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| fail(format!("cannot start litellm: {e}")));
-    Gateway { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir }
-}
-
-/// Poll a health route until 200: another process starting up.
-async fn until_ready(g: &mut Gateway, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Ok(Some(status)) = g.child.try_wait() {
-            fail(format!("gateway exited while starting: {status}"));
-        }
-        if let Ok((200, _)) = Conn::new(g.addr).get(path).await {
-            return;
-        }
-        if Instant::now() > deadline {
-            fail(format!("{} did not become ready", g.addr));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Gateway { process: ServerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }, _dir: dir }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -283,8 +242,9 @@ async fn bench() {
     // JSON and SSE rows of each gateway measured.
     let mut results: Vec<Vec<Vec<Row>>> = Vec::new();
     if wanted("starling") {
-        let mut g = starling(upstream);
-        until_ready(&mut g, "/ready").await;
+        let mut gw = starling(upstream);
+        let g = &mut gw.process;
+        g.until_ready("/ready", Duration::from_secs(180)).await;
         let idle = rss_mb(g.child.id());
         let rows: Vec<_> = {
             let mut v = Vec::new();
@@ -305,8 +265,9 @@ async fn bench() {
         results.push(rows);
     }
     if wanted("litellm") && !std::env::var("STARLING_BENCH_ANCHOR").is_ok_and(|v| v == "0") {
-        let mut g = litellm(upstream);
-        until_ready(&mut g, "/health/liveliness").await;
+        let mut gw = litellm(upstream);
+        let g = &mut gw.process;
+        g.until_ready("/health/liveliness", Duration::from_secs(180)).await;
         let idle = rss_mb(g.child.id());
         let mut v = Vec::new();
         for stream in [false, true] {

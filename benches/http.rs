@@ -23,14 +23,15 @@
 //! all). `STARLING_BENCH_ANCHOR=0` skips both anchors.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use starling_benches::load::{burst, Conn};
+use starling_benches::load::burst;
+use starling_benches::process::{free_port, root, starling_binary, ServerProcess as Server};
 use starling_benches::{fail, median, percentile, smollm2_path, wanted};
 
 const LEVELS: [usize; 4] = [1, 4, 16, 64];
@@ -42,41 +43,9 @@ const TOPIC: &str = "write a short tweet about a new budget mechanical keyboard.
 /// `<|endoftext|>` and `<|im_end|>` in SmolLM2's vocabulary.
 const END_TOKENS: [u32; 2] = [0, 2];
 
-/// A server process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| fail(format!("no free port: {e}")))
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// `starling serve` from a release build of the current tree.
 fn starling() -> Server {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(root())
-        .args(["build", "--release", "--locked", "--quiet", "-p", "starling", "--bin", "starling"])
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        fail("cannot build the starling binary");
-    }
-    let mut child = Command::new(root().join("target/release/starling"))
+    let mut child = Command::new(starling_binary())
         .current_dir(root())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -140,25 +109,6 @@ fn python_server(python: &Path) -> Server {
         .spawn()
         .unwrap_or_else(|e| fail(format!("cannot start llama-cpp-python's server: {e}")));
     Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
-}
-
-/// Poll until `path` answers 200: these are other processes loading a model,
-/// so there is nothing to wait on but their HTTP answer.
-async fn until_ready(server: &mut Server, path: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            fail(format!("server exited while loading: {status}"));
-        }
-        let mut conn = Conn::new(server.addr);
-        if let Ok((200, _)) = conn.get(path).await {
-            return;
-        }
-        if Instant::now() > deadline {
-            fail(format!("{} did not become ready", server.addr));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Request `id`'s body; `distinct` puts the id in the prompt, else only in
@@ -228,7 +178,7 @@ async fn measure(addr: SocketAddr, c: usize, distinct: bool, ids: &mut usize) ->
 
 /// All levels against one server, printed as they come.
 async fn run(name: &str, mut server: Server, ready_path: &str) -> Vec<Level> {
-    until_ready(&mut server, ready_path).await;
+    server.until_ready(ready_path, Duration::from_secs(120)).await;
     let mut ids = 0;
     // Warm-up: first-request allocations are not the figure.
     measure(server.addr, 1, true, &mut ids).await;

@@ -7,6 +7,7 @@
 //! own cost stays far below what it measures.
 
 pub mod load;
+pub mod process;
 
 /// Median; NaN for no values.
 pub fn median(mut v: Vec<f64>) -> f64 {

@@ -383,24 +383,41 @@ fn usage_only(v: &Value) -> bool {
     v["choices"].as_array().is_some_and(Vec::is_empty) && !v["usage"].is_null()
 }
 
-/// An SSE response: `data: {json}\n\n` per chunk, then `data: [DONE]`.
+/// `chunks`, cut at the end of the shutdown grace by a 503 error item.
+/// Dropping `chunks` there cancels the generation.
+fn until_shutdown(app: &App, chunks: ChunkValues) -> ChunkValues {
+    let cancelled: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(app.cancelled());
+    stream::unfold(Some((chunks, cancelled)), |state| async move {
+        let (mut chunks, mut cancelled) = state?;
+        tokio::select! {
+            item = chunks.next() => item.map(|i| (i, Some((chunks, cancelled)))),
+            () = &mut cancelled => Some((Err(ApiError::not_ready("The server is shutting down.")), None)),
+        }
+    })
+    .boxed()
+}
+
+/// A `text/event-stream` response with this body.
+fn event_stream(events: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(events))
+        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
+}
+
+/// An OpenAI SSE response: `data: {json}\n\n` per chunk, then `data: [DONE]`.
 /// Without `include_usage` the usage chunk and the `usage` fields are left
 /// out. An error ends the stream with an OpenAI error event; so does the
 /// end of the shutdown grace. When the client goes away the body, and with
 /// it `chunks`, is dropped, which cancels the generation.
 fn sse(app: &App, chunks: ChunkValues, include_usage: bool) -> Response {
-    let cancelled: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(app.cancelled());
-    let events = stream::unfold(Some((chunks, cancelled)), move |state| async move {
-        let (mut chunks, mut cancelled) = state?;
-        let end = |e: ApiError| Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body()));
+    let events = stream::unfold(Some(until_shutdown(app, chunks)), move |state| async move {
+        let mut chunks = state?;
         loop {
-            let item = tokio::select! {
-                item = chunks.next() => item,
-                () = &mut cancelled => return Some((Ok(end(ApiError::not_ready("The server is shutting down."))), None)),
-            };
-            let bytes = match item {
+            let bytes = match chunks.next().await {
                 None => Bytes::from_static(b"data: [DONE]\n\n"),
-                Some(Err(e)) => end(e),
+                Some(Err(e)) => Bytes::from(format!("data: {}\n\ndata: [DONE]\n\n", e.body())),
                 Some(Ok(mut v)) => {
                     if !include_usage {
                         if usage_only(&v) {
@@ -410,17 +427,13 @@ fn sse(app: &App, chunks: ChunkValues, include_usage: bool) -> Response {
                             o.remove("usage");
                         }
                     }
-                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n"))), Some((chunks, cancelled))));
+                    return Some((Ok(Bytes::from(format!("data: {v}\n\n"))), Some(chunks)));
                 }
             };
             return Some((Ok(bytes), None));
         }
     });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(events))
-        .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response())
+    event_stream(events)
 }
 
 /// The fields of a chat request the server itself needs; the rest is the
@@ -572,11 +585,8 @@ async fn anthropic_messages(
     let (reply, source) = answer_chat(&app, &caller, &route, chat, stream, started).await?;
     let mut res = match reply {
         ChatReply::Json(v) => Json(messages::to_message(&v, &route)).into_response(),
-        ChatReply::Stream(s) => Response::builder()
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from_stream(messages::to_events(s, route)))
-            .unwrap_or_else(|e| ApiError::internal(e.to_string()).into_response()),
+        // Shutdown ends it with an Anthropic error event, as OpenAI streams get theirs.
+        ChatReply::Stream(s) => event_stream(messages::to_events(until_shutdown(&app, s), route)),
     };
     source.mark(&mut res);
     Ok(res)
