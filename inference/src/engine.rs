@@ -30,10 +30,13 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::detok::{StopMatcher, Utf8Stream};
 use crate::error::{Error, Result};
+use crate::device::{DeviceSpec, Resolved};
 use crate::gguf::GgufFile;
 use crate::kernels::quant::Kernel;
 use crate::kv_cache::KvCache;
-use crate::models::llama_gguf::{BatchSeq, LlamaModel, Logits, Scratch};
+use crate::models::llama_device::DeviceLlama;
+use crate::models::llama_gguf::LlamaModel;
+use crate::models::{BatchSeq, Decoder, Logits, SequenceCache};
 use crate::sampling::{Sampler, SamplingParams, TokenLogprob};
 use crate::scheduler::{self, Budget, SeqView};
 use crate::tokenizer::Tokenizer;
@@ -62,6 +65,8 @@ pub struct EngineConfig {
     /// Most prompt tokens one sequence prefills per step, so a long prompt
     /// does not stall everyone else's stream.
     pub prefill_chunk: usize,
+    /// Where the forward pass runs.
+    pub device: DeviceSpec,
 }
 
 impl EngineConfig {
@@ -76,6 +81,7 @@ impl EngineConfig {
             kv_cache_bytes: 1 << 30,
             max_batch_tokens: 512,
             prefill_chunk: 256,
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -255,8 +261,11 @@ pub struct ModelInfo {
     pub weight_bytes: usize,
     /// KV bytes per token.
     pub kv_bytes_per_token: usize,
-    /// CPU kernel in use.
+    /// CPU kernel in use (for the CPU device).
     pub kernel: Kernel,
+    /// Where the forward pass runs (`cpu`, `cuda:0`, ...): after a fallback,
+    /// not what was asked for.
+    pub device: DeviceSpec,
     /// Forward-pass threads.
     pub threads: usize,
     /// Time the load took.
@@ -384,14 +393,36 @@ impl Engine {
             }
             None => None,
         };
-        let model = LlamaModel::from_gguf(&mut g)?;
-        drop(g);
+        let loaded = Loaded { cfg, tokenizer, template, started };
+        match loaded.cfg.device.resolve() {
+            Resolved::Kernels => loaded.launch(LlamaModel::from_gguf(&mut g)?, DeviceSpec::Cpu),
+            Resolved::Candle(dev) => {
+                let spec = loaded.cfg.device;
+                loaded.launch(DeviceLlama::from_gguf(&mut g, &dev)?, spec)
+            }
+        }
+    }
+}
+
+/// What `Engine::start` has read before the weights: the rest of the start
+/// is the same for every [`Decoder`].
+struct Loaded {
+    cfg: EngineConfig,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    started: Instant,
+}
+
+impl Loaded {
+    fn launch<M: Decoder>(self, model: M, device: DeviceSpec) -> Result<Engine> {
+        let Self { cfg, tokenizer, template, started } = self;
         let mc = model.config();
         let threads = if cfg.threads == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             cfg.threads
         };
+        // Both backends keep f32 keys and values.
         let kv_bytes_per_token = KvCache::bytes_per_token(mc.n_layer, mc.kv_dim());
         let info = ModelInfo {
             name: cfg.model_name.clone(),
@@ -401,6 +432,7 @@ impl Engine {
             weight_bytes: model.weight_bytes(),
             kv_bytes_per_token,
             kernel: Kernel::detect(),
+            device,
             threads,
             load_time: started.elapsed(),
         };
@@ -455,17 +487,20 @@ impl Engine {
             model = %shared.info.name,
             weights_mb = shared.info.weight_bytes / (1 << 20),
             kernel = ?shared.info.kernel,
+            device = %shared.info.device,
             threads,
             load_ms = shared.info.load_time.as_millis() as u64,
             "engine started"
         );
-        Ok(Self {
+        Ok(Engine {
             shared,
             tx,
             stats: stats_rx,
         })
     }
+}
 
+impl Engine {
     /// Validate, tokenize and admit a request; its tokens arrive on the stream.
     /// Fails at once with `Overloaded` when the engine is at a limit.
     pub fn generate(&self, req: GenerateRequest) -> Result<GenerationStream> {
@@ -640,12 +675,12 @@ impl Engine {
 }
 
 /// A sequence inside the engine thread.
-struct Sequence {
+struct Sequence<C> {
     /// Prompt then generated tokens.
     tokens: Vec<u32>,
     prompt_len: usize,
     max_tokens: usize,
-    cache: KvCache,
+    cache: C,
     sampler: Sampler,
     utf8: Utf8Stream,
     stop: StopMatcher,
@@ -658,8 +693,8 @@ struct Sequence {
     span: tracing::Span,
 }
 
-impl Sequence {
-    fn new(n: NewSequence, n_layer: usize, kv_dim: usize) -> Self {
+impl<C: SequenceCache> Sequence<C> {
+    fn new(n: NewSequence, cache: C) -> Self {
         let sampler = Sampler::new(n.sampling, &n.prompt);
         let prompt_len = n.prompt.len();
         let mut tokens = n.prompt;
@@ -668,7 +703,7 @@ impl Sequence {
             tokens,
             prompt_len,
             max_tokens: n.max_tokens,
-            cache: KvCache::new(n_layer, kv_dim),
+            cache,
             sampler,
             utf8: Utf8Stream::default(),
             stop: StopMatcher::new(&n.stop),
@@ -739,9 +774,18 @@ impl Sequence {
     }
 }
 
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".to_owned())
+}
+
 /// Drop the running sequences whose index `gone` marks (dropping one frees
 /// its cache and reservation).
-fn remove_marked(running: &mut Vec<Sequence>, gone: impl Fn(usize) -> bool) {
+fn remove_marked<C>(running: &mut Vec<Sequence<C>>, gone: impl Fn(usize) -> bool) {
     let mut i = 0;
     running.retain(|_| {
         i += 1;
@@ -749,21 +793,21 @@ fn remove_marked(running: &mut Vec<Sequence>, gone: impl Fn(usize) -> bool) {
     });
 }
 
-struct Worker {
+struct Worker<M: Decoder> {
     shared: Arc<Shared>,
-    model: LlamaModel,
+    model: M,
     budget: Budget,
     max_running: usize,
     rx: mpsc::Receiver<NewSequence>,
     stats_tx: watch::Sender<EngineStats>,
-    running: Vec<Sequence>,
-    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence<M::Cache>>,
+    waiting: VecDeque<Sequence<M::Cache>>,
     stats: EngineStats,
 }
 
-impl Worker {
+impl<M: Decoder> Worker<M> {
     fn run(mut self) {
-        let mut scratch = Scratch::default();
+        let mut scratch = M::Scratch::default();
         let mut logits = Vec::new();
         let mut plan = Vec::new();
         let mut views = Vec::new();
@@ -813,13 +857,13 @@ impl Worker {
     }
 
     fn enqueue(&mut self, n: NewSequence) {
-        let cfg = self.model.config();
-        self.waiting.push_back(Sequence::new(n, cfg.n_layer, cfg.kv_dim()));
+        let cache = self.model.new_cache();
+        self.waiting.push_back(Sequence::new(n, cache));
     }
 
     /// One forward pass and its sampling. Returns tokens generated.
-    fn step(&mut self, plan: &[usize], scratch: &mut Scratch, logits: &mut Vec<f32>) -> usize {
-        let mut batch: Vec<BatchSeq<'_>> = Vec::with_capacity(self.running.len());
+    fn step(&mut self, plan: &[usize], scratch: &mut M::Scratch, logits: &mut Vec<f32>) -> usize {
+        let mut batch: Vec<BatchSeq<'_, M::Cache>> = Vec::with_capacity(self.running.len());
         for (s, &n) in self.running.iter_mut().zip(plan) {
             if n == 0 {
                 continue;
@@ -839,7 +883,11 @@ impl Worker {
             });
         }
         let kinds: Vec<(Logits, usize)> = batch.iter().map(|b| (b.logits, b.tokens.len())).collect();
-        if let Err(e) = self.model.forward(&mut batch, scratch, logits) {
+        // A panic inside a backend (a CUDA error candle did not turn into a
+        // Result) fails this step's requests like an error; the engine goes on.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward(&mut batch, scratch, logits)))
+            .unwrap_or_else(|panic| Err(Error::Backend(panic_message(&panic))));
+        if let Err(e) = ran {
             drop(batch);
             // Fail the sequences of this step; the engine itself goes on.
             tracing::error!(error = %e, "forward pass failed");

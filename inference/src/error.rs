@@ -56,9 +56,12 @@ pub enum Error {
     /// The engine thread has stopped (shutdown or a failure in a forward pass).
     #[error("engine is not running")]
     EngineStopped,
-    /// An error from candle while loading tensors.
+    /// An error from candle (loading tensors, or a device operation).
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A backend panicked during a forward pass (caught; the engine goes on).
+    #[error("backend failure: {0}")]
+    Backend(String),
 }
 
 /// Result alias for the inference crate.

@@ -87,6 +87,16 @@ impl KvCache {
     }
 }
 
+impl crate::models::SequenceCache for KvCache {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        KvCache::allocated_bytes(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

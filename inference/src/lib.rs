@@ -3,7 +3,9 @@
 //! - `engine`: the [`Engine`] handle and the engine thread that owns a model
 //!   and runs the continuous-batching loop.
 //! - `scheduler`: which sequences run in the next step (plain data, no model).
-//! - `models::llama_gguf`: the llama-family forward pass over GGUF tensors.
+//! - `device`: where the forward pass runs (`cpu`, `cuda:N`).
+//! - `models`: the [`models::Decoder`] trait and its two backends:
+//!   `llama_gguf` (our CPU kernels) and `llama_device` (candle tensors: CUDA).
 //! - `kernels`: CPU SIMD kernels (quantized matmul, norms, RoPE, attention).
 //! - `kv_cache`: per-sequence key/value buffers.
 //! - `sampling`: logits processing and seeded sampling.
@@ -14,6 +16,7 @@
 
 pub mod chat;
 pub mod detok;
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod gguf;
@@ -25,6 +28,7 @@ pub mod scheduler;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, Role};
+pub use device::DeviceSpec;
 pub use engine::{
     Done, Engine, EngineConfig, EngineStats, Event, FinishReason, GenerateRequest, GenerationStream, LogprobInfo,
     ModelInfo, Prompt, TokenEvent, Usage,

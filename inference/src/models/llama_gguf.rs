@@ -23,6 +23,7 @@ use crate::gguf::{GgufFile, LlamaConfig, RopeStyle};
 use crate::kernels::ops;
 use crate::kernels::quant::{quantize_rows, BlockQ8A, QFormat, QMatrix};
 use crate::kv_cache::KvCache;
+use crate::models::{check_batch, logit_rows, BatchSeq, Decoder};
 
 /// A weight matrix `[out, in]` and the way we multiply by it.
 enum Linear {
@@ -86,30 +87,6 @@ struct Layer {
     /// Gate and up, fused likewise (`[2 n_ff, n_embd]`).
     gate_up: Vec<Linear>,
     down: Linear,
-}
-
-/// Which logits a sequence of the batch needs back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// None (a prefill chunk that is not the prompt's last).
-    None,
-    /// The last token's (next-token distribution).
-    Last,
-    /// Every token's (prompt logprobs; the last row is the next-token one).
-    All,
-}
-
-/// One sequence's part of a forward batch.
-#[derive(Debug)]
-pub struct BatchSeq<'a> {
-    /// Tokens to run, at positions `start_pos..start_pos + tokens.len()`.
-    pub tokens: &'a [u32],
-    /// Position of the first token; the cache must hold exactly this many.
-    pub start_pos: usize,
-    /// This sequence's cache, extended by the call.
-    pub cache: &'a mut KvCache,
-    /// Which logits to return.
-    pub logits: Logits,
 }
 
 /// Reusable activation buffers, grown to the largest batch seen and never
@@ -354,7 +331,7 @@ impl LlamaModel {
     /// Run one batch. Extends each sequence's cache by its tokens and writes
     /// the requested logits to `logits`, in batch order (`Last`: one row,
     /// `All`: one row per token), `vocab_size` floats per row.
-    pub fn forward(&self, batch: &mut [BatchSeq<'_>], s: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
+    pub fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], s: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
         let cfg = &self.cfg;
         let (d, kvd, hd, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.head_dim, cfg.n_ff);
         let qd = cfg.n_head * hd;
@@ -362,20 +339,7 @@ impl LlamaModel {
         let t_total: usize = batch.iter().map(|b| b.tokens.len()).sum();
         let half_rope = cfg.rope_dim / 2;
 
-        for b in batch.iter() {
-            if b.cache.len() != b.start_pos {
-                return Err(Error::InvalidRequest {
-                    param: "start_pos",
-                    message: format!("cache holds {} positions, batch starts at {}", b.cache.len(), b.start_pos),
-                });
-            }
-            if let Some(&bad) = b.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-                return Err(Error::InvalidRequest {
-                    param: "prompt",
-                    message: format!("token id {bad} is outside the vocabulary (size {})", cfg.vocab_size),
-                });
-            }
-        }
+        check_batch(batch, cfg.vocab_size)?;
 
         grow(&mut s.x, t_total * d);
         grow(&mut s.h, t_total * d);
@@ -478,17 +442,7 @@ impl LlamaModel {
         }
 
         // Output head, only on the rows whose logits were asked for.
-        s.rows.clear();
-        let mut t = 0;
-        for b in batch.iter() {
-            let n = b.tokens.len();
-            match b.logits {
-                Logits::None => {}
-                Logits::Last => s.rows.push(t + n - 1),
-                Logits::All => s.rows.extend(t..t + n),
-            }
-            t += n;
-        }
+        logit_rows(batch, &mut s.rows);
         let r = s.rows.len();
         grow(&mut s.sel, r * d);
         for (i, &row) in s.rows.iter().enumerate() {
@@ -505,7 +459,7 @@ impl LlamaModel {
 
     /// Causal attention for every token of the batch (its cache already
     /// holds this step's keys and values), in parallel over tokens.
-    fn attention(&self, batch: &[BatchSeq<'_>], layer: usize, qkv: &[f32], out: &mut [f32]) {
+    fn attention(&self, batch: &[BatchSeq<'_, KvCache>], layer: usize, qkv: &[f32], out: &mut [f32]) {
         let cfg = &self.cfg;
         let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
         let qd = cfg.n_head * hd;
@@ -538,5 +492,26 @@ impl LlamaModel {
                     );
                 }
             });
+    }
+}
+
+impl Decoder for LlamaModel {
+    type Cache = KvCache;
+    type Scratch = Scratch;
+
+    fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim())
+    }
+
+    fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], scratch: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
+        LlamaModel::forward(self, batch, scratch, logits)
     }
 }

@@ -1,7 +1,7 @@
 //! The continuous-batching engine on the real model.
 
 use inference::{
-    ChatMessage, Done, Engine, Error, Event, FinishReason, GenerateRequest, GenerationStream, Prompt, Role,
+    ChatMessage, DeviceSpec, Done, Engine, Error, Event, FinishReason, GenerateRequest, GenerationStream, Prompt, Role,
     SamplingParams, TokenEvent,
 };
 
@@ -68,7 +68,18 @@ async fn same_seed_same_output_and_seed_matters() {
 
 #[tokio::test]
 async fn a_sequence_alone_and_beside_seven_others_gives_the_same_tokens() {
-    let engine = engine_with(|_| {});
+    alone_and_beside_seven_others(DeviceSpec::Cpu).await;
+}
+
+/// The CUDA code path (candle tensors, per-sequence device caches), on the CPU.
+#[tokio::test]
+async fn on_candle_tensors_a_sequence_alone_and_beside_seven_others_gives_the_same_tokens() {
+    alone_and_beside_seven_others(DeviceSpec::CandleCpu).await;
+}
+
+async fn alone_and_beside_seven_others(device: DeviceSpec) {
+    let engine = engine_with(|c| c.device = device);
+    assert_eq!(engine.info().device, device);
     let (alone, _) = collect(engine.generate(sampled("Describe a sunrise.", 7, 32)).expect("admit")).await;
     let others = [
         "Write a poem about cats.",
