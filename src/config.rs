@@ -96,6 +96,10 @@ pub struct RawEngine {
     pub max_batch_tokens: usize,
     /// Most prompt tokens one sequence prefills per step.
     pub prefill_chunk: usize,
+    /// Where the forward pass runs: `cpu`, `cuda`, `cuda:N` (a CUDA build;
+    /// falls back to the CPU when no GPU opens). Env `STARLING_DEVICE`
+    /// and `--device` override.
+    pub device: inference::DeviceSpec,
 }
 
 impl Default for RawEngine {
@@ -107,6 +111,7 @@ impl Default for RawEngine {
             kv_cache_mb: 1024,
             max_batch_tokens: 512,
             prefill_chunk: 256,
+            device: inference::DeviceSpec::Cpu,
         }
     }
 }
@@ -165,9 +170,9 @@ pub struct Config {
 
 impl Config {
     /// Load `path` (or the built-in defaults when `None`), apply
-    /// `STARLING_MODELS_DIR`, read and check the manifest.
+    /// `STARLING_MODELS_DIR` and `STARLING_DEVICE`, read and check the manifest.
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let raw: RawConfig = match path {
+        let mut raw: RawConfig = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("invalid config {}", p.display()))?
@@ -181,6 +186,9 @@ impl Config {
             .with_context(|| format!("cannot read model manifest {}", raw.models.manifest.display()))?;
         let manifest: Manifest = toml::from_str(&text)
             .with_context(|| format!("invalid model manifest {}", raw.models.manifest.display()))?;
+        if let Ok(d) = std::env::var("STARLING_DEVICE") {
+            raw.engine.device = d.parse().map_err(|e: String| anyhow::anyhow!("STARLING_DEVICE: {e}"))?;
+        }
         let e = &raw.engine;
         if e.max_running == 0 || e.max_batch_tokens == 0 || e.prefill_chunk == 0 || e.kv_cache_mb == 0 {
             bail!("engine.max_running, max_batch_tokens, prefill_chunk and kv_cache_mb must be at least 1");
@@ -247,6 +255,7 @@ impl Config {
         cfg.kv_cache_bytes = e.kv_cache_mb << 20;
         cfg.max_batch_tokens = e.max_batch_tokens;
         cfg.prefill_chunk = e.prefill_chunk;
+        cfg.device = e.device;
         Ok(cfg)
     }
 }

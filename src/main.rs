@@ -23,6 +23,9 @@ struct Cli {
     /// Config file (default: built-in defaults).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Where the local model runs: cpu, cuda, cuda:N (overrides `engine.device`).
+    #[arg(long, global = true)]
+    device: Option<inference::DeviceSpec>,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,7 +128,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(d) = cli.device {
+        config.engine.device = d;
+    }
     match cli.command {
         Command::Serve { listen } => serve(config, listen),
         Command::Generate(args) => generate(&config, args),

@@ -1,4 +1,5 @@
-//! The `starling keys` commands against a real SQLite file.
+//! The `starling` command line: keys against a real SQLite file, serve,
+//! and the device flag on the real model.
 
 use std::process::{Command, Output};
 
@@ -68,4 +69,28 @@ fn serve_without_a_local_model_is_a_gateway_only() {
     let _ = std::fs::remove_file(&cfg);
     assert!(first.contains("gateway only"), "{first}");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn a_cuda_device_that_cannot_open_falls_back_to_the_cpu_with_a_warning() {
+    // No machine has GPU 7 of this build (and a default build has no CUDA):
+    // the model still answers, on the CPU, and the log says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STARLING_DATABASE_URL", "")
+        .args(["--device", "cuda:7", "generate", "--prompt", "Say hello.", "--max-tokens", "4", "--temperature", "0"])
+        .output()
+        .expect("run starling");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty(), "no text generated");
+    assert!(stderr.contains("CUDA device unavailable; running on the CPU") && stderr.contains("cuda:7"), "{stderr}");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["--device", "gpu", "models", "list"])
+        .output()
+        .expect("run starling");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown device `gpu`"));
 }

@@ -44,6 +44,12 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a [`DeviceSpec`] turned out to be on this machine.
 pub(crate) enum Resolved {
     /// Our CPU kernels.
