@@ -22,50 +22,19 @@
 //! Arguments select servers: `starling`, `llama-server`, `python` (none:
 //! all). `STARLING_BENCH_ANCHOR=0` skips both anchors.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde_json::json;
-use starling_benches::load::burst;
 use starling_benches::process::{free_port, root, starling_binary, ServerProcess as Server};
-use starling_benches::{fail, median, percentile, smollm2_path, wanted};
+use starling_benches::serving::{measure, print_level, start_starling, Level, ANSWER_TOKENS, BURSTS, MODEL};
+use starling_benches::{block_on, fail, smollm2_path, wanted};
 
 const LEVELS: [usize; 4] = [1, 4, 16, 64];
-const ANSWER_TOKENS: usize = 64;
-const BURSTS: usize = 3;
-/// The name every server is asked for (the Python server gets it as alias).
-const MODEL: &str = "smollm2-135m-instruct";
-const TOPIC: &str = "write a short tweet about a new budget mechanical keyboard.";
-/// `<|endoftext|>` and `<|im_end|>` in SmolLM2's vocabulary.
-const END_TOKENS: [u32; 2] = [0, 2];
-
 /// `starling serve` from a release build of the current tree.
 fn starling() -> Server {
-    let mut child = Command::new(starling_binary())
-        .current_dir(root())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| fail(format!("cannot start starling: {e}")));
-    // The first line names the bound address: "... on http://ADDR/v1 ...".
-    let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| fail(format!("unexpected first line from starling: {first:?}")));
-    // Keep draining so the pipe never fills.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, addr }
+    start_starling(&starling_binary(), &root(), &[]).0
 }
 
 fn anchor_path(what: &str) -> PathBuf {
@@ -111,71 +80,6 @@ fn python_server(python: &Path) -> Server {
     Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
 }
 
-/// Request `id`'s body; `distinct` puts the id in the prompt, else only in
-/// the seed.
-fn body(id: usize, distinct: bool) -> Bytes {
-    let prompt = if distinct { format!("Campaign {id}: {TOPIC}") } else { format!("Campaign: {TOPIC}") };
-    let bias: serde_json::Map<_, _> = END_TOKENS.iter().map(|t| (t.to_string(), json!(-100))).collect();
-    Bytes::from(
-        json!({
-            "model": MODEL,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": ANSWER_TOKENS,
-            "temperature": 0.8,
-            "top_p": 0.95,
-            "seed": id,
-            "logit_bias": bias,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        })
-        .to_string(),
-    )
-}
-
-/// One level's figures.
-#[derive(Clone, Copy)]
-struct Level {
-    tok_s: f64,
-    ttft_p50: f64,
-    ttft_p99: f64,
-    tokens_per_stream: f64,
-}
-
-/// `c` concurrent streams, [`BURSTS`] times; `ids` numbers the requests so
-/// no prompt repeats across the whole run.
-async fn measure(addr: SocketAddr, c: usize, distinct: bool, ids: &mut usize) -> Level {
-    let mut rates = Vec::new();
-    let mut ttfts = Vec::new();
-    let mut tokens = 0usize;
-    for _ in 0..BURSTS {
-        let bodies = (0..c)
-            .map(|_| {
-                *ids += 1;
-                body(*ids, distinct)
-            })
-            .collect();
-        let (outcomes, wall) = burst(addr, "/v1/chat/completions", bodies)
-            .await
-            .unwrap_or_else(|e| fail(format!("load against {addr}: {e}")));
-        let mut round = 0;
-        for o in &outcomes {
-            if o.status != 200 {
-                fail(format!("{addr} answered {}", o.status));
-            }
-            round += o.tokens(ANSWER_TOKENS);
-            ttfts.push(o.ttft.unwrap_or(o.total).as_secs_f64());
-        }
-        tokens += round;
-        rates.push(round as f64 / wall.as_secs_f64());
-    }
-    Level {
-        tok_s: median(rates),
-        ttft_p50: percentile(ttfts.clone(), 50.0),
-        ttft_p99: percentile(ttfts, 99.0),
-        tokens_per_stream: tokens as f64 / (c * BURSTS) as f64,
-    }
-}
-
 /// All levels against one server, printed as they come.
 async fn run(name: &str, mut server: Server, ready_path: &str) -> Vec<Level> {
     server.until_ready(ready_path, Duration::from_secs(120)).await;
@@ -193,22 +97,8 @@ async fn run(name: &str, mut server: Server, ready_path: &str) -> Vec<Level> {
     levels
 }
 
-fn print_level(name: &str, what: &str, l: Level) {
-    println!(
-        "{name:<14} {what} tok_s {:>7.1}  ttft_p50_ms {:>7.1}  ttft_p99_ms {:>8.1}  tokens/stream {:.1}",
-        l.tok_s,
-        l.ttft_p50 * 1e3,
-        l.ttft_p99 * 1e3,
-        l.tokens_per_stream
-    );
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(format!("tokio: {e}")));
-    rt.block_on(bench());
+    block_on(bench());
 }
 
 async fn bench() {

@@ -8,6 +8,7 @@
 
 pub mod load;
 pub mod process;
+pub mod serving;
 
 /// Median; NaN for no values.
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -47,6 +48,16 @@ pub fn smollm2_path() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
     dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Run a bench's async body on a current-thread runtime: the load generator
+/// stays on one core, out of the way of the server it measures.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("tokio: {e}")));
+    rt.block_on(f)
 }
 
 /// Exit the bench with a message: benches report, they do not panic.

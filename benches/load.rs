@@ -82,6 +82,18 @@ impl Conn {
         Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
+    /// POST a JSON `body` to `path`; the status and the parsed JSON answer.
+    pub async fn post_json(&mut self, path: &str, body: Bytes) -> Result<(u16, Value), Error> {
+        let req = hyper::Request::post(path)
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let resp = self.send(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, serde_json::from_slice(&bytes)?))
+    }
+
     /// POST a JSON `body` to `path` and read the whole answer.
     pub async fn post(&mut self, path: &str, body: Bytes) -> Result<Outcome, Error> {
         let req = hyper::Request::post(path)

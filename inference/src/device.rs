@@ -69,7 +69,10 @@ impl DeviceSpec {
             Self::Cuda(n) => match candle_core::Device::new_cuda(n) {
                 Ok(dev) => Resolved::Candle(dev),
                 Err(e) => {
-                    tracing::warn!(device = %self, error = %e, "CUDA device unavailable; running on the CPU");
+                    // candle appends a backtrace when RUST_BACKTRACE is set: the first line is the error.
+                    let e = e.to_string();
+                    let error = e.lines().next().unwrap_or_default();
+                    tracing::warn!(device = %self, error, "CUDA device unavailable; running on the CPU");
                     Resolved::Kernels
                 }
             },

@@ -304,6 +304,7 @@ impl DeviceLlama {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.cfg;
         let (n, hd) = (seq.tokens.len(), cfg.head_dim);
@@ -311,21 +312,13 @@ impl DeviceLlama {
         let k = k.transpose(0, 1)?.contiguous()?;
         let v = v.transpose(0, 1)?.contiguous()?;
         let (keys, values) = seq.cache.append(layer, seq.start_pos, &k, &v)?;
-        let len = seq.start_pos + n;
         // Query heads h = kv * group + g share kv head `kv`: fold them into
         // the rows of one matmul per kv head.
         let q = q.transpose(0, 1)?.contiguous()?.reshape((cfg.n_head_kv, group * n, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = (q.matmul(&keys.t()?)? * scale)?;
-        if n > 1 {
-            // Row g*n + i is token i (position start + i): it sees positions <= start + i.
-            let mut mask = vec![0.0f32; group * n * len];
-            for r in 0..group * n {
-                let visible = seq.start_pos + r % n + 1;
-                mask[r * len + visible..(r + 1) * len].fill(f32::NEG_INFINITY);
-            }
-            let mask = Tensor::from_vec(mask, (1, group * n, len), &self.device)?;
-            scores = scores.broadcast_add(&mask)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         probs
@@ -334,6 +327,23 @@ impl DeviceLlama {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((n, cfg.n_head * hd))
+    }
+
+    /// The causal mask of a sequence's `n > 1` new tokens, `[1, group * n,
+    /// start + n]` (rows are query head `g`, token `i` at `g * n + i`; token
+    /// `i` sees positions up to `start + i`). One token sees everything: none.
+    fn causal_mask(&self, start: usize, n: usize) -> candle_core::Result<Option<Tensor>> {
+        if n == 1 {
+            return Ok(None);
+        }
+        let group = self.cfg.n_head / self.cfg.n_head_kv;
+        let len = start + n;
+        let mut mask = vec![0.0f32; group * n * len];
+        for r in 0..group * n {
+            let visible = start + r % n + 1;
+            mask[r * len + visible..(r + 1) * len].fill(f32::NEG_INFINITY);
+        }
+        Tensor::from_vec(mask, (1, group * n, len), &self.device).map(Some)
     }
 
     fn forward_tensors(
@@ -350,8 +360,10 @@ impl DeviceLlama {
         let ids = Tensor::from_vec(tokens, t_total, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?;
         let (cos, sin) = self.rope_tables(batch, t_total)?;
+        let mut masks = Vec::with_capacity(batch.len());
         for b in batch.iter_mut() {
             b.cache.reserve(b.start_pos + b.tokens.len())?;
+            masks.push(self.causal_mask(b.start_pos, b.tokens.len())?);
         }
 
         for (li, layer) in self.layers.iter().enumerate() {
@@ -369,9 +381,10 @@ impl DeviceLlama {
             let v = v.reshape((t_total, cfg.n_head_kv, hd))?;
             let mut outs = Vec::with_capacity(batch.len());
             let mut t = 0;
-            for seq in batch.iter_mut() {
+            for (seq, mask) in batch.iter_mut().zip(&masks) {
                 let n = seq.tokens.len();
-                outs.push(self.attend(li, seq, &q.narrow(0, t, n)?, &k.narrow(0, t, n)?, &v.narrow(0, t, n)?)?);
+                let (q, k, v) = (q.narrow(0, t, n)?, k.narrow(0, t, n)?, v.narrow(0, t, n)?);
+                outs.push(self.attend(li, seq, &q, &k, &v, mask.as_ref())?);
                 t += n;
             }
             let attn = Tensor::cat(&outs, 0)?;

@@ -39,6 +39,10 @@ pub struct BatchSeq<'a, C> {
 pub trait SequenceCache: Send {
     /// Positions written so far.
     fn len(&self) -> usize;
+    /// Whether nothing has been written.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Bytes currently allocated.
     fn allocated_bytes(&self) -> usize;
 }
