@@ -1,15 +1,19 @@
 //! Gateway overhead bench: `cargo bench -p starling-benches --bench gateway`.
 //!
-//! A fake OpenAI upstream in this process answers at once (a fixed
-//! `chat.completion`, or a 5-chunk SSE stream). The same chat request goes
-//! to it directly, through `starling serve` (gateway only: no local model,
-//! no database, no cache, one provider and one route), and through LiteLLM
-//! proxy (installed once into `benches/.anchor/litellm` by
-//! `benches/litellm_anchor.sh`). For each of 1, 16, 64 and 256 concurrent
-//! keep-alive connections, JSON and SSE: requests/s and latency p50/p99,
-//! and the latency each gateway adds over direct at the same concurrency.
-//! Then both gateways' RSS and Starling's own overhead histogram
-//! (`starling_gateway_overhead_seconds`) next to the outside figure.
+//! A fake OpenAI upstream answers at once (a fixed `chat.completion`, or a
+//! 5-chunk SSE stream), in a process of its own as a real provider is. The
+//! same chat request goes to it directly, through `starling serve` (gateway
+//! only: no local model, no database, no cache, one provider and one
+//! route), through LiteLLM proxy (installed once into
+//! `benches/.anchor/litellm` by `benches/litellm_anchor.sh`), and through
+//! `floor`: the least an HTTP hop can cost here, a bare axum server that
+//! forwards each request over a kept-alive hyper connection and does nothing
+//! else (this binary again, in a process of its own). For each of 1, 16, 64
+//! and 256 concurrent keep-alive connections, JSON and SSE: requests/s and
+//! latency p50/p99, and the latency each adds over direct at the same
+//! concurrency. Then both gateways' RSS and Starling's own overhead
+//! histogram (`starling_gateway_overhead_seconds`) next to the outside
+//! figure less the floor's.
 //!
 //! Arguments select gateways (`starling`, `litellm`); `STARLING_BENCH_ANCHOR=0`
 //! skips LiteLLM. `STARLING_BENCH_SECS` sets seconds per point (default 4).
@@ -33,7 +37,7 @@ const LEVELS: [usize; 4] = [1, 16, 64, 256];
 type Row = (f64, f64, f64);
 
 /// The fake upstream: OpenAI's shapes, no work.
-async fn fake_upstream() -> SocketAddr {
+async fn fake_upstream(listener: tokio::net::TcpListener) {
     async fn chat(body: Bytes) -> axum::response::Response {
         let stream = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["stream"] == true);
         let usage = json!({"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17});
@@ -62,13 +66,86 @@ async fn fake_upstream() -> SocketAddr {
         ([("content-type", "text/event-stream")], s).into_response()
     }
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| fail(format!("bind: {e}")));
-    let addr = listener.local_addr().unwrap_or_else(|e| fail(format!("addr: {e}")));
+    serve_nodelay(listener, app).await;
+}
+
+async fn serve_nodelay(listener: tokio::net::TcpListener, app: axum::Router) {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    if let Err(e) = axum::serve(listener, app).await {
+        fail(format!("serve: {e}"));
+    }
+}
+
+/// The floor: forward every request to `upstream` over kept-alive
+/// connections and return the answer, nothing else.
+async fn floor_proxy(listener: tokio::net::TcpListener, upstream: SocketAddr) {
+    use std::sync::{Arc, Mutex};
+    let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
+    let forward = move |body: Bytes| {
+        let idle = Arc::clone(&idle);
+        async move {
+            let taken = idle.lock().ok().and_then(|mut v| v.pop());
+            let mut conn = taken.unwrap_or_else(|| Conn::new(upstream));
+            let answer = conn.post_raw("/v1/chat/completions", body).await;
+            if let Ok(mut v) = idle.lock() {
+                v.push(conn);
+            }
+            match answer {
+                Ok((status, kind, body)) => {
+                    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                    let kind = kind.unwrap_or_else(|| "application/json".into());
+                    (status, [("content-type", kind)], body).into_response()
+                }
+                Err(e) => (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(forward));
+    serve_nodelay(listener, app).await;
+}
+
+/// This binary again as a server: `upstream` (the fake provider) or
+/// `floor` (forwarding to `to`). Returns its process and address.
+fn spawn_role(role: &str, to: Option<SocketAddr>) -> ServerProcess {
+    let exe = std::env::current_exe().unwrap_or_else(|e| fail(format!("current exe: {e}")));
+    let port = free_port();
+    let mut cmd = Command::new(exe);
+    cmd.env(ROLE, role).env(ROLE_PORT, port.to_string()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    if let Some(to) = to {
+        cmd.env(ROLE_UPSTREAM, to.to_string());
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| fail(format!("cannot start {role}: {e}")));
+    ServerProcess { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+}
+
+const ROLE: &str = "STARLING_BENCH_ROLE";
+const ROLE_PORT: &str = "STARLING_BENCH_ROLE_PORT";
+const ROLE_UPSTREAM: &str = "STARLING_BENCH_ROLE_UPSTREAM";
+
+/// Run as a role's server when the environment says so (never returns then).
+fn run_role() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let port: u16 = std::env::var(ROLE_PORT).ok().and_then(|p| p.parse().ok()).unwrap_or_else(|| fail("no role port"));
+    // Two workers, as `starling serve` has.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("tokio: {e}")));
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap_or_else(|e| fail(format!("bind: {e}")));
+        match role.as_str() {
+            "upstream" => fake_upstream(listener).await,
+            "floor" => {
+                let to = std::env::var(ROLE_UPSTREAM).ok().and_then(|a| a.parse().ok()).unwrap_or_else(|| fail("no upstream"));
+                floor_proxy(listener, to).await;
+            }
+            other => fail(format!("unknown role {other}")),
+        }
+    });
+    std::process::exit(0);
 }
 
 /// A gateway process and its config directory (removed after the process
@@ -222,6 +299,7 @@ async fn overhead_histogram(addr: SocketAddr) -> (f64, f64, f64) {
 }
 
 fn main() {
+    run_role();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -232,12 +310,23 @@ fn main() {
 
 async fn bench() {
     let secs: f64 = std::env::var("STARLING_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
-    let upstream = fake_upstream().await;
+    let mut fake = spawn_role("upstream", None);
+    fake.until_listening(Duration::from_secs(30)).await;
+    let upstream = fake.addr;
     println!("# Gateway overhead: fake upstream answering at once, {secs} s per point, keep-alive connections");
     let mut direct = Vec::new();
     for stream in [false, true] {
         direct.push(sweep(upstream, "fake-model", stream, secs).await);
         print("direct", if stream { "sse" } else { "json" }, &direct[usize::from(stream)], &direct[usize::from(stream)]);
+    }
+    let mut floor = Vec::new();
+    if wanted("floor") || wanted("starling") {
+        let mut proxy = spawn_role("floor", Some(upstream));
+        proxy.until_listening(Duration::from_secs(30)).await;
+        for stream in [false, true] {
+            floor.push(sweep(proxy.addr, "fake-model", stream, secs).await);
+            print("floor", if stream { "sse" } else { "json" }, &floor[usize::from(stream)], &direct[usize::from(stream)]);
+        }
     }
     // JSON and SSE rows of each gateway measured.
     let mut results: Vec<Vec<Vec<Row>>> = Vec::new();
@@ -262,6 +351,16 @@ async fn bench() {
             mean * 1e6,
             share * 100.0
         );
+        if let [fj, fs] = &floor[..] {
+            for (shape, ours, f) in [("json", &rows[0], fj), ("sse", &rows[1], fs)] {
+                println!(
+                    "starling  {shape:<4} c=1 added beyond the floor: p50 {:.3} ms, p99 {:.3} ms (the floor adds p50 {:.3} ms over direct)",
+                    (ours[0].0 - f[0].0) * 1e3,
+                    (ours[0].1 - f[0].1) * 1e3,
+                    (f[0].0 - direct[usize::from(shape == "sse")][0].0) * 1e3
+                );
+            }
+        }
         results.push(rows);
     }
     if wanted("litellm") && !std::env::var("STARLING_BENCH_ANCHOR").is_ok_and(|v| v == "0") {

@@ -82,15 +82,21 @@ impl Conn {
         Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
-    /// POST a JSON `body` to `path`; the status and the parsed JSON answer.
-    pub async fn post_json(&mut self, path: &str, body: Bytes) -> Result<(u16, Value), Error> {
+    /// POST a JSON `body` to `path`; the status, content type and whole body.
+    pub async fn post_raw(&mut self, path: &str, body: Bytes) -> Result<(u16, Option<String>, Bytes), Error> {
         let req = hyper::Request::post(path)
             .header(HOST, &self.host)
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
         let resp = self.send(req).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let kind = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok((status, kind, resp.into_body().collect().await?.to_bytes()))
+    }
+
+    /// POST a JSON `body` to `path`; the status and the parsed JSON answer.
+    pub async fn post_json(&mut self, path: &str, body: Bytes) -> Result<(u16, Value), Error> {
+        let (status, _, bytes) = self.post_raw(path, body).await?;
         Ok((status, serde_json::from_slice(&bytes)?))
     }
 

@@ -62,6 +62,23 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// Poll until the port accepts connections (for servers of this bench
+    /// binary, which serve as soon as they listen).
+    pub async fn until_listening(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                fail(format!("server exited while starting: {status}"));
+            }
+            if Instant::now() > deadline {
+                fail(format!("{} is not listening", self.addr));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

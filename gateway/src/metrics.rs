@@ -31,8 +31,9 @@ pub struct Metrics {
     kv_used: IntGaugeVec,
     kv_capacity: IntGaugeVec,
     breaker: IntGaugeVec,
-    /// Attempts at providers by provider, model and outcome (`ok` or the
-    /// status the attempt failed with).
+    /// Attempts at providers by provider, model and outcome: `ok`, or the
+    /// error's type (`rate_limit_exceeded`, `upstream_timeout`,
+    /// `upstream_error`, `upstream_unavailable`, `invalid_request_error`, ...).
     pub upstream_attempts: IntCounterVec,
     /// Provider attempt durations (to the first chunk for streams).
     pub upstream_seconds: HistogramVec,
@@ -116,7 +117,7 @@ impl Metrics {
             )?,
             upstream_attempts: counter(
                 "starling_gateway_upstream_attempts_total",
-                "Attempts at providers by provider, model and outcome (ok or the failing status).",
+                "Attempts at providers by provider, model and outcome (ok or the error type).",
                 &["provider", "model", "outcome"],
             )?,
             upstream_seconds: {

@@ -232,11 +232,13 @@ impl Router {
                 let took = started.elapsed();
                 upstream += took;
                 self.metrics.upstream_seconds.with_label_values(&[c.provider.as_str(), c.model.as_str()]).observe(took.as_secs_f64());
+                // Errors by type: OpenAI's code where there is one
+                // (rate_limit_exceeded, upstream_timeout, ...), else its type.
                 let label = match &outcome {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) => e.status.as_u16().to_string(),
+                    Ok(_) => "ok",
+                    Err(e) => e.code.unwrap_or(e.kind),
                 };
-                self.metrics.upstream_attempts.with_label_values(&[c.provider.as_str(), c.model.as_str(), &label]).inc();
+                self.metrics.upstream_attempts.with_label_values(&[c.provider.as_str(), c.model.as_str(), label]).inc();
                 match outcome {
                     Ok(reply) => {
                         self.observe_latency(c, took);

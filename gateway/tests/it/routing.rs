@@ -143,6 +143,12 @@ async fn server_errors_rate_limits_and_malformed_answers_fall_back() {
         metrics.contains(r#"starling_gateway_breaker_state{model="gpt-4o-mini",provider="openai"} 1"#),
         "{metrics}"
     );
+    // Errors by type: the 500 and the malformed answer are both upstream errors.
+    assert!(
+        metrics.contains(r#"starling_gateway_upstream_attempts_total{model="gpt-4o-mini",outcome="upstream_error",provider="openai"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"starling_gateway_upstream_attempts_total{model="llama-3.1-8b-instant",outcome="ok",provider="groq"} 3"#));
 }
 
 #[tokio::test]
@@ -156,6 +162,11 @@ async fn a_rate_limit_opens_the_breaker_until_the_reset() {
     post_json(&url, &chat(json!({}))).await;
     assert_eq!(openai.seen().len(), 1);
     assert_eq!(groq.seen().len(), 2);
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    assert!(
+        metrics.contains(r#"starling_gateway_upstream_attempts_total{model="gpt-4o-mini",outcome="rate_limit_exceeded",provider="openai"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

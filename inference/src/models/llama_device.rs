@@ -198,10 +198,11 @@ impl DeviceLlama {
         let (d, kvd, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
         let qd = cfg.n_head * cfg.head_dim;
 
-        let embed = ld
-            .qtensor("token_embd.weight")?
-            .dequantize(device)
-            .map_err(|e| ld.invalid("token_embd.weight", e))?;
+        // Held dequantized (f32), not as loaded: count it so.
+        let table = ld.qtensor("token_embd.weight")?;
+        ld.bytes -= table.storage_size_in_bytes();
+        let embed = table.dequantize(device).map_err(|e| ld.invalid("token_embd.weight", e))?;
+        ld.bytes += embed.elem_count() * std::mem::size_of::<f32>();
         if embed.dims() != [cfg.vocab_size, d] {
             let dims = embed.dims().to_vec();
             return Err(ld.invalid("token_embd.weight", format!("shape {dims:?}, expected [{}, {d}]", cfg.vocab_size)));
