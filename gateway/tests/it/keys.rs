@@ -62,12 +62,17 @@ async fn once_a_key_exists_every_v1_route_needs_one() {
 #[tokio::test]
 async fn a_revoked_key_is_refused() {
     let db = TempDb::new();
-    let store = KeyStore::new(&Db::open(&db.url()).await.expect("db")).await.expect("store");
+    revoked_key_refused(&db.url()).await;
+}
+
+/// The revocation test on any database (`postgres.rs` runs it on PostgreSQL).
+pub async fn revoked_key_refused(db_url: &str) {
+    let store = KeyStore::new(&Db::open(db_url).await.expect("db")).await.expect("store");
     let (key, info) = store.create(&NewKey { name: "old".into(), ..Default::default() }).await.expect("create");
     let (other, _) = store.create(&NewKey { name: "new".into(), ..Default::default() }).await.expect("create");
     store.revoke(&info.id).await.expect("revoke");
     assert!(store.revoke(&info.id).await.is_err(), "revoking twice is an error");
-    let s = start_recorded(|_| {}, |_| {}, Default::default(), Some(&db.url())).await;
+    let s = start_recorded(|_| {}, |_| {}, Default::default(), Some(db_url)).await;
     let url = format!("{}/chat/completions", s.v1());
     assert_eq!(post(&url, Some(&key), &hi(MODEL)).await.status(), 401);
     assert_eq!(post(&url, Some(&other), &hi(MODEL)).await.status(), 200);

@@ -6,6 +6,7 @@ mod errors;
 mod fake_anthropic;
 mod fake_openai;
 mod keys;
+mod postgres;
 mod python;
 mod routing;
 mod support;

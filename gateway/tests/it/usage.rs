@@ -38,7 +38,11 @@ fn group<'a>(data: &'a Value, name: &str) -> &'a Value {
 
 #[tokio::test]
 async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
-    let db = TempDb::new();
+    recorded_priced_and_kept_across_a_restart(&TempDb::new().url()).await;
+}
+
+/// The records test on any database (`postgres.rs` runs it on PostgreSQL).
+pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
     let gw = || {
         gateway_for(
@@ -46,7 +50,7 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
             vec![route(&[("openai", "gpt-4o-mini"), ("groq", "llama-3.1-8b-instant")])],
         )
     };
-    let mut s = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let mut s = start_recorded(|_| {}, |_| {}, gw(), Some(db_url)).await;
     let url = format!("{}/chat/completions", s.v1());
     let ask = |extra: Value| {
         let mut b = json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Hi"}]});
@@ -89,7 +93,7 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     // file reads it back.
     s.shutdown();
     s.done.take().expect("serve task").await.expect("join").expect("serve");
-    let s2 = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let s2 = start_recorded(|_| {}, |_| {}, gw(), Some(db_url)).await;
     let by_provider: Value =
         reqwest::get(format!("{}/usage?group_by=provider", s2.v1())).await.expect("usage").json().await.expect("json");
     let g = group(&by_provider, "groq");
@@ -99,7 +103,7 @@ async fn every_request_is_recorded_priced_and_kept_across_a_restart() {
     let o = group(&by_provider, "openai");
     assert_eq!((o["requests"].as_i64(), o["completion_tokens"].as_f64()), (Some(1), Some(openai.answer_words().len() as f64)));
     let local = group(&by_provider, "local");
-    assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(4), Some(1)));
+    assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(4), Some(1)), "{by_provider}");
     assert_eq!(local["completion_tokens"], 4 + 3 + 3 + 2);
     let none = group(&by_provider, "");
     assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(1), Some(1)));

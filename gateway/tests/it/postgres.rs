@@ -1,0 +1,107 @@
+//! The durable records on PostgreSQL (what docker-compose.gpu.yml runs):
+//! the usage and key tests of SQLite, against a private PostgreSQL server
+//! each test starts (initdb into a temporary folder, a free loopback port).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A throwaway PostgreSQL server, killed and deleted on drop.
+pub struct PgServer {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+/// The newest installed server's binaries (Debian's layout).
+fn server_bin() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()));
+    found.pop().expect("a PostgreSQL server under /usr/lib/postgresql: scripts/test installs it (apt-get install postgresql)")
+}
+
+/// `initdb` and `postgres` refuse to run as root: as root, run them as the
+/// `postgres` user (the package creates it) and give it the folder.
+fn command(bin: &Path, dir: &Path) -> Command {
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    if !root {
+        return Command::new(bin);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let ids = passwd
+        .lines()
+        .find_map(|l| l.strip_prefix("postgres:x:"))
+        .and_then(|rest| {
+            let mut f = rest.split(':');
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .expect("a `postgres` user");
+    std::os::unix::fs::chown(dir, Some(ids.0), Some(ids.1)).expect("chown");
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(bin);
+    c
+}
+
+impl PgServer {
+    /// Start a server and wait until it takes connections.
+    pub async fn start() -> Self {
+        let bin = server_bin();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("starling-pg-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        let data = dir.join("data");
+        let init = command(&bin.join("initdb"), &dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "starling", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("initdb");
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let child = command(&bin.join("postgres"), &dir)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres");
+        let server = Self { child, dir, url: format!("postgres://starling@127.0.0.1:{port}/postgres") };
+        // Ready when a connection is accepted and answered (it refuses while
+        // starting up).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while gateway::db::Db::open(&server.url).await.is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start on port {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn usage_records_are_kept_across_a_restart_on_postgres() {
+    let pg = PgServer::start().await;
+    crate::usage::recorded_priced_and_kept_across_a_restart(&pg.url).await;
+}
+
+#[tokio::test]
+async fn keys_are_created_revoked_and_enforced_on_postgres() {
+    let pg = PgServer::start().await;
+    crate::keys::revoked_key_refused(&pg.url).await;
+}
