@@ -255,11 +255,6 @@ impl DeviceLlama {
         })
     }
 
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// cos and sin of every token's RoPE angles, `[tokens, 1, head_dim/2]`
     /// (dimensions past `rope_dim` are left unrotated: cos 1, sin 0).
     fn rope_tables(&self, batch: &[BatchSeq<'_, DeviceKvCache>], tokens: usize) -> candle_core::Result<(Tensor, Tensor)> {

@@ -1,7 +1,7 @@
 //! A llama-family decoder over GGUF tensors, written for continuous batching.
 //!
 //! Unlike candle's `quantized_llama`, the model keeps no state: every call of
-//! [`LlamaModel::forward`] takes a batch of sequences, each with its own
+//! `forward` ([`Decoder::forward`]) takes a batch of sequences, each with its own
 //! tokens, start position and [`KvCache`], so a prefill chunk of one request
 //! and decode steps of fifteen others run as one pass. All rows of the batch
 //! share each weight read (the batched matmul in `kernels::quant`); only
@@ -318,20 +318,61 @@ impl LlamaModel {
         })
     }
 
-    /// Hyperparameters.
-    pub fn config(&self) -> &LlamaConfig {
+    /// Causal attention for every token of the batch (its cache already
+    /// holds this step's keys and values), in parallel over tokens.
+    fn attention(&self, batch: &[BatchSeq<'_, KvCache>], layer: usize, qkv: &[f32], out: &mut [f32]) {
+        let cfg = &self.cfg;
+        let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
+        let qd = cfg.n_head * hd;
+        let qkv_w = qd + 2 * kvd;
+        let group = cfg.n_head / cfg.n_head_kv;
+        // (sequence index, position) of every token, in batch order.
+        let owners: Vec<(usize, usize)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(si, b)| (0..b.tokens.len()).map(move |i| (si, b.start_pos + i)))
+            .collect();
+        out.par_chunks_mut(qd)
+            .zip(qkv.par_chunks(qkv_w))
+            .zip(owners.par_iter())
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, ((o, row), &(si, pos))| {
+                let len = pos + 1;
+                grow(scores, len);
+                let (k, v) = batch[si].cache.layer(layer);
+                for h in 0..cfg.n_head {
+                    let kv_off = (h / group) * hd;
+                    ops::attend(
+                        &row[h * hd..(h + 1) * hd],
+                        k,
+                        v,
+                        len,
+                        kvd,
+                        kv_off,
+                        scores,
+                        &mut o[h * hd..(h + 1) * hd],
+                    );
+                }
+            });
+    }
+}
+
+impl Decoder for LlamaModel {
+    type Cache = KvCache;
+    type Scratch = Scratch;
+
+    fn config(&self) -> &LlamaConfig {
         &self.cfg
     }
 
-    /// Bytes of weights held in memory.
-    pub fn weight_bytes(&self) -> usize {
+    fn weight_bytes(&self) -> usize {
         self.weight_bytes
     }
 
-    /// Run one batch. Extends each sequence's cache by its tokens and writes
-    /// the requested logits to `logits`, in batch order (`Last`: one row,
-    /// `All`: one row per token), `vocab_size` floats per row.
-    pub fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], s: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim())
+    }
+
+    fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], s: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
         let cfg = &self.cfg;
         let (d, kvd, hd, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.head_dim, cfg.n_ff);
         let qd = cfg.n_head * hd;
@@ -455,63 +496,5 @@ impl LlamaModel {
         }
         debug_assert_eq!(self.output.cols(), d);
         Ok(())
-    }
-
-    /// Causal attention for every token of the batch (its cache already
-    /// holds this step's keys and values), in parallel over tokens.
-    fn attention(&self, batch: &[BatchSeq<'_, KvCache>], layer: usize, qkv: &[f32], out: &mut [f32]) {
-        let cfg = &self.cfg;
-        let (hd, kvd) = (cfg.head_dim, cfg.kv_dim());
-        let qd = cfg.n_head * hd;
-        let qkv_w = qd + 2 * kvd;
-        let group = cfg.n_head / cfg.n_head_kv;
-        // (sequence index, position) of every token, in batch order.
-        let owners: Vec<(usize, usize)> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(si, b)| (0..b.tokens.len()).map(move |i| (si, b.start_pos + i)))
-            .collect();
-        out.par_chunks_mut(qd)
-            .zip(qkv.par_chunks(qkv_w))
-            .zip(owners.par_iter())
-            .for_each_init(Vec::new, |scores: &mut Vec<f32>, ((o, row), &(si, pos))| {
-                let len = pos + 1;
-                grow(scores, len);
-                let (k, v) = batch[si].cache.layer(layer);
-                for h in 0..cfg.n_head {
-                    let kv_off = (h / group) * hd;
-                    ops::attend(
-                        &row[h * hd..(h + 1) * hd],
-                        k,
-                        v,
-                        len,
-                        kvd,
-                        kv_off,
-                        scores,
-                        &mut o[h * hd..(h + 1) * hd],
-                    );
-                }
-            });
-    }
-}
-
-impl Decoder for LlamaModel {
-    type Cache = KvCache;
-    type Scratch = Scratch;
-
-    fn config(&self) -> &LlamaConfig {
-        &self.cfg
-    }
-
-    fn weight_bytes(&self) -> usize {
-        self.weight_bytes
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim())
-    }
-
-    fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], scratch: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {
-        LlamaModel::forward(self, batch, scratch, logits)
     }
 }
