@@ -271,6 +271,21 @@ async fn sweep(addr: SocketAddr, model: &str, stream: bool, secs: f64) -> Vec<Ro
     out
 }
 
+/// The two answer shapes measured, in row order.
+const SHAPES: [&str; 2] = ["json", "sse"];
+
+/// JSON then SSE rows against `addr`, each printed with what it adds over
+/// `direct` (`None`: these are the direct rows).
+async fn sweep_shapes(name: &str, addr: SocketAddr, model: &str, secs: f64, direct: Option<&[Vec<Row>]>) -> Vec<Vec<Row>> {
+    let mut out = Vec::new();
+    for (i, shape) in SHAPES.iter().enumerate() {
+        let rows = sweep(addr, model, *shape == "sse", secs).await;
+        print(name, shape, &rows, direct.map_or(&rows, |d| &d[i]));
+        out.push(rows);
+    }
+    out
+}
+
 fn print(name: &str, shape: &str, rows: &[Row], direct: &[Row]) {
     for (i, c) in LEVELS.iter().enumerate() {
         let (p50, p99, rps) = rows[i];
@@ -314,19 +329,12 @@ async fn bench() {
     fake.until_listening(Duration::from_secs(30)).await;
     let upstream = fake.addr;
     println!("# Gateway overhead: fake upstream answering at once, {secs} s per point, keep-alive connections");
-    let mut direct = Vec::new();
-    for stream in [false, true] {
-        direct.push(sweep(upstream, "fake-model", stream, secs).await);
-        print("direct", if stream { "sse" } else { "json" }, &direct[usize::from(stream)], &direct[usize::from(stream)]);
-    }
+    let direct = sweep_shapes("direct", upstream, "fake-model", secs, None).await;
     let mut floor = Vec::new();
     if wanted("floor") || wanted("starling") {
         let mut proxy = spawn_role("floor", Some(upstream));
         proxy.until_listening(Duration::from_secs(30)).await;
-        for stream in [false, true] {
-            floor.push(sweep(proxy.addr, "fake-model", stream, secs).await);
-            print("floor", if stream { "sse" } else { "json" }, &floor[usize::from(stream)], &direct[usize::from(stream)]);
-        }
+        floor = sweep_shapes("floor", proxy.addr, "fake-model", secs, Some(&direct)).await;
     }
     // JSON and SSE rows of each gateway measured.
     let mut results: Vec<Vec<Vec<Row>>> = Vec::new();
@@ -335,14 +343,7 @@ async fn bench() {
         let g = &mut gw.process;
         g.until_ready("/ready", Duration::from_secs(180)).await;
         let idle = rss_mb(g.child.id());
-        let rows: Vec<_> = {
-            let mut v = Vec::new();
-            for stream in [false, true] {
-                v.push(sweep(g.addr, "bench", stream, secs).await);
-                print("starling", if stream { "sse" } else { "json" }, &v[usize::from(stream)], &direct[usize::from(stream)]);
-            }
-            v
-        };
+        let rows = sweep_shapes("starling", g.addr, "bench", secs, Some(&direct)).await;
         let busy = rss_mb(g.child.id());
         let (count, mean, share) = overhead_histogram(g.addr).await;
         println!("starling  rss_mb idle {idle:.1}  after load {busy:.1}");
@@ -351,15 +352,15 @@ async fn bench() {
             mean * 1e6,
             share * 100.0
         );
-        if let [fj, fs] = &floor[..] {
-            for (shape, ours, f) in [("json", &rows[0], fj), ("sse", &rows[1], fs)] {
-                println!(
-                    "starling  {shape:<4} c=1 added beyond the floor: p50 {:.3} ms, p99 {:.3} ms (the floor adds p50 {:.3} ms over direct)",
-                    (ours[0].0 - f[0].0) * 1e3,
-                    (ours[0].1 - f[0].1) * 1e3,
-                    (f[0].0 - direct[usize::from(shape == "sse")][0].0) * 1e3
-                );
-            }
+        for (i, f) in floor.iter().enumerate() {
+            let (ours, d) = (&rows[i], &direct[i]);
+            println!(
+                "starling  {:<4} c=1 added beyond the floor: p50 {:.3} ms, p99 {:.3} ms (the floor adds p50 {:.3} ms over direct)",
+                SHAPES[i],
+                (ours[0].0 - f[0].0) * 1e3,
+                (ours[0].1 - f[0].1) * 1e3,
+                (f[0].0 - d[0].0) * 1e3
+            );
         }
         results.push(rows);
     }
@@ -368,11 +369,7 @@ async fn bench() {
         let g = &mut gw.process;
         g.until_ready("/health/liveliness", Duration::from_secs(180)).await;
         let idle = rss_mb(g.child.id());
-        let mut v = Vec::new();
-        for stream in [false, true] {
-            v.push(sweep(g.addr, "bench", stream, secs).await);
-            print("litellm", if stream { "sse" } else { "json" }, &v[usize::from(stream)], &direct[usize::from(stream)]);
-        }
+        let v = sweep_shapes("litellm", g.addr, "bench", secs, Some(&direct)).await;
         println!("litellm   rss_mb idle {idle:.1}  after load {:.1}", rss_mb(g.child.id()));
         results.push(v);
     }
