@@ -24,6 +24,10 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(4)
+            // sqlx's default (30 s) would hold a request that reads keys, or
+            // the usage writer's retries, that long while the database is
+            // away; fail sooner and let the caller retry.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -45,4 +49,15 @@ impl Db {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// An optional float to bind where the SQL reads it as
+/// `NULLIF($n, 'NaN')`. sqlx 0.8's Any driver binds a `None::<f64>` as
+/// PostgreSQL `float4` (its Null mapping swaps `Real` and `Double`), and a
+/// statement it prepared that way then rejects every real `f64` bound on
+/// the same connection ("incorrect binary data format in bind parameter").
+/// NaN is always a `float8`; `NULLIF` turns it back into NULL on
+/// PostgreSQL, and SQLite stores a bound NaN as NULL by itself.
+pub(crate) fn nullable_f64(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }

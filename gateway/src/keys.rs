@@ -124,14 +124,14 @@ impl KeyStore {
         };
         sqlx::query(
             "INSERT INTO api_keys (id, name, hash, prefix, created_ms, revoked_ms, budget_usd_per_day, rpm, tpm, models) \
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, NULL, NULLIF($6, 'NaN'), $7, $8, $9)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(hash(&key))
         .bind(&info.prefix)
         .bind(info.created_ms)
-        .bind(info.budget_usd_per_day)
+        .bind(crate::db::nullable_f64(info.budget_usd_per_day))
         .bind(info.rpm.map(i64::from))
         .bind(info.tpm.map(i64::from))
         .bind((!info.models.is_empty()).then(|| info.models.join(",")))

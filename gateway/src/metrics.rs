@@ -47,6 +47,8 @@ pub struct Metrics {
     /// Requests whose local candidate went last because its predicted TTFT
     /// exceeded the route's SLO, by route and provider.
     pub spills: IntCounterVec,
+    /// The usage record writer's failures and backlog.
+    pub usage_writer: crate::usage::WriterMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,6 +163,19 @@ impl Metrics {
                 "Local candidates moved last because their predicted TTFT exceeded the route's SLO.",
                 &["route", "provider"],
             )?,
+            usage_writer: {
+                let write_errors = prometheus::IntCounter::new(
+                    "starling_gateway_usage_write_errors_total",
+                    "Failed writes of usage records (each is retried; see starling_gateway_usage_queued_records).",
+                )?;
+                let queued = prometheus::IntGauge::new(
+                    "starling_gateway_usage_queued_records",
+                    "Usage records taken from requests and not yet in the database.",
+                )?;
+                registry.register(Box::new(write_errors.clone()))?;
+                registry.register(Box::new(queued.clone()))?;
+                crate::usage::WriterMetrics { write_errors, queued }
+            },
             registry,
         })
     }

@@ -210,7 +210,7 @@ impl App {
     pub async fn attach_database(&self, db: &Db) -> Result<(), DatabaseError> {
         let usage = UsageStore::new(db).await?;
         let keys = KeyRing::load(KeyStore::new(db).await?).await?;
-        if self.0.usage.set(UsageLog::start(usage)).is_err() || self.0.keys.set(keys).is_err() {
+        if self.0.usage.set(UsageLog::start(usage, self.0.metrics.usage_writer.clone())).is_err() || self.0.keys.set(keys).is_err() {
             tracing::warn!("database attached twice; keeping the first");
         }
         Ok(())
@@ -323,9 +323,10 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             server.await
         }
     };
-    // Every request has ended: write the records still queued.
+    // Every request has ended: write the records still queued (waiting up
+    // to another grace for a database that is away).
     if let Some(log) = app.0.usage.get() {
-        log.close().await;
+        log.close(grace).await;
     }
     served
 }

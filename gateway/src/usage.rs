@@ -5,12 +5,18 @@
 //! Handlers hand records to [`UsageLog::record`] (an unbounded channel:
 //! never blocks, never drops); one writer task inserts them in batches, one
 //! transaction per batch, so the database never sits on a request's path.
-//! [`UsageLog::close`] drains the channel and flushes; `serve` calls it
-//! after the last request ended, so a graceful shutdown loses nothing. A
-//! hard kill loses at most the batch being written (SQLite runs in WAL mode
-//! with `synchronous=NORMAL`: a committed batch survives a process crash).
+//! A write that fails (the database restarting, a network blip) is kept
+//! and retried with growing pauses: an outage delays records, it does not
+//! lose them. [`UsageLog::close`] drains the channel and flushes; `serve`
+//! calls it after the last request ended, so a graceful shutdown loses
+//! nothing unless the database stays away past the shutdown grace (then
+//! each record is logged whole). A hard kill loses what is still queued in
+//! memory: the last fraction of a second's records, or more during an
+//! outage. SQLite runs in WAL mode with `synchronous=NORMAL`, so a
+//! committed batch survives a process crash.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -84,7 +90,7 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS usage_records (
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts_ms)";
 const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16)";
 /// Most records per transaction.
 const BATCH: usize = 256;
 
@@ -117,7 +123,7 @@ impl UsageStore {
                 .bind(r.completion_tokens)
                 .bind(r.cached_tokens)
                 .bind(r.cost_usd)
-                .bind(r.ttft_ms)
+                .bind(crate::db::nullable_f64(r.ttft_ms))
                 .bind(r.latency_ms)
                 .bind(r.status)
                 .bind(r.error.clone())
@@ -220,65 +226,170 @@ impl UsageGroup {
     }
 }
 
+/// What handlers send the writer.
+#[derive(Debug)]
+// Nearly every message is a record: boxing it would add an allocation per
+// request to shrink the one `Close`.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Record(UsageRecord),
+    /// Write what is queued, retrying until this instant, then stop.
+    Close(tokio::time::Instant),
+}
+
+/// The first pause after a failed write; it doubles up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between attempts while the database is away.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long the writer keeps trying when every handle to it is gone
+/// without a `close` (an embedder that dropped the app).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+/// Metrics the writer keeps.
+#[derive(Debug, Clone)]
+pub struct WriterMetrics {
+    /// Failed batch writes.
+    pub write_errors: prometheus::IntCounter,
+    /// Records taken from handlers and not yet written.
+    pub queued: prometheus::IntGauge,
+}
+
+/// The writer task: takes records as they come, writes them in batches,
+/// and keeps every record it could not write (a database restart, a
+/// network blip) to retry with growing pauses, so an outage delays records
+/// but loses none. Only a `close` whose deadline passes with the database
+/// still away gives up; it logs each record whole, so they stay
+/// recoverable from the log.
+struct Writer {
+    store: UsageStore,
+    rx: mpsc::UnboundedReceiver<Message>,
+    queued: Vec<UsageRecord>,
+    close_by: Option<tokio::time::Instant>,
+    metrics: WriterMetrics,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            if self.queued.is_empty() && self.close_by.is_none() {
+                let mut got = Vec::with_capacity(BATCH);
+                if self.rx.recv_many(&mut got, BATCH).await == 0 {
+                    self.orphaned();
+                }
+                got.into_iter().for_each(|m| self.take(m));
+            }
+            // What else is queued joins this round, so a burst is written
+            // in as few transactions as it fills.
+            while let Ok(m) = self.rx.try_recv() {
+                self.take(m);
+            }
+            if self.queued.is_empty() {
+                if self.close_by.is_some() {
+                    return;
+                }
+                continue;
+            }
+            let n = self.queued.len().min(BATCH);
+            match self.store.insert(&self.queued[..n]).await {
+                Ok(()) => {
+                    self.queued.drain(..n);
+                    self.metrics.queued.set(self.queued.len() as i64);
+                    pause = FIRST_PAUSE;
+                }
+                Err(e) => {
+                    self.metrics.write_errors.inc();
+                    let now = tokio::time::Instant::now();
+                    if self.close_by.is_some_and(|by| now >= by) {
+                        self.give_up(&e);
+                        return;
+                    }
+                    tracing::warn!(queued = self.queued.len(), "cannot write usage records, retrying in {pause:?}: {e}");
+                    self.wait(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, m: Message) {
+        match m {
+            Message::Record(r) => {
+                self.queued.push(r);
+                self.metrics.queued.set(self.queued.len() as i64);
+            }
+            Message::Close(by) => self.close_by = Some(by),
+        }
+    }
+
+    /// Every sender is gone without a close: finish as a close would.
+    fn orphaned(&mut self) {
+        if self.close_by.is_none() {
+            self.close_by = Some(tokio::time::Instant::now() + ORPHAN_GRACE);
+        }
+    }
+
+    /// Pause before the next attempt, taking in records meanwhile. The
+    /// pause never runs past a close's deadline, so the last attempt comes
+    /// before it.
+    async fn wait(&mut self, pause: Duration) {
+        let mut until = tokio::time::Instant::now() + pause;
+        loop {
+            if let Some(by) = self.close_by {
+                until = until.min(by);
+            }
+            match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(m)) => self.take(m),
+                Ok(None) => {
+                    // Closed: `recv` would return at once from now on.
+                    self.orphaned();
+                    let by = self.close_by.unwrap_or(until);
+                    tokio::time::sleep_until(until.min(by)).await;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn give_up(&mut self, e: &UsageError) {
+        tracing::error!(records = self.queued.len(), "usage records not written by the shutdown deadline: {e}");
+        for r in self.queued.drain(..) {
+            let line = serde_json::to_string(&r).unwrap_or_else(|_| format!("{r:?}"));
+            tracing::error!(record = %line, "usage record not written");
+        }
+        self.metrics.queued.set(0);
+    }
+}
+
 /// The handlers' side: a channel to the writer task.
 #[derive(Debug)]
 pub struct UsageLog {
-    tx: mpsc::UnboundedSender<Option<UsageRecord>>,
+    tx: mpsc::UnboundedSender<Message>,
     writer: Mutex<Option<JoinHandle<()>>>,
     store: UsageStore,
 }
 
 impl UsageLog {
     /// Start the writer task (needs a tokio runtime).
-    pub fn start(store: UsageStore) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Option<UsageRecord>>();
-        let writing = store.clone();
-        let writer = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut closing = false;
-            while !closing {
-                let mut buf = Vec::with_capacity(BATCH);
-                if rx.recv_many(&mut buf, BATCH).await == 0 {
-                    break;
-                }
-                for item in buf {
-                    match item {
-                        Some(r) => batch.push(r),
-                        // `close`: everything sent before it is in `batch`
-                        // or still queued behind it; drain and stop.
-                        None => closing = true,
-                    }
-                }
-                if closing {
-                    while let Ok(Some(r)) = rx.try_recv() {
-                        batch.push(r);
-                    }
-                }
-                for chunk in batch.chunks(BATCH) {
-                    // A failed batch is retried once, then logged whole:
-                    // the log line keeps it recoverable.
-                    if writing.insert(chunk).await.is_err() {
-                        if let Err(e) = writing.insert(chunk).await {
-                            tracing::error!(records = ?chunk, "cannot write usage records: {e}");
-                        }
-                    }
-                }
-                batch.clear();
-            }
-        });
+    pub fn start(store: UsageStore, metrics: WriterMetrics) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer { store: store.clone(), rx, queued: Vec::new(), close_by: None, metrics };
+        let writer = tokio::spawn(writer.run());
         Self { tx, writer: Mutex::new(Some(writer)), store }
     }
 
     /// Queue a record (never blocks).
     pub fn record(&self, r: UsageRecord) {
-        if self.tx.send(Some(r)).is_err() {
+        if self.tx.send(Message::Record(r)).is_err() {
             tracing::error!("usage writer is gone; record lost");
         }
     }
 
-    /// Flush every queued record and stop the writer.
-    pub async fn close(&self) {
-        let _ = self.tx.send(None);
+    /// Write every queued record and stop the writer; while the database
+    /// is away, keep trying for `patience`.
+    pub async fn close(&self, patience: Duration) {
+        let _ = self.tx.send(Message::Close(tokio::time::Instant::now() + patience));
         let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(w) = writer {
             if let Err(e) = w.await {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 /// A throwaway PostgreSQL server, killed and deleted on drop.
 pub struct PgServer {
-    child: Child,
+    child: Option<Child>,
     dir: PathBuf,
+    port: u16,
     pub url: String,
 }
 
@@ -51,45 +52,73 @@ fn command(bin: &Path, dir: &Path) -> Command {
 impl PgServer {
     /// Start a server and wait until it takes connections.
     pub async fn start() -> Self {
-        let bin = server_bin();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("starling-pg-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("pg dir");
-        let data = dir.join("data");
-        let init = command(&bin.join("initdb"), &dir)
+        let init = command(&server_bin().join("initdb"), &dir)
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-A", "trust", "-U", "starling", "-E", "UTF8", "--no-sync"])
             .stdout(Stdio::null())
             .output()
             .expect("initdb");
         assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
-        let child = command(&bin.join("postgres"), &dir)
+        let mut server = Self { child: None, dir, port, url: format!("postgres://starling@127.0.0.1:{port}/postgres") };
+        server.resume().await;
+        server
+    }
+
+    /// Start the server process on the same data and port, and wait until
+    /// it takes connections.
+    pub async fn resume(&mut self) {
+        let child = command(&server_bin().join("postgres"), &self.dir)
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
-            .arg(&dir)
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-k"])
+            .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("postgres");
-        let server = Self { child, dir, url: format!("postgres://starling@127.0.0.1:{port}/postgres") };
+        self.child = Some(child);
         // Ready when a connection is accepted and answered (it refuses while
         // starting up).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while gateway::db::Db::open(&server.url).await.is_err() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start on port {port}");
+        while gateway::db::Db::open(&self.url).await.is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start on port {}", self.port);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        server
+    }
+
+    /// Shut the server down and wait until it has exited (`fast`: it ends
+    /// every session; `immediate`: it exits at once, as a crash would).
+    /// `pg_ctl` signals the server itself: under `runuser` the child we
+    /// hold is `runuser`, which would not pass a signal on.
+    fn stop(&mut self, mode: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = command(&server_bin().join("pg_ctl"), &self.dir)
+                .arg("stop")
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", mode, "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Take the server away, as a database restart does.
+    pub fn pause(&mut self) {
+        self.stop("fast");
     }
 }
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -104,4 +133,38 @@ async fn usage_records_are_kept_across_a_restart_on_postgres() {
 async fn keys_are_created_revoked_and_enforced_on_postgres() {
     let pg = PgServer::start().await;
     crate::keys::revoked_key_refused(&pg.url).await;
+}
+
+#[tokio::test]
+async fn usage_records_wait_out_a_database_outage() {
+    let mut pg = PgServer::start().await;
+    crate::usage::kept_through_a_database_outage(&mut pg).await;
+}
+
+/// A key without a budget, then keys with one, on one connection: the
+/// optional float must bind the same way both times (sqlx's Any driver
+/// binds a missing f64 as float4 unless worked around).
+#[tokio::test]
+async fn keys_with_and_without_budgets_on_one_postgres_connection() {
+    let pg = PgServer::start().await;
+    let db = gateway::db::Db::open(&pg.url).await.expect("database");
+    let store = gateway::keys::KeyStore::new(&db).await.expect("key store");
+    let new = |name: &str, budget: Option<f64>| gateway::keys::NewKey {
+        name: name.into(),
+        budget_usd_per_day: budget,
+        rpm: None,
+        tpm: None,
+        models: Vec::new(),
+    };
+    for (name, budget) in [("none", None), ("some", Some(2.5)), ("none-again", None), ("more", Some(0.25))] {
+        let created = store.create(&new(name, budget)).await;
+        assert!(created.is_ok(), "create {name}: {:?}", created.err());
+    }
+    let mut got: Vec<(String, Option<f64>)> =
+        store.all().await.expect("list").into_iter().map(|(_, k)| (k.name, k.budget_usd_per_day)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![("more".into(), Some(0.25)), ("none".into(), None), ("none-again".into(), None), ("some".into(), Some(2.5))]
+    );
 }

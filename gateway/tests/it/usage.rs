@@ -117,3 +117,52 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     let bad = reqwest::get(format!("{}/usage?group_by=colour", s2.v1())).await.expect("usage");
     assert_eq!(bad.status(), 400);
 }
+
+/// The value of an unlabelled metric in `/metrics`.
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    let value = text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()));
+    assert!(value.is_some(), "no {name} in {text}");
+    value.unwrap_or_default()
+}
+
+/// Records taken while the database is down wait in the writer, which
+/// retries, and land once it is back; a graceful shutdown waits for them.
+pub async fn kept_through_a_database_outage(pg: &mut crate::postgres::PgServer) {
+    let openai = FakeOpenAi::start("openai").await;
+    let gw = gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini")])]);
+    let mut s = start_recorded(|_| {}, |_| {}, gw, Some(&pg.url)).await;
+    let url = format!("{}/chat/completions", s.v1());
+    let ask = |stream: bool| json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Hi"}], "stream": stream});
+    let res = post_json(&url, &ask(false)).await;
+    assert_eq!(res.status(), 200);
+
+    pg.pause();
+    for stream in [false, true, false] {
+        let res = post_json(&url, &ask(stream)).await;
+        assert_eq!(res.status(), 200, "requests are answered while the database is away");
+        res.text().await.expect("body");
+    }
+    // Wait until the writer has failed at least once with all three (and
+    // maybe the first) queued: the outage is seen, not just scheduled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let failed = metric(&s.base, "starling_gateway_usage_write_errors_total").await;
+        let queued = metric(&s.base, "starling_gateway_usage_queued_records").await;
+        if failed >= 1.0 && queued >= 3.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the writer never failed: errors {failed}, queued {queued}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    pg.resume().await;
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    let db = gateway::db::Db::open(&pg.url).await.expect("database");
+    let store = gateway::usage::UsageStore::new(&db).await.expect("store");
+    let by_provider = store.summary(0, i64::MAX, gateway::usage::GroupBy::Provider).await.expect("summary");
+    let openai_rows: Vec<_> = by_provider.iter().filter(|g| g.group == "openai").collect();
+    assert_eq!(openai_rows.len(), 1, "{by_provider:?}");
+    assert_eq!((openai_rows[0].requests, openai_rows[0].errors), (4, 0), "{by_provider:?}");
+}
