@@ -31,6 +31,7 @@ use starling_benches::load::{sustained, Conn};
 use starling_benches::process::{free_port, root, starling_binary, ServerProcess};
 use starling_benches::{fail, percentile, wanted};
 
+/// Concurrency levels; `STARLING_BENCH_LEVELS=1` overrides.
 const LEVELS: [usize; 4] = [1, 16, 64, 256];
 
 /// One level's (p50 seconds, p99 seconds, requests/s).
@@ -55,15 +56,19 @@ async fn fake_upstream(listener: tokio::net::TcpListener) {
                            "model": "fake-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
             format!("data: {v}\n\n")
         };
-        let mut s = chunk(json!({"role": "assistant", "content": ""}), None);
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
         for w in ["Fresh", " tea,", " fresh", " start."] {
-            s.push_str(&chunk(json!({"content": w}), None));
+            events.push(chunk(json!({"content": w}), None));
         }
-        s.push_str(&chunk(json!({}), Some("stop")));
+        events.push(chunk(json!({}), Some("stop")));
         let u = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
                        "model": "fake-model", "choices": [], "usage": usage});
-        s.push_str(&format!("data: {u}\n\ndata: [DONE]\n\n"));
-        ([("content-type", "text/event-stream")], s).into_response()
+        events.push(format!("data: {u}\n\n"));
+        events.push("data: [DONE]\n\n".to_owned());
+        // As OpenAI sends a stream: chunked, one event per chunk (all ready
+        // at once here, so they leave in one write).
+        let body = axum::body::Body::from_stream(futures_util::stream::iter(events.into_iter().map(Ok::<_, std::io::Error>)));
+        ([("content-type", "text/event-stream")], body).into_response()
     }
     let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat));
     serve_nodelay(listener, app).await;
@@ -257,7 +262,7 @@ async fn sweep(addr: SocketAddr, model: &str, stream: bool, secs: f64) -> Vec<Ro
             .to_string(),
     );
     let mut out = Vec::new();
-    for c in LEVELS {
+    for c in starling_benches::levels(&LEVELS) {
         // A short warm-up per level: connections, pools, caches.
         let _ = sustained(addr, "/v1/chat/completions", body.clone(), c, Duration::from_millis(300)).await;
         let s = sustained(addr, "/v1/chat/completions", body.clone(), c, Duration::from_secs_f64(secs))
@@ -287,7 +292,7 @@ async fn sweep_shapes(name: &str, addr: SocketAddr, model: &str, secs: f64, dire
 }
 
 fn print(name: &str, shape: &str, rows: &[Row], direct: &[Row]) {
-    for (i, c) in LEVELS.iter().enumerate() {
+    for (i, c) in starling_benches::levels(&LEVELS).iter().enumerate() {
         let (p50, p99, rps) = rows[i];
         let (d50, d99, _) = direct[i];
         println!(
@@ -352,14 +357,15 @@ async fn bench() {
             mean * 1e6,
             share * 100.0
         );
-        for (i, f) in floor.iter().enumerate() {
-            let (ours, d) = (&rows[i], &direct[i]);
+        let at1 = starling_benches::levels(&LEVELS).iter().position(|&c| c == 1);
+        for (i, f) in floor.iter().enumerate().filter(|_| at1.is_some()) {
+            let (ours, d, j) = (&rows[i], &direct[i], at1.unwrap_or(0));
             println!(
                 "starling  {:<4} c=1 added beyond the floor: p50 {:.3} ms, p99 {:.3} ms (the floor adds p50 {:.3} ms over direct)",
                 SHAPES[i],
-                (ours[0].0 - f[0].0) * 1e3,
-                (ours[0].1 - f[0].1) * 1e3,
-                (f[0].0 - d[0].0) * 1e3
+                (ours[j].0 - f[j].0) * 1e3,
+                (ours[j].1 - f[j].1) * 1e3,
+                (f[j].0 - d[j].0) * 1e3
             );
         }
         results.push(rows);
@@ -373,8 +379,8 @@ async fn bench() {
         println!("litellm   rss_mb idle {idle:.1}  after load {:.1}", rss_mb(g.child.id()));
         results.push(v);
     }
-    if let [ours, theirs] = &results[..] {
-        let at64 = LEVELS.iter().position(|&c| c == 64).unwrap_or(2);
+    let at64 = starling_benches::levels(&LEVELS).iter().position(|&c| c == 64);
+    if let ([ours, theirs], Some(at64)) = (&results[..], at64) {
         println!("# ratios at 64 concurrent (Starling / LiteLLM req/s; target >= 50x)");
         println!("json {:>8.1}x", ours[0][at64].2 / theirs[0][at64].2);
         println!("sse  {:>8.1}x", ours[1][at64].2 / theirs[1][at64].2);

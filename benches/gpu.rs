@@ -133,10 +133,7 @@ async fn bench() {
     server.until_ready("/ready", Duration::from_secs(300)).await;
     println!("gpu memory loaded: {}", gpu_memory());
 
-    let levels: Vec<usize> = match std::env::var("STARLING_BENCH_LEVELS") {
-        Ok(v) => v.split(',').map(|c| c.trim().parse().unwrap_or_else(|_| fail(format!("STARLING_BENCH_LEVELS: `{c}`")))).collect(),
-        Err(_) => LEVELS.to_vec(),
-    };
+    let levels = starling_benches::levels(&LEVELS);
     let mut ids = 0;
     measure(server.addr, 1, true, &mut ids).await; // warm-up
     for c in levels {

@@ -41,6 +41,15 @@ pub fn wanted(section: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
 }
 
+/// Concurrency levels to measure: `STARLING_BENCH_LEVELS=1,8` overrides
+/// the bench's `default`.
+pub fn levels(default: &[usize]) -> Vec<usize> {
+    match std::env::var("STARLING_BENCH_LEVELS") {
+        Ok(v) => v.split(',').map(|c| c.trim().parse().unwrap_or_else(|_| fail(format!("STARLING_BENCH_LEVELS: `{c}`")))).collect(),
+        Err(_) => default.to_vec(),
+    }
+}
+
 /// The SmolLM2 GGUF `scripts/fetch-models` unpacks (`STARLING_MODELS_DIR`
 /// overrides the cache directory).
 pub fn smollm2_path() -> std::path::PathBuf {

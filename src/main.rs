@@ -3,6 +3,7 @@
 //! stderr and exit status 2.
 
 mod config;
+mod http_threads;
 mod telemetry;
 
 use std::io::Write;
@@ -213,17 +214,12 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
-    // The engine has its own thread pool; HTTP work is light.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let listeners = http_threads::bind(&server_cfg.listen, server_cfg.threads())?;
+    let addr = listeners.first().context("no listening socket")?.local_addr()?;
+    // This runtime runs what is not a request: model loading, the usage
+    // writer, signals. Requests run on the HTTP threads.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&server_cfg.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", server_cfg.listen))?;
-        let addr = listener.local_addr()?;
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
             let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
@@ -267,7 +263,10 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 Ok(e) = failed_rx => { let _ = failure_tx.send(e); }
             }
         };
-        gateway::serve(listener, app, shutdown).await?;
+        let threads = http_threads::spawn(listeners, &app)?;
+        shutdown.await;
+        threads.stop().await?;
+        app.close().await;
         match failure.try_recv() {
             Ok(e) => Err(e),
             Err(_) => Ok(()),

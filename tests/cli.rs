@@ -42,15 +42,13 @@ fn keys_are_shown_once_listed_without_the_key_and_revoked() {
     }
 }
 
-#[test]
-fn serve_without_a_local_model_is_a_gateway_only() {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let cfg = std::env::temp_dir().join(format!("starling-cli-{}-{nanos}.toml", std::process::id()));
-    std::fs::write(&cfg, "[models]\ndefault = \"\"\n[database]\nurl = \"\"\n").expect("write config");
+/// `starling serve` on `config`; the child and the address it printed.
+fn serve(config: &std::path::Path, db: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STARLING_DATABASE_URL", db)
         .arg("--config")
-        .arg(&cfg)
+        .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -58,16 +56,69 @@ fn serve_without_a_local_model_is_a_gateway_only() {
     let mut first = String::new();
     let stdout = child.stdout.take().expect("stdout");
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).expect("read");
-    // Ready at once: no model to load.
+    assert!(first.contains("gateway only"), "{first}");
     let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).expect("address").to_owned();
-    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
-    std::io::Write::write_all(&mut conn, b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("send");
+    (child, addr)
+}
+
+/// One HTTP/1.1 request on a connection of its own; the whole answer.
+fn http(addr: &str, request: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(&mut conn, request.as_bytes()).expect("send");
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut conn, &mut answer).expect("answer");
+    answer
+}
+
+#[test]
+fn sigterm_ends_every_http_thread_and_keeps_their_records() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let base = std::env::temp_dir().join(format!("starling-cli-threads-{}-{nanos}", std::process::id()));
+    let cfg = base.with_extension("toml");
+    let db_path = base.with_extension("db");
+    let db = format!("sqlite://{}", db_path.display());
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n[server]\nhttp_threads = 3\n").expect("write config");
+
+    let (child, addr) = serve(&cfg, &db);
+    let body = r#"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let ask = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Connections of their own, spread over the threads by the kernel.
+    for _ in 0..6 {
+        let answer = http(&addr, &ask);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "serve exits 0 on SIGTERM: {:?}", out.status);
+
+    let (mut child, addr) = serve(&cfg, &db);
+    let usage = http(&addr, "GET /v1/usage?group_by=route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    for suffix in ["toml", "db", "db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(base.with_extension(suffix));
+    }
+    assert!(usage.starts_with("HTTP/1.1 200"), "{usage}");
+    // One group (the route asked for), with all six requests.
+    assert!(usage.contains(r#""group":"nope""#) && usage.matches(r#""group":"#).count() == 1, "{usage}");
+    assert!(usage.contains(r#""requests":6"#), "{usage}");
+}
+
+#[test]
+fn serve_without_a_local_model_is_a_gateway_only() {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let cfg = std::env::temp_dir().join(format!("starling-cli-{}-{nanos}.toml", std::process::id()));
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n").expect("write config");
+    // Ready at once: no model to load.
+    let (mut child, addr) = serve(&cfg, "");
+    let answer = http(&addr, "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_file(&cfg);
-    assert!(first.contains("gateway only"), "{first}");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 

@@ -46,9 +46,11 @@ impl std::fmt::Debug for Anthropic {
 }
 
 impl Anthropic {
-    /// A provider from its config (its key already read from the env).
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, SetupError> {
-        Ok(Self { endpoint: Endpoint::new(cfg, "messages", Auth::XApiKey)?, default_max_tokens: cfg.default_max_tokens })
+    /// A provider from its config (its key already read from the env), with
+    /// a connection pool for each of `threads` HTTP threads.
+    pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
+        let endpoint = Endpoint::new(cfg, "messages", Auth::XApiKey, threads)?;
+        Ok(Self { endpoint, default_max_tokens: cfg.default_max_tokens })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {

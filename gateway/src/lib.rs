@@ -47,9 +47,27 @@ pub mod server;
 pub mod sse;
 pub mod usage;
 
+thread_local! {
+    /// Which of `starling serve`'s HTTP threads runs here (0 on any other
+    /// thread). Set once as each thread starts; requests read it to use that
+    /// thread's connection pool of each provider.
+    static HTTP_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark the calling thread as HTTP thread `i` (of
+/// [`ServerConfig::threads`]): its requests use the `i`-th connection pool
+/// of each provider, whose connections this thread's event loop drives.
+pub fn enter_http_thread(i: usize) {
+    HTTP_THREAD.with(|t| t.set(i));
+}
+
+pub(crate) fn http_thread() -> usize {
+    HTTP_THREAD.with(std::cell::Cell::get)
+}
+
 pub use config::{GatewayConfig, ProviderConfig, RouteConfig, Secret};
 pub use error::ApiError;
 pub use generator::{Generator, Generators};
 pub use local::{LocalChat, LocalModel};
 pub use provider::{ChatCall, ChatReply, Provider};
-pub use server::{serve, App, Caller, DatabaseError, ServerConfig, SetupError};
+pub use server::{serve, serve_connections, App, Caller, DatabaseError, ServerConfig, SetupError};

@@ -86,6 +86,18 @@ impl LocalModel {
     }
 }
 
+/// Prompts longer than this (bytes of text) are prepared on the blocking
+/// pool; shorter ones take microseconds and are prepared in place.
+const BLOCKING_PROMPT_BYTES: usize = 16 << 10;
+
+fn text_bytes(input: &Input) -> usize {
+    match input {
+        Input::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+        Input::Text(t) => t.len(),
+        Input::Tokens(t) => t.len() * 4,
+    }
+}
+
 impl Generator for LocalModel {
     fn name(&self) -> &str {
         "local"
@@ -110,7 +122,16 @@ impl Generator for LocalModel {
             g.stop = req.stop;
             g.logprobs = req.logprobs;
             g.prompt_logprobs = req.prompt_logprobs;
-            let gen = self.engine.generate(g)?;
+            let gen = if text_bytes(&req.input) > BLOCKING_PROMPT_BYTES {
+                // Templating and tokenizing a long prompt takes milliseconds:
+                // not on the HTTP thread, whose other requests would wait.
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || engine.generate(g))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("prompt preparation failed: {e}")))??
+            } else {
+                self.engine.generate(g)?
+            };
             let this = self.clone();
             let chunks = stream::unfold(Some((gen, this, prompt_ids)), |state| async move {
                 let (mut gen, this, prompt_ids) = state?;

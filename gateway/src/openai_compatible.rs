@@ -58,20 +58,24 @@ pub(crate) struct Endpoint {
     key: Option<Secret>,
     auth: Auth,
     headers: HeaderMap,
-    client: reqwest::Client,
+    /// One pool per HTTP thread ([`crate::http_thread`]): a pooled
+    /// connection's I/O runs on the thread that opened it, so a pool shared
+    /// by thread-per-core event loops would hand requests between threads.
+    clients: Vec<reqwest::Client>,
     total_timeout: Duration,
 }
 
 impl Endpoint {
-    /// `path` under the config's base URL.
-    pub(crate) fn new(cfg: &ProviderConfig, path: &str, auth: Auth) -> Result<Self, SetupError> {
+    /// `path` under the config's base URL, with a connection pool for
+    /// each of `threads` HTTP threads.
+    pub(crate) fn new(cfg: &ProviderConfig, path: &str, auth: Auth, threads: usize) -> Result<Self, SetupError> {
         Ok(Self {
             name: cfg.name.clone(),
             url: format!("{}/{path}", cfg.base_url.trim_end_matches('/')),
             key: cfg.api_key.clone(),
             auth,
             headers: extra_headers(cfg)?,
-            client: http_client(cfg)?,
+            clients: http_clients(cfg, threads.max(1))?,
             total_timeout: cfg.total_timeout(),
         })
     }
@@ -80,8 +84,8 @@ impl Endpoint {
     /// the upstream error as the client should see it.
     pub(crate) async fn post(&self, body: &Value, extra: &[(&'static str, &'static str)]) -> Result<reqwest::Response, ApiError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut req = self
-            .client
+        let client = &self.clients[crate::http_thread() % self.clients.len()];
+        let mut req = client
             .post(&self.url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -142,16 +146,22 @@ pub(crate) fn extra_headers(cfg: &ProviderConfig) -> Result<HeaderMap, SetupErro
     Ok(headers)
 }
 
-/// An HTTP client for one provider: its connect timeout, kept-alive pool.
-pub(crate) fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, SetupError> {
+/// `n` HTTP clients for one provider (its connect timeout, kept-alive
+/// pools), sharing one TLS setup.
+fn http_clients(cfg: &ProviderConfig, n: usize) -> Result<Vec<reqwest::Client>, SetupError> {
     let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls().map_err(client_err)?)
-        .connect_timeout(cfg.connect_timeout())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| client_err(e.to_string()))
+    let tls = tls().map_err(client_err)?;
+    (0..n)
+        .map(|_| {
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(tls.clone())
+                .connect_timeout(cfg.connect_timeout())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| client_err(e.to_string()))
+        })
+        .collect()
 }
 
 /// rustls with ring and the platform's roots: no process-wide provider
@@ -168,9 +178,10 @@ fn tls() -> Result<rustls::ClientConfig, String> {
 }
 
 impl OpenAiCompatible {
-    /// A provider from its config (its key already read from the env).
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, SetupError> {
-        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer)? })
+    /// A provider from its config (its key already read from the env), with
+    /// a connection pool for each of `threads` HTTP threads.
+    pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
+        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, threads)? })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {

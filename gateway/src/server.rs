@@ -55,6 +55,20 @@ pub struct ServerConfig {
     /// request reserves KV cache for its whole length up front, so "up to
     /// the context" as a default would let a handful of requests fill it.
     pub default_max_tokens: usize,
+    /// HTTP threads of `starling serve`, each with its own event loop and
+    /// its own listening socket on the same address (`SO_REUSEPORT`: the
+    /// kernel spreads connections). 0: one per CPU core.
+    pub http_threads: usize,
+}
+
+impl ServerConfig {
+    /// `http_threads`, with 0 resolved to the number of CPU cores.
+    pub fn threads(&self) -> usize {
+        match self.http_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -64,6 +78,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 4 << 20,
             shutdown_grace_secs: 30,
             default_max_tokens: 1024,
+            http_threads: 0,
         }
     }
 }
@@ -175,8 +190,8 @@ impl App {
         let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
         for p in &gateway.providers {
             let provider: Arc<dyn Provider> = match p.kind {
-                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p)?),
-                ProviderKind::Anthropic => Arc::new(crate::anthropic::Anthropic::new(p)?),
+                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p, config.threads())?),
+                ProviderKind::Anthropic => Arc::new(crate::anthropic::Anthropic::new(p, config.threads())?),
             };
             let upstream = Upstream::remote(provider, p.ttft_timeout());
             if upstreams.insert(p.name.clone(), upstream).is_some() {
@@ -214,6 +229,14 @@ impl App {
             tracing::warn!("database attached twice; keeping the first");
         }
         Ok(())
+    }
+
+    /// Every request has ended: write the usage records still queued,
+    /// waiting up to `shutdown_grace_secs` for a database that is away.
+    pub async fn close(&self) {
+        if let Some(log) = self.0.usage.get() {
+            log.close(Duration::from_secs(self.0.config.shutdown_grace_secs)).await;
+        }
     }
 
     /// Account one request: metrics now, the record off the request path.
@@ -288,8 +311,21 @@ impl App {
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting,
 /// give running requests (streams included) `shutdown_grace_secs` to finish,
 /// and cancel what is left: streams end with an error event, waiting
-/// requests get 503, and their generations are cancelled.
+/// requests get 503, and their generations are cancelled. Last, write the
+/// usage records still queued ([`App::close`]).
 pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let served = serve_connections(listener, app.clone(), shutdown).await;
+    app.close().await;
+    served
+}
+
+/// [`serve`] without the final [`App::close`]: for one app served on
+/// several listeners (a thread each), closed once after all of them end.
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.0.config.shutdown_grace_secs);
     let signalled = Arc::new(Notify::new());
     let notify = Arc::clone(&signalled);
@@ -323,11 +359,6 @@ pub async fn serve(listener: TcpListener, app: App, shutdown: impl Future<Output
             server.await
         }
     };
-    // Every request has ended: write the records still queued (waiting up
-    // to another grace for a database that is away).
-    if let Some(log) = app.0.usage.get() {
-        log.close(grace).await;
-    }
     served
 }
 
@@ -398,6 +429,17 @@ fn until_shutdown(app: &App, chunks: ChunkValues) -> ChunkValues {
     .boxed()
 }
 
+/// `data: {json}\n\n`, written straight into one buffer (`format!`
+/// through `Display` costs a formatter pass per value).
+fn event(v: &Value) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"data: ");
+    // Writing a `Value` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, v);
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
 /// A `text/event-stream` response with this body.
 fn event_stream(events: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static) -> Response {
     Response::builder()
@@ -428,7 +470,7 @@ fn sse(app: &App, chunks: ChunkValues, include_usage: bool) -> Response {
                             o.remove("usage");
                         }
                     }
-                    return Some((Ok(Bytes::from(format!("data: {v}\n\n"))), Some(chunks)));
+                    return Some((Ok(event(&v)), Some(chunks)));
                 }
             };
             return Some((Ok(bytes), None));

@@ -101,12 +101,16 @@ async fn hostile_bodies_get_4xx_never_500() {
     // Past serde_json's nesting limit (128), well under the body limit.
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let huge = chat_body(json!({"messages": [{"role": "user", "content": "x".repeat(100 << 10)}]}));
+    // Under the body limit, over the context: tokenized on the blocking
+    // pool (a long prompt), refused there.
+    let long = chat_body(json!({"messages": [{"role": "user", "content": "tea ".repeat(12 << 10)}]}));
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
         (json_post(b"{not json".to_vec()), 400),
         (json_post(deep.into_bytes()), 400),
         (json_post(b"{\"model\": \"\xff\xfe\"}".to_vec()), 400),
         (json_post(br#"{"model": "smollm2"}"#.to_vec()), 400),
         (json_post(serde_json::to_vec(&huge).expect("json")), 413),
+        (json_post(serde_json::to_vec(&long).expect("json")), 400),
         (http.post(&url).header("content-type", "text/plain").body("{}"), 415),
         (http.post(&url).body("{}"), 415),
         (http.get(&url), 405),
