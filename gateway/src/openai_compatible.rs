@@ -54,7 +54,8 @@ pub(crate) enum Auth {
 /// provider shares.
 pub(crate) struct Endpoint {
     pub(crate) name: String,
-    url: String,
+    /// Parsed once: reqwest would parse a string URL on every request.
+    url: reqwest::Url,
     key: Option<Secret>,
     auth: Auth,
     headers: HeaderMap,
@@ -71,7 +72,10 @@ impl Endpoint {
     pub(crate) fn new(cfg: &ProviderConfig, path: &str, auth: Auth, threads: usize) -> Result<Self, SetupError> {
         Ok(Self {
             name: cfg.name.clone(),
-            url: format!("{}/{path}", cfg.base_url.trim_end_matches('/')),
+            url: format!("{}/{path}", cfg.base_url.trim_end_matches('/')).parse().map_err(|e| SetupError::Client {
+                provider: cfg.name.clone(),
+                message: format!("base_url `{}`: {e}", cfg.base_url),
+            })?,
             key: cfg.api_key.clone(),
             auth,
             headers: extra_headers(cfg)?,
@@ -86,7 +90,7 @@ impl Endpoint {
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(e.to_string()))?;
         let client = &self.clients[crate::http_thread() % self.clients.len()];
         let mut req = client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(self.total_timeout)
@@ -130,7 +134,7 @@ pub struct OpenAiCompatible {
 impl std::fmt::Debug for OpenAiCompatible {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("OpenAiCompatible").field("name", &self.endpoint.name).field("url", &self.endpoint.url).finish()
+        f.debug_struct("OpenAiCompatible").field("name", &self.endpoint.name).field("url", &self.endpoint.url.as_str()).finish()
     }
 }
 

@@ -420,3 +420,10 @@ async fn deterministic_requests_are_answered_from_the_cache() {
     assert!(res.headers().get("x-starling-cache").is_none());
     assert_eq!(openai.seen().len(), before + 1);
 }
+
+#[test]
+fn a_provider_base_url_that_is_not_a_url_fails_at_startup() {
+    let gw = gateway_for(vec![provider("openai", "not a url")], vec![route(&[("openai", "gpt-4o-mini")])]);
+    let err = gateway::App::new(gateway::ServerConfig::default(), gw).err().map(|e| e.to_string());
+    assert!(err.as_deref().is_some_and(|e| e.contains("`openai`") && e.contains("base_url `not a url`")), "{err:?}");
+}
