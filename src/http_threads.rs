@@ -26,6 +26,12 @@ pub fn bind(listen: &str, threads: usize) -> Result<Vec<std::net::TcpListener>> 
         .with_context(|| format!("cannot resolve {listen}"))?
         .next()
         .with_context(|| format!("{listen} resolves to no address"))?;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would also let a second `starling serve` share the
+        // port with this one, silently. A plain socket cannot bind a port
+        // anyone listens on: try one first, so that mistake stays an error.
+        drop(std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?);
+    }
     let mut out = Vec::with_capacity(threads);
     for _ in 0..threads {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -61,6 +61,14 @@ fn serve(config: &std::path::Path, db: &str) -> (std::process::Child, String) {
     (child, addr)
 }
 
+/// A temporary config for a gateway with no local model (ready at once).
+fn gateway_only_config(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let cfg = std::env::temp_dir().join(format!("starling-cli-{tag}-{}-{nanos}.toml", std::process::id()));
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n").expect("write config");
+    cfg
+}
+
 /// One HTTP/1.1 request on a connection of its own; the whole answer.
 fn http(addr: &str, request: &str) -> String {
     let mut conn = std::net::TcpStream::connect(addr).expect("connect");
@@ -109,10 +117,44 @@ fn sigterm_ends_every_http_thread_and_keeps_their_records() {
 }
 
 #[test]
+fn a_second_server_on_a_busy_port_is_refused() {
+    let cfg = gateway_only_config("busy");
+    let (mut first, addr) = serve(&cfg, "");
+    // The threads' sockets share the port with each other, never with
+    // another process.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("STARLING_DATABASE_URL", "")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["serve", "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starling");
+    // It should exit at once; one that binds would serve until killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = second.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_file(&cfg);
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "the second server did not exit with 2: {stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+}
+
+#[test]
 fn serve_without_a_local_model_is_a_gateway_only() {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let cfg = std::env::temp_dir().join(format!("starling-cli-{}-{nanos}.toml", std::process::id()));
-    std::fs::write(&cfg, "[models]\ndefault = \"\"\n").expect("write config");
+    let cfg = gateway_only_config("ready");
     // Ready at once: no model to load.
     let (mut child, addr) = serve(&cfg, "");
     let answer = http(&addr, "GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
