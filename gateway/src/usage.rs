@@ -113,12 +113,12 @@ impl UsageStore {
         let mut tx = self.pool.begin().await?;
         for r in records {
             sqlx::query(INSERT)
-                .bind(&r.request_id)
+                .bind(text(&r.request_id))
                 .bind(r.ts_ms)
-                .bind(r.key_id.clone())
-                .bind(&r.route)
-                .bind(&r.provider)
-                .bind(&r.model)
+                .bind(r.key_id.as_deref().map(text))
+                .bind(text(&r.route))
+                .bind(text(&r.provider))
+                .bind(text(&r.model))
                 .bind(r.prompt_tokens)
                 .bind(r.completion_tokens)
                 .bind(r.cached_tokens)
@@ -126,7 +126,7 @@ impl UsageStore {
                 .bind(crate::db::nullable_f64(r.ttft_ms))
                 .bind(r.latency_ms)
                 .bind(r.status)
-                .bind(r.error.clone())
+                .bind(r.error.as_deref().map(text))
                 .bind(r.cache_hit)
                 .bind(r.attempts)
                 .execute(&mut *tx)
@@ -153,6 +153,14 @@ impl UsageStore {
         let rows = sqlx::query(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         rows.iter().map(UsageGroup::from_row).collect::<Result<_, _>>().map_err(UsageError)
     }
+}
+
+/// Text as the database can hold it. PostgreSQL text cannot contain NUL
+/// (SQLite can), and a client's model name or an upstream's error message
+/// may: one such record would fail its batch on every retry and hold up
+/// every record behind it.
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 /// `group_by` of `GET /v1/usage`.

@@ -71,6 +71,9 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     assert_eq!(res.status(), 200);
     let res = post_json(&url, &json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})).await;
     assert_eq!(res.status(), 404);
+    // A model name PostgreSQL text cannot hold (NUL): still recorded.
+    let res = post_json(&url, &json!({"model": "no\u{0}pe", "messages": [{"role": "user", "content": "Hi"}]})).await;
+    assert_eq!(res.status(), 404);
     // 5 and 6: a deterministic request twice; the second is a cache hit.
     let greedy = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "temperature": 0});
     post_json(&url, &greedy).await.text().await.expect("body");
@@ -106,11 +109,12 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     assert_eq!((local["requests"].as_i64(), local["cache_hits"].as_i64()), (Some(4), Some(1)), "{by_provider}");
     assert_eq!(local["completion_tokens"], 4 + 3 + 3 + 2);
     let none = group(&by_provider, "");
-    assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(1), Some(1)));
+    assert_eq!((none["requests"].as_i64(), none["errors"].as_i64()), (Some(2), Some(2)));
 
     let by_route: Value =
         reqwest::get(format!("{}/usage?group_by=route", s2.v1())).await.expect("usage").json().await.expect("json");
     assert_eq!(group(&by_route, "tweet-writer")["requests"], 2);
+    assert_eq!(group(&by_route, "no\u{fffd}pe")["requests"], 1);
     // A time window that ends before the requests holds none.
     let empty: Value = reqwest::get(format!("{}/usage?to=1000", s2.v1())).await.expect("usage").json().await.expect("json");
     assert_eq!(empty["data"], json!([]));
