@@ -133,7 +133,8 @@ const ROLE_UPSTREAM: &str = "STARLING_BENCH_ROLE_UPSTREAM";
 fn run_role() {
     let Ok(role) = std::env::var(ROLE) else { return };
     let port: u16 = std::env::var(ROLE_PORT).ok().and_then(|p| p.parse().ok()).unwrap_or_else(|| fail("no role port"));
-    // Two workers, as `starling serve` has.
+    // Two work-stealing workers: the usual runtime of a provider or a plain
+    // proxy (`starling serve` itself runs one event loop per core).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

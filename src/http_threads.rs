@@ -8,8 +8,8 @@
 //!
 //! The app is shared: metrics, breakers, keys and the cache are the same
 //! for every thread; each thread has its own connection pool to each
-//! provider ([`gateway::enter_http_thread`]). Background work (model loading, the usage writer,
-//! signals) stays on the caller's runtime.
+//! provider ([`gateway::enter_http_thread`]). Background work (model
+//! loading, the usage writer, signals) stays on the caller's runtime.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread::JoinHandle;

@@ -188,10 +188,11 @@ impl App {
         let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
         let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint.clone(), config.default_max_tokens);
         let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
+        let threads = config.threads();
         for p in &gateway.providers {
             let provider: Arc<dyn Provider> = match p.kind {
-                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p, config.threads())?),
-                ProviderKind::Anthropic => Arc::new(crate::anthropic::Anthropic::new(p, config.threads())?),
+                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p, threads)?),
+                ProviderKind::Anthropic => Arc::new(crate::anthropic::Anthropic::new(p, threads)?),
             };
             let upstream = Upstream::remote(provider, p.ttft_timeout());
             if upstreams.insert(p.name.clone(), upstream).is_some() {

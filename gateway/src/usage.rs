@@ -349,10 +349,10 @@ impl Writer {
             match tokio::time::timeout_at(until, self.rx.recv()).await {
                 Ok(Some(m)) => self.take(m),
                 Ok(None) => {
-                    // Closed: `recv` would return at once from now on.
+                    // Closed: `recv` would return at once from now on. The
+                    // orphan deadline lies past `until` (a pause is shorter).
                     self.orphaned();
-                    let by = self.close_by.unwrap_or(until);
-                    tokio::time::sleep_until(until.min(by)).await;
+                    tokio::time::sleep_until(until).await;
                     return;
                 }
                 Err(_) => return,
