@@ -606,6 +606,9 @@ async fn answer_chat(
                 Some(k) => app.0.cache.filling(k, routed.provider.clone(), routed.model.clone(), s),
                 None => s,
             };
+            // Stands if the stream is cut before its usage chunk: the
+            // provider bills the prompt all the same.
+            record.prompt_tokens = input as i64;
             ChatReply::Stream(usage::metered(s, record, started, finish))
         }
     };

@@ -443,12 +443,20 @@ pub fn metered(
         record: UsageRecord,
         started: std::time::Instant,
         ended: bool,
+        usage_seen: bool,
+        output_chunks: i64,
         finish: Option<F>,
     }
     impl<F: FnOnce(UsageRecord)> Drop for Guard<F> {
         fn drop(&mut self) {
             if !self.ended && self.record.error.is_none() {
                 self.record.error = Some("the client went away before the end".into());
+            }
+            if !self.usage_seen {
+                // Cut short (the usage chunk comes last): the provider still
+                // bills what it generated. Upstreams send about one token per
+                // chunk, and the local engine exactly one.
+                self.record.completion_tokens = self.output_chunks;
             }
             self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1e3;
             if let Some(f) = self.finish.take() {
@@ -457,7 +465,7 @@ pub fn metered(
         }
     }
     record.status = 200;
-    let guard = Guard { record, started, ended: false, finish: Some(finish) };
+    let guard = Guard { record, started, ended: false, usage_seen: false, output_chunks: 0, finish: Some(finish) };
     futures_util::stream::unfold((chunks, guard), |(mut chunks, mut g)| async move {
         let item = chunks.next().await;
         match &item {
@@ -466,6 +474,8 @@ pub fn metered(
                     g.record.ttft_ms = Some(g.started.elapsed().as_secs_f64() * 1e3);
                 }
                 observe(&mut g.record, v);
+                g.usage_seen |= v["usage"].is_object();
+                g.output_chunks += output_parts(v);
             }
             Some(Err(e)) => {
                 g.record.error = Some(e.message.clone());
@@ -476,6 +486,22 @@ pub fn metered(
         item.map(|i| (i, (chunks, g)))
     })
     .boxed()
+}
+
+/// How many choices of a chunk carry output: text (chat or legacy
+/// completions), reasoning, or tool-call arguments.
+fn output_parts(chunk: &serde_json::Value) -> i64 {
+    let nonempty = |v: &serde_json::Value| v.as_str().is_some_and(|s| !s.is_empty());
+    let Some(choices) = chunk["choices"].as_array() else { return 0 };
+    let carries = |c: &serde_json::Value| {
+        let d = &c["delta"];
+        nonempty(&c["text"])
+            || nonempty(&d["content"])
+            || nonempty(&d["reasoning_content"])
+            || nonempty(&d["reasoning"])
+            || d["tool_calls"].as_array().is_some_and(|calls| calls.iter().any(|t| nonempty(&t["function"]["arguments"])))
+    };
+    choices.iter().filter(|c| carries(c)).count() as i64
 }
 
 fn empty() -> UsageRecord {

@@ -77,14 +77,14 @@ pub fn header(res: &reqwest::Response, name: &str) -> String {
 }
 
 /// The `data:` payloads of an SSE body.
-fn events(text: &str) -> Vec<String> {
+pub fn events(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
         .map(str::to_owned)
         .collect()
 }
 
-fn content(events: &[String]) -> String {
+pub fn content(events: &[String]) -> String {
     events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())

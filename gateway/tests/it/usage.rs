@@ -122,6 +122,53 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     assert_eq!(bad.status(), 400);
 }
 
+/// A stream cut short never reaches its usage chunk, yet the provider
+/// bills the prompt and what it streamed: the record counts the chunks
+/// seen and estimates the prompt, whether the upstream broke or the client
+/// left.
+#[tokio::test]
+async fn a_stream_cut_short_is_billed_for_what_it_streamed() {
+    use crate::routing::{content, events};
+    let db = TempDb::new();
+    let openai = FakeOpenAi::start("openai").await;
+    let gw = || gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini")])]);
+    let mut s = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let url = format!("{}/chat/completions", s.v1());
+    let body = json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Write a tweet about tea"}], "stream": true});
+    let first_word = openai.answer_words()[0].clone();
+    for client_leaves in [false, true] {
+        openai.fail_next([Fault::ResetAfterFirstChunk]);
+        let mut res = post_json(&url, &body).await;
+        let mut text = String::new();
+        while !content(&events(&text)).contains(&first_word) {
+            let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if client_leaves {
+            drop(res);
+        } else {
+            openai.cut();
+            while res.chunk().await.expect("read").is_some() {}
+        }
+    }
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    // The upstream left hanging by the client that went away.
+    openai.cut();
+
+    let s2 = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let by_provider: Value =
+        reqwest::get(format!("{}/usage?group_by=provider", s2.v1())).await.expect("usage").json().await.expect("json");
+    let o = group(&by_provider, "openai");
+    // One word each; the prompt estimated from its text (about 4 bytes a token).
+    assert_eq!((o["requests"].as_i64(), o["errors"].as_i64()), (Some(2), Some(2)), "{o}");
+    assert_eq!(o["completion_tokens"].as_i64(), Some(2), "{o}");
+    let prompt = o["prompt_tokens"].as_i64().unwrap_or(0);
+    assert!((2 * 5..=2 * 12).contains(&prompt), "{o}");
+    let cost = (prompt as f64 * 0.15 + 2.0 * 0.6) / 1e6;
+    assert!((o["cost_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-12, "{o}");
+}
+
 /// The value of an unlabelled metric in `/metrics`.
 async fn metric(base: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
