@@ -49,13 +49,13 @@ impl Anthropic {
     /// A provider from its config (its key already read from the env), with
     /// a connection pool for each of `threads` HTTP threads.
     pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
-        let endpoint = Endpoint::new(cfg, "messages", Auth::XApiKey, threads)?;
+        let endpoint = Endpoint::new(cfg, "messages", Auth::XApiKey, &[("anthropic-version", API_VERSION)], threads)?;
         Ok(Self { endpoint, default_max_tokens: cfg.default_max_tokens })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
         let body = to_messages(&call.body, self.default_max_tokens, call.stream)?;
-        let resp = self.endpoint.post(&body, &[("anthropic-version", API_VERSION)]).await?;
+        let resp = self.endpoint.post(&body).await?;
         let name = &self.endpoint.name;
         if !call.stream {
             let v = self.endpoint.json(resp).await?;
@@ -345,7 +345,7 @@ impl Translator {
 
 /// An Anthropic event stream as OpenAI chunks; the usage chunk comes at
 /// `message_stop`, which must arrive (else the stream ends with an error).
-fn translate_stream(provider: String, resp: reqwest::Response) -> ChunkValues {
+fn translate_stream(provider: String, body: crate::upstream::Body) -> ChunkValues {
     let t = Translator {
         id: Value::Null,
         model: Value::Null,
@@ -354,7 +354,7 @@ fn translate_stream(provider: String, resp: reqwest::Response) -> ChunkValues {
         tools: Vec::new(),
         finish: None,
     };
-    let st = (resp.bytes_stream().boxed(), sse::Decoder::default(), std::collections::VecDeque::<Result<Value, ApiError>>::new(), t, provider, false);
+    let st = (body, sse::Decoder::default(), std::collections::VecDeque::<Result<Value, ApiError>>::new(), t, provider, false);
     stream::unfold(st, |(mut body, mut dec, mut out, mut t, provider, mut done)| async move {
         loop {
             if let Some(item) = out.pop_front() {
@@ -386,6 +386,7 @@ fn translate_stream(provider: String, resp: reqwest::Response) -> ChunkValues {
                         let stop = ev.event.as_deref() == Some("message_stop");
                         out.extend(chunks.into_iter().map(Ok));
                         if stop {
+                            body.end_now();
                             done = true;
                             break;
                         }

@@ -95,6 +95,10 @@ pub struct ProviderConfig {
     /// `max_tokens` sent when the client named none (Anthropic requires one).
     #[serde(default = "defaults::max_tokens")]
     pub default_max_tokens: u64,
+    /// PEM file of CA certificates trusted for this provider besides the
+    /// system's (a self-hosted server behind a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ProviderConfig {

@@ -19,6 +19,7 @@
 //! - `prices`: USD per token, shipped defaults and the local engine's.
 //! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
 //! - `sse`: reading upstream event streams.
+//! - `upstream`: the HTTP/1.1 client to cloud providers, driven inline.
 //! - `keys`: virtual API keys (hashed), rate limits and daily budgets.
 //! - `db`: the SQLite/PostgreSQL pool behind keys and usage.
 //! - `cache`: answers to deterministic requests, replayed (moka).
@@ -45,6 +46,7 @@ pub mod provider;
 pub mod router;
 pub mod server;
 pub mod sse;
+mod upstream;
 pub mod usage;
 
 thread_local! {

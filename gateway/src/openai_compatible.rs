@@ -8,17 +8,18 @@
 //! is the client's business (400, 404, 413, 422, 429) and become 502/503/504
 //! where it is ours (a rejected key is our configuration, not the client's).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
-use crate::sse;
+use crate::{sse, upstream};
 
 /// Why a provider could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -54,74 +55,63 @@ pub(crate) enum Auth {
 /// provider shares.
 pub(crate) struct Endpoint {
     pub(crate) name: String,
-    /// Parsed once: reqwest would parse a string URL on every request.
-    url: reqwest::Url,
-    key: Option<Secret>,
-    auth: Auth,
+    url: String,
+    /// Everything but the host: content type, auth, the config's extra
+    /// headers and the provider's own.
     headers: HeaderMap,
-    /// One pool per HTTP thread ([`crate::http_thread`]): a pooled
-    /// connection's I/O runs on the thread that opened it, so a pool shared
-    /// by thread-per-core event loops would hand requests between threads.
-    clients: Vec<reqwest::Client>,
+    client: upstream::Client,
     total_timeout: Duration,
 }
 
 impl Endpoint {
-    /// `path` under the config's base URL, with a connection pool for
-    /// each of `threads` HTTP threads.
-    pub(crate) fn new(cfg: &ProviderConfig, path: &str, auth: Auth, threads: usize) -> Result<Self, SetupError> {
-        Ok(Self {
-            name: cfg.name.clone(),
-            url: format!("{}/{path}", cfg.base_url.trim_end_matches('/')).parse().map_err(|e| SetupError::Client {
-                provider: cfg.name.clone(),
-                message: format!("base_url `{}`: {e}", cfg.base_url),
-            })?,
-            key: cfg.api_key.clone(),
-            auth,
-            headers: extra_headers(cfg)?,
-            clients: http_clients(cfg, threads.max(1))?,
-            total_timeout: cfg.total_timeout(),
-        })
+    /// `path` under the config's base URL, sending `fixed` headers besides
+    /// the config's, with idle connections kept for each of `threads` HTTP
+    /// threads.
+    pub(crate) fn new(
+        cfg: &ProviderConfig,
+        path: &str,
+        auth: Auth,
+        fixed: &[(&'static str, &'static str)],
+        threads: usize,
+    ) -> Result<Self, SetupError> {
+        let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
+        let url = format!("{}/{path}", cfg.base_url.trim_end_matches('/'));
+        let tls = Arc::new(tls(cfg).map_err(client_err)?);
+        let client = upstream::Client::new(&url, &tls, cfg.connect_timeout(), threads)
+            .map_err(|e| client_err(format!("base_url `{}`: {e}", cfg.base_url)))?;
+        let mut headers = extra_headers(cfg)?;
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in fixed {
+            headers.insert(*k, HeaderValue::from_static(v));
+        }
+        if let Some(key) = &cfg.api_key {
+            let (name, value) = match auth {
+                Auth::Bearer => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+                Auth::XApiKey => (HeaderName::from_static("x-api-key"), key.expose().to_owned()),
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| client_err("the API key is not a valid header value".into()))?;
+            // Kept out of debug output.
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self { name: cfg.name.clone(), url, headers, client, total_timeout: cfg.total_timeout() })
     }
 
-    /// POST `body` as JSON; the response if its status is a success, else
-    /// the upstream error as the client should see it.
-    pub(crate) async fn post(&self, body: &Value, extra: &[(&'static str, &'static str)]) -> Result<reqwest::Response, ApiError> {
+    /// POST `body` as JSON; the answer's body if its status is a success,
+    /// else the upstream error as the client should see it.
+    pub(crate) async fn post(&self, body: &Value) -> Result<upstream::Body, ApiError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let client = &self.clients[crate::http_thread() % self.clients.len()];
-        let mut req = client
-            .post(self.url.clone())
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .timeout(self.total_timeout)
-            .body(bytes);
-        for (k, v) in extra {
-            req = req.header(*k, *v);
+        let resp = self.client.post(&self.headers, bytes.into(), self.total_timeout).await.map_err(|e| transport_error(&self.name, &e))?;
+        if !resp.status.is_success() {
+            let body = resp.body.bytes().await.unwrap_or_default();
+            return Err(upstream_error(&self.name, resp.status, &resp.headers, &body));
         }
-        if let Some(key) = &self.key {
-            req = match self.auth {
-                Auth::Bearer => req.bearer_auth(key.expose()),
-                Auth::XApiKey => {
-                    let mut v = HeaderValue::from_str(key.expose())
-                        .map_err(|_| ApiError::bad_gateway(format!("`{}`: the API key is not a valid header", self.name)))?;
-                    v.set_sensitive(true);
-                    req.header("x-api-key", v)
-                }
-            };
-        }
-        let resp = req.send().await.map_err(|e| transport_error(&self.name, &e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let headers = resp.headers().clone();
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(upstream_error(&self.name, status, &headers, &body));
-        }
-        Ok(resp)
+        Ok(resp.body)
     }
 
     /// A whole JSON answer.
-    pub(crate) async fn json(&self, resp: reqwest::Response) -> Result<Value, ApiError> {
-        let body = resp.bytes().await.map_err(|e| transport_error(&self.name, &e))?;
+    pub(crate) async fn json(&self, body: upstream::Body) -> Result<Value, ApiError> {
+        let body = body.bytes().await.map_err(|e| transport_error(&self.name, &e))?;
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_gateway(format!("`{}` answered malformed JSON: {e}", self.name)))
     }
 }
@@ -134,7 +124,7 @@ pub struct OpenAiCompatible {
 impl std::fmt::Debug for OpenAiCompatible {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("OpenAiCompatible").field("name", &self.endpoint.name).field("url", &self.endpoint.url.as_str()).finish()
+        f.debug_struct("OpenAiCompatible").field("name", &self.endpoint.name).field("url", &self.endpoint.url).finish()
     }
 }
 
@@ -150,42 +140,39 @@ pub(crate) fn extra_headers(cfg: &ProviderConfig) -> Result<HeaderMap, SetupErro
     Ok(headers)
 }
 
-/// `n` HTTP clients for one provider (its connect timeout, kept-alive
-/// pools), sharing one TLS setup.
-fn http_clients(cfg: &ProviderConfig, n: usize) -> Result<Vec<reqwest::Client>, SetupError> {
-    let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
-    let tls = tls().map_err(client_err)?;
-    (0..n)
-        .map(|_| {
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(tls.clone())
-                .connect_timeout(cfg.connect_timeout())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| client_err(e.to_string()))
-        })
-        .collect()
-}
-
-/// rustls with ring and the platform's roots: no process-wide provider
-/// (reqwest is built without one), so tests and embedders need no setup.
-fn tls() -> Result<rustls::ClientConfig, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+/// rustls with ring, the platform's roots and the config's `ca_file`: no
+/// process-wide crypto provider, so tests and embedders need no setup.
+fn tls(cfg: &ProviderConfig) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let extra = match &cfg.ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| format!("ca_file `{}`: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("ca_file `{}`: no certificate in it", path.display()));
+            }
+            certs
+        }
+    };
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_platform_verifier()
-        .map_err(|e| e.to_string())
-        .map(|b| b.with_no_client_auth())
+        .dangerous() // Not dangerous: the platform's own verifier.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 impl OpenAiCompatible {
     /// A provider from its config (its key already read from the env), with
     /// a connection pool for each of `threads` HTTP threads.
     pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
-        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, threads)? })
+        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, &[], threads)? })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
@@ -200,7 +187,7 @@ impl OpenAiCompatible {
                 }
             }
         }
-        let resp = self.endpoint.post(&Value::Object(body), &[]).await?;
+        let resp = self.endpoint.post(&Value::Object(body)).await?;
         if !call.stream {
             return self.endpoint.json(resp).await.map(ChatReply::Json);
         }
@@ -221,16 +208,16 @@ impl Provider for OpenAiCompatible {
 /// The chunk objects of an upstream SSE body, ending at `[DONE]`. A body
 /// that ends without `[DONE]`, a malformed event or an `error` event ends
 /// the stream with an error: never a silent truncation.
-fn chunks(provider: String, resp: reqwest::Response) -> ChunkValues {
+fn chunks(provider: String, body: upstream::Body) -> ChunkValues {
     struct St {
-        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        body: upstream::Body,
         decoder: sse::Decoder,
         pending: std::collections::VecDeque<sse::Event>,
         provider: String,
         done: bool,
     }
     let st = St {
-        body: resp.bytes_stream().boxed(),
+        body,
         decoder: sse::Decoder::default(),
         pending: Default::default(),
         provider,
@@ -243,6 +230,7 @@ fn chunks(provider: String, resp: reqwest::Response) -> ChunkValues {
             }
             if let Some(ev) = st.pending.pop_front() {
                 if ev.data == "[DONE]" {
+                    st.body.end_now();
                     return None;
                 }
                 let item = match serde_json::from_str::<Value>(&ev.data) {
@@ -279,19 +267,11 @@ fn chunks(provider: String, resp: reqwest::Response) -> ChunkValues {
 }
 
 /// A failure to reach the provider or to read its answer.
-pub(crate) fn transport_error(provider: &str, e: &reqwest::Error) -> ApiError {
-    // reqwest's Display omits the cause chain (refused, reset, ...).
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
+pub(crate) fn transport_error(provider: &str, e: &upstream::Error) -> ApiError {
     if e.is_timeout() {
-        ApiError::gateway_timeout(format!("`{provider}` timed out: {msg}"))
+        ApiError::gateway_timeout(format!("`{provider}` timed out: {e}"))
     } else {
-        ApiError::bad_gateway(format!("cannot reach `{provider}`: {msg}"))
+        ApiError::bad_gateway(format!("cannot reach `{provider}`: {e}"))
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -40,6 +40,9 @@ pub enum Fault {
     ResetAfterFirstChunk,
     /// 200 with a body that is not JSON (or a stream event that is not).
     Malformed,
+    /// A normal answer with `Connection: close`: the server closes the
+    /// connection after it.
+    CloseConnection,
 }
 
 /// One request as the fake saw it.
@@ -47,6 +50,8 @@ pub enum Fault {
 pub struct Seen {
     pub authorization: Option<String>,
     pub body: Value,
+    /// The client's address: one per connection.
+    pub peer: std::net::SocketAddr,
 }
 
 #[derive(Default)]
@@ -67,11 +72,28 @@ pub struct FakeOpenAi {
 impl FakeOpenAi {
     /// Start one; `name` appears in its answers' text.
     pub async fn start(name: &str) -> Self {
+        Self::start_on(name, false).await
+    }
+
+    /// Start one serving HTTPS with `tests/tls/server.pem` (for `localhost`
+    /// and 127.0.0.1, signed by `tests/tls/ca.pem`).
+    pub async fn start_tls(name: &str) -> Self {
+        Self::start_on(name, true).await
+    }
+
+    async fn start_on(name: &str, tls: bool) -> Self {
         let inner = Arc::new(Inner { name: name.into(), ..Default::default() });
         let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-        let base_url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let port = listener.local_addr().expect("addr").port();
+        let base_url = if tls {
+            tokio::spawn(crate::support::serve_tls(listener, app));
+            format!("https://localhost:{port}/v1")
+        } else {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://127.0.0.1:{port}/v1")
+        };
         Self { base_url, inner }
     }
 
@@ -105,13 +127,18 @@ fn error(status: StatusCode, kind: &str, message: &str, param: Option<&str>, cod
     (status, axum::Json(body)).into_response()
 }
 
-async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "We could not parse the JSON body of your request.", None, None),
     };
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    inner.seen.lock().expect("lock").push(Seen { authorization, body: body.clone() });
+    inner.seen.lock().expect("lock").push(Seen { authorization, body: body.clone(), peer });
     let fault = inner.faults.lock().expect("lock").pop_front();
     let stream = body["stream"].as_bool().unwrap_or(false);
     let model = body["model"].as_str().unwrap_or("unknown").to_owned();
@@ -160,8 +187,9 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
     let words = answer_words(&inner.name);
     let text: String = words.concat();
     let usage = json!({"prompt_tokens": 9, "completion_tokens": words.len(), "total_tokens": 9 + words.len()});
+    let close = if matches!(fault, Some(Fault::CloseConnection)) { "close" } else { "keep-alive" };
     if !stream {
-        return axum::Json(json!({
+        let mut res = axum::Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
@@ -169,6 +197,8 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
             "usage": usage,
         }))
         .into_response();
+        res.headers_mut().insert("connection", close.parse().expect("header"));
+        return res;
     }
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let chunk = |delta: Value, finish: Option<&str>| {
@@ -204,6 +234,7 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) 
     Response::builder()
         .header("content-type", "text/event-stream; charset=utf-8")
         .header("cache-control", "no-cache")
+        .header("connection", close)
         .body(body)
         .expect("response")
 }

@@ -10,4 +10,5 @@ mod postgres;
 mod python;
 mod routing;
 mod support;
+mod upstream;
 mod usage;

@@ -24,6 +24,7 @@ pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
         ttft_timeout_ms: 10_000,
         total_timeout_secs: 60,
         default_max_tokens: 1024,
+        ca_file: None,
     }
 }
 

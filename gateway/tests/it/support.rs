@@ -142,3 +142,35 @@ pub async fn long_stream(s: &Server) -> reqwest::Response {
     )
     .await
 }
+
+/// Serve `app` over TLS with `tests/tls/server.pem` until the test ends,
+/// giving handlers the client's address as `ConnectInfo`, as
+/// `axum::serve` does for plain HTTP.
+pub async fn serve_tls(listener: tokio::net::TcpListener, app: axum::Router) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .expect("tests/tls/server.pem");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("tests/tls/server.key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("TLS server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    while let Ok((tcp, peer)) = listener.accept().await {
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A failed handshake (an untrusting client) ends the connection.
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}
