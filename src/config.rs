@@ -195,6 +195,9 @@ impl Config {
         }
         let mut providers = raw.providers;
         for p in &mut providers {
+            if p.proxy.is_none() {
+                p.proxy = gateway::config::env_proxy(&p.base_url, |name| std::env::var(name).ok());
+            }
             let Some(var) = &p.api_key_env else { continue };
             match std::env::var(var) {
                 Ok(key) if !key.is_empty() => p.api_key = Some(gateway::Secret::new(key)),

@@ -99,6 +99,32 @@ pub struct ProviderConfig {
     /// system's (a self-hosted server behind a private CA).
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
+    /// HTTP proxy to reach this provider through
+    /// (`http://[user:password@]host:port`; https goes through a CONNECT
+    /// tunnel). Unset: the environment's, as curl reads it ([`env_proxy`]);
+    /// `""`: none.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+/// The proxy the environment names for `url`: `HTTPS_PROXY` or
+/// `HTTP_PROXY` by its scheme (`ALL_PROXY` otherwise; lowercase names
+/// first), unless `NO_PROXY` lists its host (a name matches itself and its
+/// subdomains; `*` matches all). `var` reads one variable.
+pub fn env_proxy(url: &str, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |name: &str| var(&name.to_ascii_lowercase()).or_else(|| var(name)).filter(|v| !v.trim().is_empty());
+    let uri = url.parse::<axum::http::Uri>().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if let Some(no) = get("NO_PROXY") {
+        let skip = no.split(',').map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase()).any(|e| {
+            e == "*" || (!e.is_empty() && (host == e || host.ends_with(&format!(".{e}"))))
+        });
+        if skip {
+            return None;
+        }
+    }
+    let own = if uri.scheme_str() == Some("https") { "HTTPS_PROXY" } else { "HTTP_PROXY" };
+    get(own).or_else(|| get("ALL_PROXY"))
 }
 
 impl ProviderConfig {
@@ -223,5 +249,26 @@ mod defaults {
     }
     pub fn total_timeout_secs() -> u64 {
         600
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_proxy;
+
+    #[test]
+    fn proxy_from_the_environment_as_curl_reads_it() {
+        let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let vars = env(&[("HTTPS_PROXY", "http://secure:3128"), ("http_proxy", "http://plain:3128"), ("NO_PROXY", "internal.example, .corp,localhost")]);
+        assert_eq!(env_proxy("https://api.openai.com/v1", vars).as_deref(), Some("http://secure:3128"));
+        assert_eq!(env_proxy("http://10.0.0.5:8000/v1", vars).as_deref(), Some("http://plain:3128"));
+        for skipped in ["https://internal.example/v1", "https://gpu.internal.example/v1", "http://vllm.corp:8000/v1", "http://localhost:8000/v1"] {
+            assert_eq!(env_proxy(skipped, vars), None, "{skipped}");
+        }
+        // A name only matches whole labels.
+        assert!(env_proxy("https://notinternal.example/v1", vars).is_some());
+        let vars = env(&[("ALL_PROXY", "http://all:3128"), ("https_proxy", ""), ("no_proxy", "")]);
+        assert_eq!(env_proxy("https://api.groq.com/openai/v1", vars).as_deref(), Some("http://all:3128"));
+        assert_eq!(env_proxy("https://x/v1", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
     }
 }

@@ -54,6 +54,9 @@ pub(crate) enum Error {
     /// The connect timeout or the request's deadline passed.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The proxy refused or broke the tunnel.
+    #[error("proxy: {0}")]
+    Proxy(String),
     /// A whole answer larger than [`MAX_BODY`].
     #[error("the answer is larger than {} MiB", MAX_BODY >> 20)]
     TooLarge,
@@ -83,8 +86,13 @@ struct Target {
     port: u16,
     /// `host[:port]` as the URL gave it.
     host_header: HeaderValue,
-    /// Origin-form request target (`/v1/chat/completions`).
+    /// `host:port`, always with the port (a CONNECT target).
+    authority: String,
+    /// The request target: origin-form (`/v1/chat/completions`), or the
+    /// whole URL for plain HTTP through a proxy.
     path: Uri,
+    /// The proxy to go through, if any.
+    proxy: Option<Proxy>,
     /// `None` for plain HTTP.
     tls: Option<(
         tokio_rustls::TlsConnector,
@@ -141,9 +149,10 @@ pub(crate) struct Body {
 
 impl Client {
     /// A client for `url` (`http://` or `https://`, with the path requests
-    /// go to); `tls` secures https.
+    /// go to), through `proxy` if given; `tls` secures https.
     pub(crate) fn new(
         url: &str,
+        proxy: Option<Proxy>,
         tls: &Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         threads: usize,
@@ -169,18 +178,25 @@ impl Client {
                 Some((tokio_rustls::TlsConnector::from(tls.clone()), name))
             }
         };
-        let path = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<Uri>()
-            .map_err(|e| e.to_string())?;
+        // A proxy forwards plain HTTP by the request line's whole URL; https
+        // goes through a CONNECT tunnel and asks as usual.
+        let path = match (&proxy, https) {
+            (Some(_), false) => uri.clone(),
+            _ => uri.path_and_query().map_or("/", |p| p.as_str()).parse::<Uri>().map_err(|e| e.to_string())?,
+        };
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host_header = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL: use api_key_env".into());
+        }
         Ok(Self {
             target: Arc::new(Target {
-                port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                port,
+                authority: format!("{}:{port}", authority.host()),
                 host,
                 host_header,
                 path,
+                proxy,
                 tls,
             }),
             connect_timeout,
@@ -205,6 +221,9 @@ impl Client {
         *req.uri_mut() = self.target.path.clone();
         *req.headers_mut() = headers.clone();
         req.headers_mut().insert(header::HOST, self.target.host_header.clone());
+        if let Some(auth) = self.target.proxy.as_ref().filter(|_| self.target.tls.is_none()).and_then(|p| p.auth.clone()) {
+            req.headers_mut().insert(header::PROXY_AUTHORIZATION, auth);
+        }
         let exchange = async {
             if let Some(conn) = self.checkout(thread) {
                 match exchange(conn, req).await {
@@ -264,11 +283,13 @@ impl Client {
     async fn connect(&self) -> Result<Conn, Error> {
         let t = &self.target;
         let open = async {
-            let tcp = TcpStream::connect((t.host.as_str(), t.port))
-                .await
-                .map_err(Error::Connect)?;
+            let (host, port) = t.proxy.as_ref().map_or((t.host.as_str(), t.port), |p| (p.host.as_str(), p.port));
+            let mut tcp = TcpStream::connect((host, port)).await.map_err(Error::Connect)?;
             // Requests and SSE events are small and latency-bound.
             tcp.set_nodelay(true).map_err(Error::Connect)?;
+            if let (Some(proxy), Some(_)) = (&t.proxy, &t.tls) {
+                proxy.tunnel(&mut tcp, &t.authority).await?;
+            }
             Ok::<_, Error>(match &t.tls {
                 None => Stream::Plain(tcp),
                 Some((connector, name)) => Stream::Tls(Box::new(
@@ -408,6 +429,75 @@ impl futures_util::Stream for Body {
                 }
             }
         }
+    }
+}
+
+/// An HTTP proxy: plain HTTP goes through it by absolute URL, https
+/// through a CONNECT tunnel.
+pub(crate) struct Proxy {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization: Basic ...` from the URL's `user:password@`.
+    auth: Option<HeaderValue>,
+}
+
+impl Proxy {
+    /// `http://[user:password@]host:port`.
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
+        use base64::Engine;
+        let bad = |why: &str| format!("proxy `{}`: {why}", redact(url));
+        let uri = url.parse::<Uri>().map_err(|e| bad(&e.to_string()))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad("only http:// proxies are supported"));
+        }
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+        let auth = match authority.as_str().rsplit_once('@') {
+            None => None,
+            Some((userinfo, _)) => {
+                let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                let mut v = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| bad("bad credentials"))?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Self { host, port: authority.port_u16().unwrap_or(80), auth })
+    }
+
+    /// Ask the proxy on `tcp` for a tunnel to `target` (`host:port`).
+    async fn tunnel(&self, tcp: &mut TcpStream, target: &str) -> Result<(), Error> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+        if let Some(auth) = &self.auth {
+            head.extend_from_slice(b"Proxy-Authorization: ");
+            head.extend_from_slice(auth.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        tcp.write_all(&head).await.map_err(Error::Connect)?;
+        // Its answer's head, byte by byte: nothing after it may be consumed,
+        // it is the TLS handshake's.
+        let mut answer = Vec::with_capacity(128);
+        while !answer.ends_with(b"\r\n\r\n") {
+            if answer.len() >= 8192 {
+                return Err(Error::Proxy("its answer to CONNECT has no end".into()));
+            }
+            let byte = tcp.read_u8().await.map_err(|e| Error::Proxy(format!("closed the tunnel: {e}")))?;
+            answer.push(byte);
+        }
+        let status_line = String::from_utf8_lossy(&answer[..answer.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
+        match status_line.split(' ').nth(1) {
+            Some(code) if code.starts_with('2') => Ok(()),
+            _ => Err(Error::Proxy(format!("refused CONNECT {target}: {status_line}"))),
+        }
+    }
+}
+
+/// `url` without its credentials, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
     }
 }
 

@@ -25,6 +25,7 @@ pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
         total_timeout_secs: 60,
         default_max_tokens: 1024,
         ca_file: None,
+        proxy: None,
     }
 }
 
