@@ -36,11 +36,15 @@ pub struct RawDatabase {
     /// `sqlite://path` (created if missing) or `postgres://...`; empty:
     /// keep no usage records. Env `STARLING_DATABASE_URL` overrides.
     pub url: String,
+    /// Local file where usage records wait until they are in the database,
+    /// so a crash loses none; empty: none. Env `STARLING_USAGE_JOURNAL`
+    /// overrides.
+    pub journal: PathBuf,
 }
 
 impl Default for RawDatabase {
     fn default() -> Self {
-        Self { url: "sqlite://starling.db".into() }
+        Self { url: "sqlite://starling.db".into(), journal: "starling-usage.journal".into() }
     }
 }
 
@@ -166,6 +170,8 @@ pub struct Config {
     pub gateway: gateway::GatewayConfig,
     /// Database URL for usage records (None: keep none).
     pub database_url: Option<String>,
+    /// The usage journal (None: none).
+    pub usage_journal: Option<PathBuf>,
 }
 
 impl Config {
@@ -207,6 +213,8 @@ impl Config {
         let database_url = std::env::var("STARLING_DATABASE_URL").unwrap_or(raw.database.url);
         Ok(Self {
             database_url: (!database_url.is_empty()).then_some(database_url),
+            usage_journal: Some(std::env::var_os("STARLING_USAGE_JOURNAL").map_or(raw.database.journal, PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty()),
             models: manifest.model,
             cache_dir,
             default_model: raw.models.default,

@@ -211,6 +211,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let mut server_cfg = config.server.clone();
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
+    let journal = config.usage_journal.clone();
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
@@ -220,10 +221,12 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     // writer, signals. Requests run on the HTTP threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
+        // Before the "serving" line: whoever started us may signal at once.
+        let signal = shutdown_signal();
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
             let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
-            app.attach_database(&db).await.with_context(|| format!("cannot set up the database {url}"))?;
+            app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {url}"))?;
         }
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
@@ -258,7 +261,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {
             tokio::select! {
-                () = shutdown_signal() => {}
+                () = signal => {}
                 // Err (no local model, or it loaded): the branch is disabled.
                 Ok(e) = failed_rx => { let _ = failure_tx.send(e); }
             }
@@ -282,31 +285,37 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd).
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd): listened for from
+/// this call on, so a signal that comes before the future is awaited (right
+/// after the "serving" line) still shuts down gracefully rather than
+/// killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| tracing::error!("cannot listen for {name}: {e}")).ok()
+        };
+        let (mut int, mut term) = (listen(SignalKind::interrupt(), "SIGINT"), listen(SignalKind::terminate(), "SIGTERM"));
+        async fn next(s: Option<&mut tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending::<()>().await,
+            }
+        }
+        async move {
+            tokio::select! {
+                () = next(int.as_mut()) => {}
+                () = next(term.as_mut()) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!("cannot listen for Ctrl-C: {e}");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 

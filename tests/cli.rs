@@ -47,6 +47,8 @@ fn serve(config: &std::path::Path, db: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("STARLING_DATABASE_URL", db)
+        // Each test its own journal, beside its database.
+        .env("STARLING_USAGE_JOURNAL", journal_of(db))
         .arg("--config")
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -59,6 +61,11 @@ fn serve(config: &std::path::Path, db: &str) -> (std::process::Child, String) {
     assert!(first.contains("gateway only"), "{first}");
     let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).expect("address").to_owned();
     (child, addr)
+}
+
+/// The usage journal `serve` keeps for the SQLite database `db`.
+fn journal_of(db: &str) -> String {
+    format!("{}.journal", db.trim_start_matches("sqlite://"))
 }
 
 /// A temporary config for a gateway with no local model (ready at once).
@@ -107,13 +114,64 @@ fn sigterm_ends_every_http_thread_and_keeps_their_records() {
     let usage = http(&addr, "GET /v1/usage?group_by=route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["toml", "db", "db-wal", "db-shm"] {
+    for suffix in ["toml", "db", "db-wal", "db-shm", "db.journal"] {
         let _ = std::fs::remove_file(base.with_extension(suffix));
     }
     assert!(usage.starts_with("HTTP/1.1 200"), "{usage}");
     // One group (the route asked for), with all six requests.
     assert!(usage.contains(r#""group":"nope""#) && usage.matches(r#""group":"#).count() == 1, "{usage}");
     assert!(usage.contains(r#""requests":6"#), "{usage}");
+}
+
+/// `kill -9` while the records of answered requests are still queued (the
+/// database is locked by another writer): the next start writes them from
+/// the journal, each once.
+#[test]
+fn a_killed_server_loses_no_usage_record() {
+    use sqlx::{Connection, Executor};
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let base = std::env::temp_dir().join(format!("starling-cli-kill-{}-{nanos}", std::process::id()));
+    let cfg = base.with_extension("toml");
+    let db = format!("sqlite://{}", base.with_extension("db").display());
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n").expect("write config");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+
+    let (mut child, addr) = serve(&cfg, &db);
+    // Another writer holds the database: the server's inserts wait, then
+    // fail and are retried, so its records stay queued.
+    let mut locker = rt.block_on(sqlx::SqliteConnection::connect(&db)).expect("open the database");
+    rt.block_on(locker.execute("BEGIN IMMEDIATE")).expect("lock");
+    let body = r#"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let ask = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..5 {
+        let answer = http(&addr, &ask);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    rt.block_on(locker.execute("ROLLBACK")).expect("unlock");
+    let count = |rt: &tokio::runtime::Runtime, conn: &mut sqlx::SqliteConnection| -> i64 {
+        rt.block_on(sqlx::query_scalar("SELECT COUNT(*) FROM usage_records").fetch_one(conn)).expect("count")
+    };
+    assert_eq!(count(&rt, &mut locker), 0, "the killed server wrote nothing");
+
+    // The next start writes them; a clean shutdown leaves the journal empty.
+    let (child, _) = serve(&cfg, &db);
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "serve exits 0 on SIGTERM: {:?}", out.status);
+    let written = count(&rt, &mut locker);
+    let journal = std::fs::metadata(journal_of(&db)).map(|m| m.len());
+    drop(locker);
+    for suffix in ["toml", "db", "db-wal", "db-shm", "db.journal"] {
+        let _ = std::fs::remove_file(base.with_extension(suffix));
+    }
+    assert_eq!(written, 5);
+    assert_eq!(journal.ok(), Some(0));
 }
 
 #[test]

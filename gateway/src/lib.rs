@@ -23,7 +23,8 @@
 //! - `keys`: virtual API keys (hashed), rate limits and daily budgets.
 //! - `db`: the SQLite/PostgreSQL pool behind keys and usage.
 //! - `cache`: answers to deterministic requests, replayed (moka).
-//! - `usage`: usage records (SQLite or PostgreSQL), written off the hot path.
+//! - `usage`: usage records (SQLite or PostgreSQL), written off the hot path;
+//!   `journal` keeps them in a local file until they are written.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
 
@@ -35,6 +36,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod generator;
+mod journal;
 pub mod keys;
 pub mod local;
 pub mod messages;

@@ -110,6 +110,9 @@ pub enum DatabaseError {
     /// API keys.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
+    /// The usage journal.
+    #[error(transparent)]
+    Journal(#[from] crate::usage::JournalError),
 }
 
 /// Who is calling: the API key's settings, or None where no key is needed.
@@ -222,11 +225,14 @@ impl App {
     }
 
     /// Keep usage records and read API keys in `db` from now on (a second
-    /// call is ignored). Needs a tokio runtime: it starts the writer task.
-    pub async fn attach_database(&self, db: &Db) -> Result<(), DatabaseError> {
+    /// call is ignored), journaling records in the file `journal` until they
+    /// are written (see [`UsageLog::start`]). Needs a tokio runtime: it
+    /// starts the writer task.
+    pub async fn attach_database(&self, db: &Db, journal: Option<&std::path::Path>) -> Result<(), DatabaseError> {
         let usage = UsageStore::new(db).await?;
         let keys = KeyRing::load(KeyStore::new(db).await?).await?;
-        if self.0.usage.set(UsageLog::start(usage, self.0.metrics.usage_writer.clone())).is_err() || self.0.keys.set(keys).is_err() {
+        let log = UsageLog::start(usage, self.0.metrics.usage_writer.clone(), journal)?;
+        if self.0.usage.set(log).is_err() || self.0.keys.set(keys).is_err() {
             tracing::warn!("database attached twice; keeping the first");
         }
         Ok(())

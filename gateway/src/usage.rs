@@ -8,26 +8,29 @@
 //! A write that fails (the database restarting, a network blip) is kept
 //! and retried with growing pauses: an outage delays records, it does not
 //! lose them. [`UsageLog::close`] drains the channel and flushes; `serve`
-//! calls it after the last request ended, so a graceful shutdown loses
-//! nothing unless the database stays away past the shutdown grace (then
-//! each record is logged whole). A hard kill loses what is still queued in
-//! memory: the last fraction of a second's records, or more during an
-//! outage. SQLite runs in WAL mode with `synchronous=NORMAL`, so a
-//! committed batch survives a process crash.
+//! calls it after the last request ended. With a journal (`serve` keeps
+//! one, [`crate::journal`]) each record is also appended to a local file
+//! before it is queued, so a hard kill or a database that stays away past
+//! the shutdown grace loses nothing: the next start writes what the file
+//! holds. Without one, those records are logged whole at shutdown, and a
+//! hard kill loses what is still queued. SQLite runs in WAL mode with
+//! `synchronous=NORMAL`, so a committed batch survives a process crash.
 
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
 use crate::db::Db;
+use crate::journal::Journal;
 use sqlx::{AnyPool, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// One request's record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// The response id (`chatcmpl-...`), or a generated one for failures.
     pub request_id: String,
@@ -64,6 +67,16 @@ pub struct UsageRecord {
     pub attempts: i64,
 }
 
+/// The usage journal could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+#[error("usage journal {}: {source}", path.display())]
+pub struct JournalError {
+    /// The journal file.
+    pub path: PathBuf,
+    /// What failed.
+    pub source: std::io::Error,
+}
+
 /// Why the usage store could not be opened or queried.
 #[derive(Debug, thiserror::Error)]
 #[error("usage store: {0}")]
@@ -91,6 +104,13 @@ const INDEX: &str = "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_record
 const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16)";
+/// [`INSERT`] unless the record is already there: records read back from
+/// the journal may have been written just before the crash. Id, arrival
+/// and latency (to the bit) single one out.
+const INSERT_MISSING: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
+    completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16 \
+    WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1 AND ts_ms = $2 AND route = $4 AND latency_ms = $12)";
 /// Most records per transaction.
 const BATCH: usize = 256;
 
@@ -110,9 +130,18 @@ impl UsageStore {
 
     /// Insert records in one transaction.
     pub async fn insert(&self, records: &[UsageRecord]) -> Result<(), UsageError> {
+        self.insert_with(INSERT, records).await
+    }
+
+    /// Insert those of `records` the store does not have yet.
+    pub async fn insert_missing(&self, records: &[UsageRecord]) -> Result<(), UsageError> {
+        self.insert_with(INSERT_MISSING, records).await
+    }
+
+    async fn insert_with(&self, sql: &str, records: &[UsageRecord]) -> Result<(), UsageError> {
         let mut tx = self.pool.begin().await?;
         for r in records {
-            sqlx::query(INSERT)
+            sqlx::query(sql)
                 .bind(text(&r.request_id))
                 .bind(r.ts_ms)
                 .bind(r.key_id.as_deref().map(text))
@@ -272,6 +301,10 @@ struct Writer {
     store: UsageStore,
     rx: mpsc::UnboundedReceiver<Message>,
     queued: Vec<UsageRecord>,
+    /// How many of `queued`, from the front, came back from the journal
+    /// (and may already be in the store).
+    replayed: usize,
+    journal: Option<Arc<Journal>>,
     close_by: Option<tokio::time::Instant>,
     metrics: WriterMetrics,
 }
@@ -298,10 +331,17 @@ impl Writer {
                 }
                 continue;
             }
-            let n = self.queued.len().min(BATCH);
-            match self.store.insert(&self.queued[..n]).await {
+            let replay = self.replayed > 0;
+            let n = self.queued.len().min(if replay { self.replayed } else { usize::MAX }).min(BATCH);
+            let batch = &self.queued[..n];
+            let done = if replay { self.store.insert_missing(batch).await } else { self.store.insert(batch).await };
+            match done {
                 Ok(()) => {
                     self.queued.drain(..n);
+                    self.replayed = self.replayed.saturating_sub(n);
+                    if let Some(j) = &self.journal {
+                        j.written(n);
+                    }
                     self.metrics.queued.set(self.queued.len() as i64);
                     pause = FIRST_PAUSE;
                 }
@@ -362,6 +402,10 @@ impl Writer {
 
     fn give_up(&mut self, e: &UsageError) {
         tracing::error!(records = self.queued.len(), "usage records not written by the shutdown deadline: {e}");
+        if self.journal.is_some() {
+            tracing::error!("they stay in the usage journal: the next start writes them");
+            self.queued.clear();
+        }
         for r in self.queued.drain(..) {
             let line = serde_json::to_string(&r).unwrap_or_else(|_| format!("{r:?}"));
             tracing::error!(record = %line, "usage record not written");
@@ -370,25 +414,42 @@ impl Writer {
     }
 }
 
-/// The handlers' side: a channel to the writer task.
+/// The handlers' side: a channel to the writer task (and the journal).
 #[derive(Debug)]
 pub struct UsageLog {
     tx: mpsc::UnboundedSender<Message>,
+    journal: Option<Arc<Journal>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     store: UsageStore,
 }
 
 impl UsageLog {
-    /// Start the writer task (needs a tokio runtime).
-    pub fn start(store: UsageStore, metrics: WriterMetrics) -> Self {
+    /// Start the writer task (needs a tokio runtime), journaling every
+    /// record in the file at `journal` if given; records a previous run left
+    /// there are written first.
+    pub fn start(store: UsageStore, metrics: WriterMetrics, journal: Option<&Path>) -> Result<Self, JournalError> {
+        let (journal, left) = match journal {
+            None => (None, Vec::new()),
+            Some(path) => {
+                let (j, left) = Journal::open(path).map_err(|e| JournalError { path: path.to_owned(), source: e })?;
+                if !left.is_empty() {
+                    tracing::warn!(records = left.len(), journal = %path.display(), "usage records from a run that did not shut down cleanly: writing them");
+                }
+                (Some(Arc::new(j)), left)
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer { store: store.clone(), rx, queued: Vec::new(), close_by: None, metrics };
+        metrics.queued.set(left.len() as i64);
+        let writer = Writer { store: store.clone(), rx, replayed: left.len(), queued: left, journal: journal.clone(), close_by: None, metrics };
         let writer = tokio::spawn(writer.run());
-        Self { tx, writer: Mutex::new(Some(writer)), store }
+        Ok(Self { tx, journal, writer: Mutex::new(Some(writer)), store })
     }
 
-    /// Queue a record (never blocks).
+    /// Queue a record (never blocks): journaled first, if there is a journal.
     pub fn record(&self, r: UsageRecord) {
+        if let Some(j) = &self.journal {
+            j.append(&r);
+        }
         if self.tx.send(Message::Record(r)).is_err() {
             tracing::error!("usage writer is gone; record lost");
         }

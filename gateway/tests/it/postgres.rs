@@ -65,6 +65,8 @@ impl PgServer {
         assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let mut server = Self { child: None, dir, port, url: format!("postgres://starling@127.0.0.1:{port}/postgres") };
+        // A journal a crashed earlier run left for this URL is not ours.
+        let _ = std::fs::remove_file(crate::support::journal_for(&server.url));
         server.resume().await;
         server
     }
@@ -120,6 +122,7 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(crate::support::journal_for(&self.url));
     }
 }
 
@@ -133,6 +136,12 @@ async fn usage_records_are_kept_across_a_restart_on_postgres() {
 async fn keys_are_created_revoked_and_enforced_on_postgres() {
     let pg = PgServer::start().await;
     crate::keys::revoked_key_refused(&pg.url).await;
+}
+
+#[tokio::test]
+async fn journaled_records_are_written_once_on_postgres() {
+    let pg = PgServer::start().await;
+    crate::usage::journal_written_once(&pg.url).await;
 }
 
 #[tokio::test]

@@ -96,11 +96,24 @@ pub async fn start_recorded(
     let app = App::new(sc, gateway).expect("app");
     if let Some(url) = usage_url {
         let db = gateway::db::Db::open(url).await.expect("database");
-        app.attach_database(&db).await.expect("attach database");
+        app.attach_database(&db, Some(&journal_for(url))).await.expect("attach database");
     }
     let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
     app.set_ready(Generators::new(vec![provider]));
     start_app(app, engine).await
+}
+
+/// The usage journal kept with a database, so a restart on the same
+/// database reads it, as `serve`'s does: beside a SQLite file, in the temp
+/// directory for a PostgreSQL URL (`PgServer` removes it).
+pub fn journal_for(url: &str) -> PathBuf {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => PathBuf::from(format!("{path}.journal")),
+        None => {
+            let name: String = url.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+            std::env::temp_dir().join(format!("starling-journal-{name}"))
+        }
+    }
 }
 
 /// Serve an already built app.

@@ -24,7 +24,7 @@ impl TempDb {
 
 impl Drop for TempDb {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", ".journal"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
     }
@@ -120,6 +120,51 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     assert_eq!(empty["data"], json!([]));
     let bad = reqwest::get(format!("{}/usage?group_by=colour", s2.v1())).await.expect("usage");
     assert_eq!(bad.status(), 400);
+}
+
+/// Records a crashed run left in the journal are written at the next
+/// start, except those it had already written, and a line the crash cut
+/// off is skipped; a clean shutdown leaves the journal empty.
+#[tokio::test]
+async fn records_left_in_the_journal_are_written_once() {
+    journal_written_once(&TempDb::new().url()).await;
+}
+
+/// The journal test on any database (`postgres.rs` runs it on PostgreSQL).
+pub async fn journal_written_once(db_url: &str) {
+    let journal = crate::support::journal_for(db_url);
+    let record = |id: &str, latency_ms: f64| gateway::usage::UsageRecord {
+        request_id: id.into(),
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+        completion_tokens: 7,
+        status: 200,
+        latency_ms,
+        ..gateway::usage::draft("tweet-writer", None)
+    };
+    let (written, unwritten) = (record("chatcmpl-written", 12.5), record("chatcmpl-unwritten", 30.25));
+    {
+        let pool = gateway::db::Db::open(db_url).await.expect("database");
+        let store = gateway::usage::UsageStore::new(&pool).await.expect("store");
+        store.insert(std::slice::from_ref(&written)).await.expect("insert");
+    }
+    let mut lines = String::new();
+    for r in [&written, &unwritten] {
+        lines.push_str(&serde_json::to_string(r).expect("json"));
+        lines.push('\n');
+    }
+    lines.push_str(r#"{"request_id": "chatcmpl-cut", "ts_"#);
+    std::fs::write(&journal, lines).expect("write journal");
+
+    let mut s = start_recorded(|_| {}, |_| {}, gateway_for(vec![], vec![]), Some(db_url)).await;
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    assert_eq!(std::fs::metadata(&journal).map(|m| m.len()).ok(), Some(0));
+    let s = start_recorded(|_| {}, |_| {}, gateway_for(vec![], vec![]), Some(db_url)).await;
+    let by_provider: Value =
+        reqwest::get(format!("{}/usage?group_by=provider", s.v1())).await.expect("usage").json().await.expect("json");
+    let o = group(&by_provider, "openai");
+    assert_eq!((o["requests"].as_i64(), o["completion_tokens"].as_i64()), (Some(2), Some(14)), "{by_provider}");
 }
 
 /// A stream cut short never reaches its usage chunk, yet the provider
