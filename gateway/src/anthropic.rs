@@ -75,6 +75,11 @@ impl Provider for Anthropic {
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
         Box::pin(self.answer(call))
     }
+
+    /// The Messages API continues a final assistant turn.
+    fn continues_prefill(&self) -> bool {
+        true
+    }
 }
 
 fn text_of(content: &Value) -> String {

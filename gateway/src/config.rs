@@ -105,6 +105,12 @@ pub struct ProviderConfig {
     /// `""`: none.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// The server continues a final assistant message when asked with
+    /// `continue_final_message: true` (vLLM, SGLang): a stream another
+    /// candidate broke off mid-answer can be resumed here. Anthropic always
+    /// can.
+    #[serde(default)]
+    pub continue_final_message: bool,
 }
 
 /// The proxy the environment names for `url`: `HTTPS_PROXY` or

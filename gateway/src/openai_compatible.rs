@@ -120,6 +120,7 @@ impl Endpoint {
 /// One OpenAI-compatible endpoint.
 pub struct OpenAiCompatible {
     endpoint: Endpoint,
+    continue_final_message: bool,
 }
 
 impl std::fmt::Debug for OpenAiCompatible {
@@ -173,11 +174,19 @@ impl OpenAiCompatible {
     /// A provider from its config (its key already read from the env), with
     /// a connection pool for each of `threads` HTTP threads.
     pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
-        Ok(Self { endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, &[], threads)? })
+        Ok(Self {
+            endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, &[], threads)?,
+            continue_final_message: cfg.continue_final_message,
+        })
     }
 
     async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
         let mut body = call.body;
+        if call.continuation {
+            // vLLM's and SGLang's way to ask for a prefill to be continued.
+            body.insert("continue_final_message".into(), Value::Bool(true));
+            body.insert("add_generation_prompt".into(), Value::Bool(false));
+        }
         if call.stream {
             match body.get_mut("stream_options") {
                 Some(Value::Object(o)) => {
@@ -199,6 +208,10 @@ impl OpenAiCompatible {
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
         &self.endpoint.name
+    }
+
+    fn continues_prefill(&self) -> bool {
+        self.continue_final_message
     }
 
     fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {

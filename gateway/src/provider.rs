@@ -22,6 +22,10 @@ pub struct ChatCall {
     pub model: String,
     /// `stream: true`.
     pub stream: bool,
+    /// The last message is the assistant's answer so far, to be continued
+    /// rather than answered (a stream another provider broke off; only
+    /// sent where [`Provider::continues_prefill`]).
+    pub continuation: bool,
 }
 
 /// `chat.completion.chunk` objects, the usage chunk last when there is one.
@@ -61,5 +65,11 @@ pub trait Provider: Send + Sync {
     /// Live load, where the provider knows it (the local engine does).
     fn load(&self) -> Option<Load> {
         None
+    }
+
+    /// Whether it can continue a final assistant message (a prefill), so a
+    /// stream another candidate broke off can be resumed here.
+    fn continues_prefill(&self) -> bool {
+        false
     }
 }

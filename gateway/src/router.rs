@@ -4,22 +4,25 @@
 //! move on to the next candidate, with backoff before a candidate is tried
 //! again, until an attempt succeeds, attempts run out or the deadline
 //! passes. All of this happens before anything reaches the client: a
-//! stream counts as answered once its first chunk has arrived.
+//! stream counts as answered once its first chunk has arrived. A stream
+//! that breaks after that is carried on by a later candidate that can
+//! continue a prefill (the answer so far as the last assistant message),
+//! when there is one; otherwise it ends with the error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use rand::Rng;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::breaker::{Breakers, State};
 use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
 use crate::metrics::Metrics;
 use crate::prices::{local_price, Prices};
-use crate::provider::{ChatCall, ChatReply, Provider};
+use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
 
 /// A provider with its timeouts.
 #[derive(Clone)]
@@ -182,7 +185,7 @@ impl Router {
     /// `local_only`: the caller's cloud budget is spent, so only the local
     /// engine (already paid for) may answer; 429 `insufficient_quota` when
     /// the route has no local candidate.
-    pub async fn chat(&self, model: &str, body: Map<String, Value>, stream: bool, local_only: bool) -> Result<Routed, ApiError> {
+    pub async fn chat(self: &Arc<Self>, model: &str, body: Map<String, Value>, stream: bool, local_only: bool) -> Result<Routed, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
         let mut order = match self.routes.get(model) {
             Some(route) => self.order(model, route, &body),
@@ -224,9 +227,9 @@ impl Router {
                 }
                 tried = true;
                 attempts += 1;
-                let mut body = body.clone();
-                body.insert("model".into(), Value::String(c.model.clone()));
-                let call = ChatCall { body, model: c.model.clone(), stream };
+                let mut call_body = body.clone();
+                call_body.insert("model".into(), Value::String(c.model.clone()));
+                let call = ChatCall { body: call_body, model: c.model.clone(), stream, continuation: false };
                 let started = Instant::now();
                 let outcome = attempt(&c.upstream, call, deadline).await;
                 let took = started.elapsed();
@@ -245,6 +248,10 @@ impl Router {
                         if c.upstream.breaker {
                             self.breakers.success(&c.provider, &c.model, Instant::now());
                         }
+                        let reply = match reply {
+                            ChatReply::Stream(s) => ChatReply::Stream(self.carried(s, c, &order[i + 1..], &body, deadline)),
+                            json => json,
+                        };
                         return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts, upstream });
                     }
                     Err(e) => {
@@ -365,6 +372,192 @@ impl Router {
         let mut map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let e = map.entry((c.provider.clone(), c.model.clone())).or_insert(took.as_secs_f64());
         *e = EWMA_ALPHA * took.as_secs_f64() + (1.0 - EWMA_ALPHA) * *e;
+    }
+}
+
+/// A stream's state for carrying it on elsewhere: the answer so far and
+/// the candidates that could continue it.
+struct Carry {
+    router: Arc<Router>,
+    /// Who is answering now.
+    current: Candidate,
+    /// Later candidates that continue a prefill, in the route's order.
+    rest: VecDeque<Candidate>,
+    body: Map<String, Value>,
+    deadline: Instant,
+    /// The text streamed so far.
+    text: String,
+    /// Chunks that carried output so far (about one token each).
+    outputs: i64,
+    /// Of those, the ones earlier attempts sent: the usage the last attempt
+    /// reports counts only its own.
+    carried_outputs: i64,
+    /// Tool calls or several choices: not something a prefill continues.
+    blocked: bool,
+    /// `id`, `created` and `model` of the first chunk: the client's stream
+    /// keeps them across attempts.
+    stamp: Option<[Value; 3]>,
+    resumed: bool,
+    /// The prefill went without its trailing whitespace (Anthropic refuses
+    /// it), so the continuation's leading whitespace is not repeated.
+    trim_next: bool,
+}
+
+impl Router {
+    /// `chunks` from `current`, carried on by one of `later` if it breaks
+    /// after its first chunk while answering in text. As it is when no later
+    /// candidate continues prefills, or the request asks for several
+    /// choices.
+    fn carried(
+        self: &Arc<Self>,
+        chunks: ChunkValues,
+        current: &Candidate,
+        later: &[Candidate],
+        body: &Map<String, Value>,
+        deadline: Instant,
+    ) -> ChunkValues {
+        let rest: VecDeque<Candidate> = later.iter().filter(|c| c.upstream.provider.continues_prefill()).cloned().collect();
+        let several = body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1);
+        if rest.is_empty() || several {
+            return chunks;
+        }
+        let carry = Carry {
+            router: self.clone(),
+            current: current.clone(),
+            rest,
+            body: body.clone(),
+            deadline,
+            text: String::new(),
+            outputs: 0,
+            carried_outputs: 0,
+            blocked: false,
+            stamp: None,
+            resumed: false,
+            trim_next: false,
+        };
+        stream::unfold(Some((chunks, carry)), |state| async move {
+            let (mut chunks, mut carry) = state?;
+            loop {
+                match chunks.next().await {
+                    Some(Ok(mut v)) => {
+                        if carry.take(&mut v) {
+                            return Some((Ok(v), Some((chunks, carry))));
+                        }
+                    }
+                    Some(Err(e)) => match carry.resume(&e).await {
+                        Some(next) => chunks = next,
+                        None => return Some((Err(e), None)),
+                    },
+                    None => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+impl Carry {
+    /// Note what chunk `v` carries, and make a continuation's chunk look
+    /// like the first attempt's. False: leave it out (a continuation's
+    /// opening role chunk).
+    fn take(&mut self, v: &mut Value) -> bool {
+        if self.resumed {
+            let first = &v["choices"][0];
+            let d = &first["delta"];
+            if d.get("role").is_some() && d["content"].as_str().unwrap_or_default().is_empty() && d.get("tool_calls").is_none() && first["finish_reason"].is_null() {
+                return false;
+            }
+            if let (Some(stamp), Some(o)) = (&self.stamp, v.as_object_mut()) {
+                for (k, val) in ["id", "created", "model"].into_iter().zip(stamp) {
+                    o.insert(k.into(), val.clone());
+                }
+            }
+            if self.trim_next {
+                if let Some(c) = v["choices"][0]["delta"]["content"].as_str().filter(|c| !c.is_empty()) {
+                    let trimmed = c.trim_start().to_owned();
+                    v["choices"][0]["delta"]["content"] = Value::String(trimmed);
+                    self.trim_next = false;
+                }
+            }
+            if let Some(u) = v.get_mut("usage").filter(|u| u.is_object()) {
+                let add = |u: &mut Value, k: &str, n: i64| u[k] = json!(u[k].as_i64().unwrap_or(0) + n);
+                add(u, "completion_tokens", self.carried_outputs);
+                add(u, "total_tokens", self.carried_outputs);
+            }
+        } else if self.stamp.is_none() {
+            self.stamp = Some([v["id"].clone(), v["created"].clone(), v["model"].clone()]);
+        }
+        for c in v["choices"].as_array().into_iter().flatten() {
+            let d = &c["delta"];
+            if c["index"].as_u64().unwrap_or(0) != 0 || d.get("tool_calls").is_some_and(|t| !t.is_null()) {
+                self.blocked = true;
+            }
+            if let Some(text) = d["content"].as_str().filter(|t| !t.is_empty()) {
+                self.text.push_str(text);
+                self.outputs += 1;
+            }
+        }
+        true
+    }
+
+    /// The current candidate broke off with `e`: the stream of the next
+    /// candidate that takes up the answer so far, if one does.
+    async fn resume(&mut self, e: &ApiError) -> Option<ChunkValues> {
+        let router = self.router.clone();
+        if self.blocked || self.text.trim().is_empty() || matches!(e.fate(), Fate::Final) {
+            return None;
+        }
+        let prefill = self.text.trim_end().to_owned();
+        while let Some(next) = self.rest.pop_front() {
+            if Instant::now() >= self.deadline {
+                return None;
+            }
+            if next.upstream.breaker && !router.breakers.allow(&next.provider, &next.model, Instant::now()) {
+                continue;
+            }
+            let mut body = self.body.clone();
+            body.insert("model".into(), Value::String(next.model.clone()));
+            if let Some(Value::Array(messages)) = body.get_mut("messages") {
+                messages.push(json!({"role": "assistant", "content": prefill}));
+            }
+            for k in ["max_completion_tokens", "max_tokens"] {
+                if let Some(n) = body.get(k).and_then(Value::as_u64) {
+                    body.insert(k.into(), json!(n.saturating_sub(self.outputs.max(0) as u64).max(1)));
+                }
+            }
+            let call = ChatCall { body, model: next.model.clone(), stream: true, continuation: true };
+            let started = Instant::now();
+            let outcome = attempt(&next.upstream, call, self.deadline).await;
+            let labels = [next.provider.as_str(), next.model.as_str()];
+            router.metrics.upstream_seconds.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(e) => e.code.unwrap_or(e.kind),
+            };
+            router.metrics.upstream_attempts.with_label_values(&[labels[0], labels[1], label]).inc();
+            match outcome {
+                Ok(ChatReply::Stream(s)) => {
+                    if next.upstream.breaker {
+                        router.breakers.success(&next.provider, &next.model, Instant::now());
+                    }
+                    tracing::info!(from = %self.current.provider, to = %next.provider, "a broken stream resumed with its answer so far");
+                    self.trim_next = prefill.len() < self.text.len();
+                    self.carried_outputs = self.outputs;
+                    self.current = next;
+                    self.resumed = true;
+                    return Some(s);
+                }
+                // Not for a stream; nothing to splice.
+                Ok(ChatReply::Json(_)) => {}
+                Err(err) => {
+                    if next.upstream.breaker && matches!(err.fate(), Fate::Retry) {
+                        let reset = (err.status.as_u16() == 429).then_some(err.retry_after).flatten();
+                        router.breakers.failure(&next.provider, &next.model, Instant::now(), reset);
+                    }
+                }
+            }
+        }
+        None
     }
 }
 

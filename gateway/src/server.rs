@@ -90,7 +90,7 @@ struct Inner {
     metrics: Metrics,
     /// The local models, once loaded (shared with the `local` provider).
     generators: Arc<OnceLock<Generators>>,
-    router: Router,
+    router: Arc<Router>,
     cache: ResponseCache,
     /// Usage records, once a database is attached.
     usage: OnceLock<UsageLog>,
@@ -202,7 +202,7 @@ impl App {
                 return Err(SetupError::DuplicateProvider(p.name.clone()));
             }
         }
-        let router = Router::new(&gateway, &upstreams, metrics.clone())?;
+        let router = Arc::new(Router::new(&gateway, &upstreams, metrics.clone())?);
         Ok(Self(Arc::new(Inner {
             config,
             cancel: watch::Sender::new(false),

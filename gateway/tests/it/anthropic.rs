@@ -6,8 +6,8 @@ use gateway::config::ProviderKind;
 use serde_json::{json, Value};
 
 use crate::fake_anthropic::{FakeAnthropic, TEXT, TOOLS};
-use crate::fake_openai::FakeOpenAi;
-use crate::routing::{gateway_for, header, provider, route};
+use crate::fake_openai::{FakeOpenAi, Fault};
+use crate::routing::{chat, content, events, gateway_for, header, provider, route};
 use crate::support::{post_json, start_routed, Server};
 
 async fn claude_first() -> (Server, FakeAnthropic, FakeOpenAi) {
@@ -184,4 +184,52 @@ async fn anthropic_clients_get_messages_with_tool_use_through_any_route() {
     let v: Value = res.json().await.expect("json");
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
+}
+
+/// A stream that breaks after its first words is taken up by a later
+/// candidate that continues prefills (Claude): the client reads one
+/// unbroken answer, and the usage counts both parts.
+#[tokio::test]
+async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
+    let (openai, claude) = (FakeOpenAi::start("openai").await, FakeAnthropic::start().await);
+    let mut c = provider("claude", &claude.base_url);
+    c.kind = ProviderKind::Anthropic;
+    let gw = gateway_for(
+        vec![provider("openai", &openai.base_url), c],
+        vec![route(&[("openai", "gpt-4o-mini"), ("claude", "claude-haiku-4-5")])],
+    );
+    let s = start_routed(gw).await;
+    openai.fail_next([Fault::ResetAfterFirstChunk]);
+    let body = chat(json!({"stream": true, "stream_options": {"include_usage": true}, "max_tokens": 50}));
+    let mut res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
+    assert_eq!(header(&res, "x-starling-provider"), "openai");
+    let first_word = openai.answer_words()[0].clone();
+    let mut text = String::new();
+    while !content(&events(&text)).contains(&first_word) {
+        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(claude.seen().is_empty(), "nothing is resumed before the break");
+    openai.cut();
+    while let Some(chunk) = res.chunk().await.expect("read") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ev = events(&text);
+    assert_eq!(ev.last().map(String::as_str), Some("[DONE]"), "{text}");
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(content(&ev), format!("{first_word}{}", TEXT.concat()));
+    let chunks: Vec<Value> = ev[..ev.len() - 1].iter().map(|e| serde_json::from_str(e).expect("chunk")).collect();
+    // One stream as the client sees it: one id and model, one role chunk.
+    assert!(chunks.iter().all(|c| c["id"] == chunks[0]["id"] && c["model"] == chunks[0]["model"]), "{text}");
+    assert_eq!(chunks.iter().filter(|c| c["choices"][0]["delta"]["role"].is_string()).count(), 1, "{text}");
+    assert_eq!(chunks.iter().filter(|c| c["choices"][0]["finish_reason"].is_string()).count(), 1, "{text}");
+    // Claude was asked to continue the answer so far, within what is left of max_tokens.
+    let (_, sent) = claude.seen().pop().expect("claude asked");
+    let last = sent["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+    assert_eq!(last, json!({"role": "assistant", "content": [{"type": "text", "text": first_word}]}));
+    assert_eq!(sent["max_tokens"], 49);
+    // Claude's 7 output tokens and the word before the break.
+    let usage = &chunks.last().expect("usage chunk")["usage"];
+    assert_eq!(usage["completion_tokens"], 8, "{usage}");
+    assert_eq!(usage["total_tokens"].as_i64(), usage["prompt_tokens"].as_i64().map(|p| p + 8), "{usage}");
 }

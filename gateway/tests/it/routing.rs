@@ -26,6 +26,7 @@ pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
         default_max_tokens: 1024,
         ca_file: None,
         proxy: None,
+        continue_final_message: false,
     }
 }
 
@@ -66,7 +67,7 @@ async fn two_fakes() -> (Server, FakeOpenAi, FakeOpenAi) {
     (start_routed(gw).await, openai, groq)
 }
 
-fn chat(extra: Value) -> Value {
+pub fn chat(extra: Value) -> Value {
     let mut body = json!({"model": ROUTE, "messages": [{"role": "user", "content": "Write a tweet about tea."}]});
     if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
         b.extend(e);
@@ -261,6 +262,39 @@ async fn a_stream_that_breaks_after_bytes_were_sent_ends_with_an_error_event() {
     assert_eq!(err["error"]["type"], "server_error", "{err}");
     assert_eq!(ev.last().map(String::as_str), Some("[DONE]"));
     assert!(groq.seen().is_empty());
+}
+
+/// An OpenAI-compatible candidate marked `continue_final_message` (vLLM,
+/// SGLang) takes up a broken stream the way those servers are asked to.
+#[tokio::test]
+async fn a_broken_stream_is_continued_by_a_server_that_continues_final_messages() {
+    let (openai, vllm) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("vllm").await);
+    let mut continuing = provider("vllm", &vllm.base_url);
+    continuing.continue_final_message = true;
+    let gw = gateway_for(
+        vec![provider("openai", &openai.base_url), continuing],
+        vec![route(&[("openai", "gpt-4o-mini"), ("vllm", "qwen")])],
+    );
+    let s = start_routed(gw).await;
+    openai.fail_next([Fault::ResetAfterFirstChunk]);
+    let mut res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
+    let first = openai.answer_words()[0].clone();
+    let mut text = String::new();
+    while !content(&events(&text)).contains(&first) {
+        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    openai.cut();
+    while let Some(chunk) = res.chunk().await.expect("read") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ev = events(&text);
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(content(&ev), format!("{first}{}", vllm.answer_words().concat()));
+    let sent = vllm.seen().pop().expect("vllm asked").body;
+    assert_eq!((sent["continue_final_message"].as_bool(), sent["add_generation_prompt"].as_bool()), (Some(true), Some(false)));
+    let last = sent["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+    assert_eq!(last, json!({"role": "assistant", "content": first}));
 }
 
 #[tokio::test]
