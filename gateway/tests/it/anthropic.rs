@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::fake_anthropic::{FakeAnthropic, TEXT, TOOLS};
 use crate::fake_openai::{FakeOpenAi, Fault};
-use crate::routing::{chat, content, events, gateway_for, header, provider, route};
+use crate::routing::{chat, content, events, gateway_for, header, provider, read_until_first_word, route};
 use crate::support::{post_json, start_routed, Server};
 
 async fn claude_first() -> (Server, FakeAnthropic, FakeOpenAi) {
@@ -204,11 +204,7 @@ async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
     let mut res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
     assert_eq!(header(&res, "x-starling-provider"), "openai");
     let first_word = openai.answer_words()[0].clone();
-    let mut text = String::new();
-    while !content(&events(&text)).contains(&first_word) {
-        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let mut text = read_until_first_word(&mut res, &openai).await;
     assert!(claude.seen().is_empty(), "nothing is resumed before the break");
     openai.cut();
     while let Some(chunk) = res.chunk().await.expect("read") {

@@ -75,6 +75,27 @@ pub fn chat(extra: Value) -> Value {
     body
 }
 
+/// Read a stream from `fake` (scripted with [`Fault::ResetAfterFirstChunk`])
+/// until its first word is here: the text so far.
+pub async fn read_until_first_word(res: &mut reqwest::Response, fake: &FakeOpenAi) -> String {
+    let mut text = String::new();
+    while !content(&events(&text)).contains(&fake.answer_words()[0]) {
+        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
+/// [`read_until_first_word`], then break the upstream and read the rest.
+pub async fn read_past_a_break(res: &mut reqwest::Response, fake: &FakeOpenAi) -> String {
+    let mut text = read_until_first_word(res, fake).await;
+    fake.cut();
+    while let Some(chunk) = res.chunk().await.expect("read") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    text
+}
+
 pub fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
@@ -244,16 +265,7 @@ async fn a_stream_that_breaks_after_bytes_were_sent_ends_with_an_error_event() {
     let mut res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "x-starling-provider"), "openai");
-    // Read until the first word is here, then break the upstream.
-    let mut text = String::new();
-    while !content(&events(&text)).contains(&openai.answer_words()[0]) {
-        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    openai.cut();
-    while let Some(chunk) = res.chunk().await.expect("read") {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let text = read_past_a_break(&mut res, &openai).await;
     let ev = events(&text);
     // Role chunk, the first word, then an error event and [DONE]: never a
     // silent truncation, and no second provider mixed into the answer.
@@ -279,15 +291,7 @@ async fn a_broken_stream_is_continued_by_a_server_that_continues_final_messages(
     openai.fail_next([Fault::ResetAfterFirstChunk]);
     let mut res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({"stream": true}))).await;
     let first = openai.answer_words()[0].clone();
-    let mut text = String::new();
-    while !content(&events(&text)).contains(&first) {
-        let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    openai.cut();
-    while let Some(chunk) = res.chunk().await.expect("read") {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let text = read_past_a_break(&mut res, &openai).await;
     let ev = events(&text);
     assert!(!text.contains("\"error\""), "{text}");
     assert_eq!(content(&ev), format!("{first}{}", vllm.answer_words().concat()));

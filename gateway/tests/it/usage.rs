@@ -173,27 +173,21 @@ pub async fn journal_written_once(db_url: &str) {
 /// left.
 #[tokio::test]
 async fn a_stream_cut_short_is_billed_for_what_it_streamed() {
-    use crate::routing::{content, events};
+    use crate::routing::{read_past_a_break, read_until_first_word};
     let db = TempDb::new();
     let openai = FakeOpenAi::start("openai").await;
     let gw = || gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini")])]);
     let mut s = start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
     let url = format!("{}/chat/completions", s.v1());
     let body = json!({"model": "tweet-writer", "messages": [{"role": "user", "content": "Write a tweet about tea"}], "stream": true});
-    let first_word = openai.answer_words()[0].clone();
     for client_leaves in [false, true] {
         openai.fail_next([Fault::ResetAfterFirstChunk]);
         let mut res = post_json(&url, &body).await;
-        let mut text = String::new();
-        while !content(&events(&text)).contains(&first_word) {
-            let chunk = res.chunk().await.expect("read").expect("stream ended before its first word");
-            text.push_str(&String::from_utf8_lossy(&chunk));
-        }
         if client_leaves {
+            read_until_first_word(&mut res, &openai).await;
             drop(res);
         } else {
-            openai.cut();
-            while res.chunk().await.expect("read").is_some() {}
+            read_past_a_break(&mut res, &openai).await;
         }
     }
     s.shutdown();
