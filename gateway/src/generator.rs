@@ -21,6 +21,8 @@ use crate::error::ApiError;
 pub enum Input {
     /// A conversation (chat completions).
     Chat(Vec<ChatMessage>),
+    /// A conversation whose last (assistant) message is continued.
+    ChatContinued(Vec<ChatMessage>),
     /// Raw text (legacy completions).
     Text(String),
     /// Token ids (legacy completions).

@@ -55,6 +55,7 @@ impl LocalModel {
     fn prompt(input: &Input) -> Prompt {
         match input {
             Input::Chat(m) => Prompt::Chat(m.clone()),
+            Input::ChatContinued(m) => Prompt::ChatContinued(m.clone()),
             Input::Text(t) => Prompt::Text(t.clone()),
             Input::Tokens(t) => Prompt::Tokens(t.clone()),
         }
@@ -92,7 +93,7 @@ const BLOCKING_PROMPT_BYTES: usize = 16 << 10;
 
 fn text_bytes(input: &Input) -> usize {
     match input {
-        Input::Chat(m) => m.iter().map(|m| m.content.len()).sum(),
+        Input::Chat(m) | Input::ChatContinued(m) => m.iter().map(|m| m.content.len()).sum(),
         Input::Text(t) => t.len(),
         Input::Tokens(t) => t.len() * 4,
     }
@@ -224,7 +225,10 @@ impl LocalChat {
         Self { generators, metrics, fingerprint, default_max_tokens }
     }
 
-    async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
+    async fn answer(&self, mut call: ChatCall) -> Result<ChatReply, ApiError> {
+        if call.continuation {
+            call.body.insert("continue_final_message".into(), Value::Bool(true));
+        }
         let req: ChatCompletionRequest = from_value(&Value::Object(call.body))?;
         let shape = req.sampling.shape()?;
         let creq = req.to_completion(self.default_max_tokens)?;
@@ -316,6 +320,11 @@ impl Provider for LocalChat {
 
     fn load(&self) -> Option<Load> {
         self.generators.get()?.iter().find_map(|g| g.load())
+    }
+
+    /// `continue_final_message`, as vLLM's.
+    fn continues_prefill(&self) -> bool {
+        true
     }
 }
 

@@ -155,6 +155,13 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Vec<serde_json::Value>>,
     /// Legacy function calling: refused when non-empty.
     pub functions: Option<Vec<serde_json::Value>>,
+    /// vLLM's extension: continue the last message (the assistant's answer
+    /// so far) instead of answering it.
+    #[serde(default)]
+    pub continue_final_message: bool,
+    /// vLLM's companion flag: `true` with `continue_final_message` is a
+    /// contradiction (refused); otherwise it changes nothing.
+    pub add_generation_prompt: Option<bool>,
     /// The shared sampling fields.
     #[serde(flatten)]
     pub sampling: Sampling,
@@ -351,6 +358,7 @@ impl ChatCompletionRequest {
             }
         }
         let messages = chat_messages(&self.messages)?;
+        let input = chat_input(messages, self.continue_final_message, self.add_generation_prompt)?;
         let asked = self.max_completion_tokens.or(self.max_tokens);
         let max = max_tokens("max_completion_tokens", asked, default_max_tokens)?;
         let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
@@ -364,7 +372,7 @@ impl ChatCompletionRequest {
         let (sampling, stop) = self.sampling.params()?;
         Ok(CompletionRequest {
             model: self.model.clone(),
-            input: Input::Chat(messages),
+            input,
             max_tokens: max,
             clamp_max_tokens: asked.is_none(),
             sampling,
@@ -437,6 +445,10 @@ pub struct TokenizeRequest {
     /// `false` treats special-token strings in `prompt` as text.
     #[serde(default = "yes")]
     pub add_special_tokens: bool,
+    /// With `messages`: render them as a chat request with
+    /// `continue_final_message` would be.
+    #[serde(default)]
+    pub continue_final_message: bool,
 }
 
 fn yes() -> bool {
@@ -452,12 +464,27 @@ pub struct DetokenizeRequest {
     pub tokens: Vec<u32>,
 }
 
+/// A conversation as an input: answered, or its last (assistant) message
+/// continued.
+fn chat_input(messages: Vec<ChatMessage>, continue_final: bool, add_generation_prompt: Option<bool>) -> Result<Input, ApiError> {
+    if !continue_final {
+        return Ok(Input::Chat(messages));
+    }
+    if add_generation_prompt == Some(true) {
+        return Err(ApiError::invalid("add_generation_prompt", "add_generation_prompt and continue_final_message cannot both be true"));
+    }
+    if messages.last().is_none_or(|m| m.role != Role::Assistant) {
+        return Err(ApiError::invalid("messages", "continue_final_message needs the last message to be the assistant's"));
+    }
+    Ok(Input::ChatContinued(messages))
+}
+
 impl TokenizeRequest {
     /// The input to tokenize, checked.
     pub fn input(&self) -> Result<Input, ApiError> {
         match (&self.prompt, &self.messages) {
             (Some(p), None) => Ok(Input::Text(p.clone())),
-            (None, Some(m)) => Ok(Input::Chat(chat_messages(m)?)),
+            (None, Some(m)) => chat_input(chat_messages(m)?, self.continue_final_message, None),
             _ => Err(ApiError::invalid("prompt", "give exactly one of `prompt` and `messages`")),
         }
     }

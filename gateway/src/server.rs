@@ -734,7 +734,7 @@ async fn completions(
         prompts.push(match &r.input {
             crate::generator::Input::Text(t) => t.clone(),
             crate::generator::Input::Tokens(t) => provider.detokenize(&r.model, t)?,
-            crate::generator::Input::Chat(_) => String::new(),
+            crate::generator::Input::Chat(_) | crate::generator::Input::ChatContinued(_) => String::new(),
         });
     }
     let want_logprobs = reqs.first().is_some_and(|r| r.logprobs.is_some());

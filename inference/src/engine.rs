@@ -94,6 +94,10 @@ pub enum Prompt {
     /// A conversation, rendered with the model's chat template and ending
     /// with an open assistant turn.
     Chat(Vec<ChatMessage>),
+    /// A conversation whose last message, the assistant's answer so far, is
+    /// to be continued: rendered up to an open assistant turn that already
+    /// holds that text (vLLM's `continue_final_message`).
+    ChatContinued(Vec<ChatMessage>),
     /// Token ids as they are.
     Tokens(Vec<u32>),
 }
@@ -594,6 +598,15 @@ impl Engine {
             Prompt::Tokens(t) => return Ok(t.clone()),
             Prompt::Text(s) => s.clone(),
             Prompt::Chat(messages) => self.render_chat(messages)?,
+            Prompt::ChatContinued(messages) => match messages.split_last() {
+                Some((last, before)) if last.role == crate::Role::Assistant => self.render_chat(before)? + &last.content,
+                _ => {
+                    return Err(Error::InvalidRequest {
+                        param: "messages",
+                        message: "continuing a final message needs the last message to be the assistant's".into(),
+                    })
+                }
+            },
         };
         if tok.special().add_bos {
             ids.extend(tok.special().bos);

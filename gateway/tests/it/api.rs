@@ -316,3 +316,63 @@ async fn shutdown_grace_over_cancels_streams() {
     stats.wait_for(|st| st.running == 0).await.expect("engine alive");
     assert_eq!(s.engine.stats().kv_reserved_bytes, 0);
 }
+
+/// vLLM's `continue_final_message`: the prompt ends inside the assistant's
+/// turn, holding its text, and the answer carries it on. The rendering is
+/// SmolLM2's ChatML (its template adds the default system prompt).
+#[tokio::test]
+async fn continue_final_message_carries_the_assistant_turn_on() {
+    let s = default_server().await;
+    let convo = json!([{"role": "user", "content": "Write a tweet about tea."}, {"role": "assistant", "content": "Tea is"}]);
+    let head = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+                <|im_start|>user\nWrite a tweet about tea.<|im_end|>\n<|im_start|>assistant\nTea is";
+    let rendered = |continued: bool| {
+        let base = s.base.clone();
+        let convo = convo.clone();
+        async move {
+            let ids: Value = post_json(&format!("{base}/tokenize"), &json!({"model": MODEL, "messages": convo, "continue_final_message": continued}))
+                .await
+                .json()
+                .await
+                .expect("json");
+            let text: Value = post_json(&format!("{base}/detokenize"), &json!({"model": MODEL, "tokens": ids["tokens"]}))
+                .await
+                .json()
+                .await
+                .expect("json");
+            text["prompt"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(rendered(true).await, head);
+    assert_eq!(rendered(false).await, format!("{head}<|im_end|>\n<|im_start|>assistant\n"));
+
+    // The greedy continuation is the raw prompt's.
+    let chat: Value = post_json(
+        &format!("{}/chat/completions", s.v1()),
+        &json!({"model": MODEL, "messages": convo, "continue_final_message": true, "max_tokens": 6, "temperature": 0}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let raw: Value = post_json(&format!("{}/completions", s.v1()), &json!({"model": MODEL, "prompt": head, "max_tokens": 6, "temperature": 0}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let text = chat["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    assert!(!text.is_empty());
+    assert_eq!(text, raw["choices"][0]["text"].as_str().unwrap_or_default());
+
+    for (body, param) in [
+        (json!({"messages": [{"role": "user", "content": "Hi"}], "continue_final_message": true}), "messages"),
+        (json!({"messages": convo, "continue_final_message": true, "add_generation_prompt": true}), "add_generation_prompt"),
+    ] {
+        let mut body = body;
+        body["model"] = json!(MODEL);
+        let res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
+        assert_eq!(res.status(), 400);
+        let err: Value = res.json().await.expect("json");
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+}

@@ -301,6 +301,31 @@ async fn a_broken_stream_is_continued_by_a_server_that_continues_final_messages(
     assert_eq!(last, json!({"role": "assistant", "content": first}));
 }
 
+/// The local engine takes up a broken stream too: what it adds is its own
+/// greedy continuation of the answer so far.
+#[tokio::test]
+async fn a_broken_stream_is_finished_by_the_local_engine() {
+    let openai = FakeOpenAi::start("openai").await;
+    let gw = gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini"), ("local", MODEL)])]);
+    let s = start_routed(gw).await;
+    openai.fail_next([Fault::ResetAfterFirstChunk]);
+    let greedy = json!({"stream": true, "temperature": 0, "max_tokens": 7});
+    let mut res = post_json(&format!("{}/chat/completions", s.v1()), &chat(greedy)).await;
+    let text = read_past_a_break(&mut res, &openai).await;
+    assert!(!text.contains("\"error\""), "{text}");
+    let first = openai.answer_words()[0].clone();
+    let answer = content(&events(&text));
+    let rest = answer.strip_prefix(&first).unwrap_or_default();
+    assert!(!rest.is_empty(), "{text}");
+    // The same continuation, asked of the local model directly.
+    let mut direct = chat(json!({"model": MODEL, "temperature": 0, "max_tokens": 6, "continue_final_message": true}));
+    if let Some(m) = direct["messages"].as_array_mut() {
+        m.push(json!({"role": "assistant", "content": first}));
+    }
+    let v: Value = post_json(&format!("{}/chat/completions", s.v1()), &direct).await.json().await.expect("json");
+    assert_eq!(rest, v["choices"][0]["message"]["content"].as_str().unwrap_or_default());
+}
+
 #[tokio::test]
 async fn a_slow_first_token_times_out_and_falls_back() {
     let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
