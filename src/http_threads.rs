@@ -68,6 +68,18 @@ pub fn spawn(listeners: Vec<std::net::TcpListener>, app: &gateway::App) -> Resul
             gateway::enter_http_thread(i);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
+                // A timer registered earlier than every other makes tokio's
+                // time driver wake its own event loop (an eventfd write and
+                // an extra epoll return): per request, for its deadline and
+                // first-chunk timeout, on an otherwise idle wheel. A timer
+                // always due within a second keeps those later than the
+                // driver's next wake. It ends with the runtime.
+                tokio::spawn(async {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                    }
+                });
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let shutdown = async move {
                     let _ = stopped.wait_for(|s| *s).await;
