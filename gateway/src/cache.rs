@@ -113,6 +113,9 @@ impl ResponseCache {
         futures_util::stream::unfold(state, |(mut chunks, mut seen, cache, key, provider, model)| async move {
             let item = chunks.next().await;
             match &item {
+                // A stream finished by another provider is not what any one
+                // candidate answers: not kept.
+                Some(Ok(v)) if crate::provider::Handover::of(v).is_some() => seen = None,
                 Some(Ok(v)) => {
                     if let Some(s) = seen.as_mut() {
                         s.push(v.clone());

@@ -32,6 +32,40 @@ pub struct ChatCall {
 /// An `Err` ends the stream: it is sent as an OpenAI error event.
 pub type ChunkValues = BoxStream<'static, Result<Value, ApiError>>;
 
+/// A chunk that is not for the client: from here the stream is carried on
+/// by another provider (the router's resume of a broken stream). Usage
+/// accounting closes the record of the one that broke off there; the server
+/// never sends it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The provider carrying on.
+    pub provider: String,
+    /// Its model.
+    pub model: String,
+    /// Output chunks before the handover, which the usage the new provider
+    /// reports to the client includes.
+    pub carried: i64,
+}
+
+const HANDOVER: &str = "x_starling_handover";
+
+impl Handover {
+    /// As a chunk.
+    pub fn to_chunk(&self) -> Value {
+        serde_json::json!({HANDOVER: {"provider": self.provider, "model": self.model, "carried": self.carried}})
+    }
+
+    /// The handover `chunk` is, if it is one.
+    pub fn of(chunk: &Value) -> Option<Self> {
+        let h = chunk.get(HANDOVER)?;
+        Some(Self {
+            provider: h["provider"].as_str()?.to_owned(),
+            model: h["model"].as_str()?.to_owned(),
+            carried: h["carried"].as_i64().unwrap_or(0),
+        })
+    }
+}
+
 /// A provider's answer.
 pub enum ChatReply {
     /// A whole `chat.completion` object.

@@ -22,7 +22,7 @@ use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
 use crate::metrics::Metrics;
 use crate::prices::{local_price, Prices};
-use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::provider::{ChatCall, ChatReply, ChunkValues, Handover, Provider};
 
 /// A provider with its timeouts.
 #[derive(Clone)]
@@ -249,7 +249,7 @@ impl Router {
                             self.breakers.success(&c.provider, &c.model, Instant::now());
                         }
                         let reply = match reply {
-                            ChatReply::Stream(s) => ChatReply::Stream(self.carried(s, c, &order[i + 1..], &body, deadline)),
+                            ChatReply::Stream(s) => ChatReply::Stream(self.carried(s, c, &order[i + 1..], &body)),
                             json => json,
                         };
                         return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts, upstream });
@@ -384,7 +384,6 @@ struct Carry {
     /// Later candidates that continue a prefill, in the route's order.
     rest: VecDeque<Candidate>,
     body: Map<String, Value>,
-    deadline: Instant,
     /// The text streamed so far.
     text: String,
     /// Chunks that carried output so far (about one token each).
@@ -394,6 +393,8 @@ struct Carry {
     carried_outputs: i64,
     /// Tool calls or several choices: not something a prefill continues.
     blocked: bool,
+    /// A choice has finished: the answer is whole, nothing to continue.
+    finished: bool,
     /// `id`, `created` and `model` of the first chunk: the client's stream
     /// keeps them across attempts.
     stamp: Option<[Value; 3]>,
@@ -414,7 +415,6 @@ impl Router {
         current: &Candidate,
         later: &[Candidate],
         body: &Map<String, Value>,
-        deadline: Instant,
     ) -> ChunkValues {
         let rest: VecDeque<Candidate> = later.iter().filter(|c| c.upstream.provider.continues_prefill()).cloned().collect();
         let several = body.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1);
@@ -426,11 +426,11 @@ impl Router {
             current: current.clone(),
             rest,
             body: body.clone(),
-            deadline,
             text: String::new(),
             outputs: 0,
             carried_outputs: 0,
             blocked: false,
+            finished: false,
             stamp: None,
             resumed: false,
             trim_next: false,
@@ -445,7 +445,15 @@ impl Router {
                         }
                     }
                     Some(Err(e)) => match carry.resume(&e).await {
-                        Some(next) => chunks = next,
+                        Some(next) => {
+                            chunks = next;
+                            let handover = Handover {
+                                provider: carry.current.provider.clone(),
+                                model: carry.current.model.clone(),
+                                carried: carry.carried_outputs,
+                            };
+                            return Some((Ok(handover.to_chunk()), Some((chunks, carry))));
+                        }
                         None => return Some((Err(e), None)),
                     },
                     None => return None,
@@ -492,6 +500,7 @@ impl Carry {
             if c["index"].as_u64().unwrap_or(0) != 0 || d.get("tool_calls").is_some_and(|t| !t.is_null()) {
                 self.blocked = true;
             }
+            self.finished |= !c["finish_reason"].is_null();
             if let Some(text) = d["content"].as_str().filter(|t| !t.is_empty()) {
                 self.text.push_str(text);
                 self.outputs += 1;
@@ -504,12 +513,15 @@ impl Carry {
     /// candidate that takes up the answer so far, if one does.
     async fn resume(&mut self, e: &ApiError) -> Option<ChunkValues> {
         let router = self.router.clone();
-        if self.blocked || self.text.trim().is_empty() || matches!(e.fate(), Fate::Final) {
+        if self.blocked || self.finished || self.text.trim().is_empty() || matches!(e.fate(), Fate::Final) {
             return None;
         }
         let prefill = self.text.trim_end().to_owned();
+        // The route's deadline bounds finding a candidate, counted from the
+        // break: the answer before it may well have taken longer.
+        let deadline = Instant::now() + Duration::from_secs(router.retry.deadline_secs);
         while let Some(next) = self.rest.pop_front() {
-            if Instant::now() >= self.deadline {
+            if Instant::now() >= deadline {
                 return None;
             }
             if next.upstream.breaker && !router.breakers.allow(&next.provider, &next.model, Instant::now()) {
@@ -527,7 +539,7 @@ impl Carry {
             }
             let call = ChatCall { body, model: next.model.clone(), stream: true, continuation: true };
             let started = Instant::now();
-            let outcome = attempt(&next.upstream, call, self.deadline).await;
+            let outcome = attempt(&next.upstream, call, deadline).await;
             let labels = [next.provider.as_str(), next.model.as_str()];
             router.metrics.upstream_seconds.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
             let label = match &outcome {
@@ -549,12 +561,15 @@ impl Carry {
                 }
                 // Not for a stream; nothing to splice.
                 Ok(ChatReply::Json(_)) => {}
-                Err(err) => {
-                    if next.upstream.breaker && matches!(err.fate(), Fate::Retry) {
+                Err(err) if next.upstream.breaker => match err.fate() {
+                    Fate::Retry => {
                         let reset = (err.status.as_u16() == 429).then_some(err.retry_after).flatten();
                         router.breakers.failure(&next.provider, &next.model, Instant::now(), reset);
                     }
-                }
+                    // Says nothing of its health: a half-open probe is given back.
+                    Fate::Next | Fate::Final => router.breakers.release(&next.provider, &next.model),
+                },
+                Err(_) => {}
             }
         }
         None

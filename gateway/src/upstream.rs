@@ -248,7 +248,7 @@ impl Client {
         let (parts, incoming) = head.into_parts();
         let body = Body {
             incoming,
-            conn: Some(conn),
+            conn,
             pool: self.pools.clone(),
             thread,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -264,11 +264,11 @@ impl Client {
     /// The most recently used idle connection that is still open.
     fn checkout(&self, thread: usize) -> Option<Conn> {
         let mut idle = self.pools[thread].lock().unwrap_or_else(|p| p.into_inner());
+        // The oldest sit at the bottom, never reached while newer ones serve:
+        // closed here (they may be in CLOSE_WAIT already).
+        idle.retain(|i| i.since.elapsed() <= IDLE_FOR);
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         while let Some(mut i) = idle.pop() {
-            if i.since.elapsed() > IDLE_FOR {
-                continue;
-            }
             // One poll notices a close the peer already sent.
             if Pin::new(&mut i.conn.conn).poll(&mut cx).is_ready() {
                 continue;
@@ -309,26 +309,28 @@ impl Client {
 }
 
 /// Send `req` on `conn` and drive the connection until the answer's head
-/// is in.
+/// is in; the connection too unless it has ended.
 async fn exchange(
-    mut conn: Conn,
+    conn: Conn,
     req: Request<Full<Bytes>>,
-) -> Result<(axum::http::Response<Incoming>, Conn), TrySendError<Request<Full<Bytes>>>> {
-    let mut sent = std::pin::pin!(conn.sender.try_send_request(req));
-    let mut open = true;
+) -> Result<(axum::http::Response<Incoming>, Option<Conn>), TrySendError<Request<Full<Bytes>>>> {
+    let Conn { mut sender, conn } = conn;
+    let mut sent = std::pin::pin!(sender.try_send_request(req));
+    let mut conn = Some(conn);
     let head = std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = sent.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        // Once the connection has ended, `sent` resolves with its error.
-        if open && Pin::new(&mut conn.conn).poll(cx).is_ready() {
-            open = false;
+        if conn.as_mut().is_some_and(|c| Pin::new(c).poll(cx).is_ready()) {
+            // Ended (closed while idle, before taking the request): dropping
+            // it hands the request back unsent, or fails it, at once.
+            conn = None;
             return sent.as_mut().poll(cx);
         }
         Poll::Pending
     })
     .await?;
-    Ok((head, conn))
+    Ok((head, conn.map(|conn| Conn { sender, conn })))
 }
 
 impl Body {

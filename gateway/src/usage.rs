@@ -492,26 +492,33 @@ pub fn observe(record: &mut UsageRecord, v: &serde_json::Value) {
 
 /// A stream that fills a record as its chunks pass and hands it to
 /// `finish` when it ends, fails or is dropped (a client that went away).
+/// A handover ([`crate::provider::Handover`]: another provider carries the
+/// stream on) closes the record of the provider that broke off and opens
+/// one for the next; the handover itself is not passed on.
 pub fn metered(
     chunks: crate::provider::ChunkValues,
     mut record: UsageRecord,
     started: std::time::Instant,
-    finish: impl FnOnce(UsageRecord) + Send + 'static,
+    finish: impl Fn(UsageRecord) + Send + 'static,
 ) -> crate::provider::ChunkValues {
     use futures_util::StreamExt;
 
-    struct Guard<F: FnOnce(UsageRecord)> {
+    struct Guard<F: Fn(UsageRecord)> {
         record: UsageRecord,
         started: std::time::Instant,
         ended: bool,
         usage_seen: bool,
         output_chunks: i64,
-        finish: Option<F>,
+        /// Output of earlier providers that the usage reported to the
+        /// client includes (see the router's resume).
+        carried: i64,
+        finish: F,
     }
-    impl<F: FnOnce(UsageRecord)> Drop for Guard<F> {
-        fn drop(&mut self) {
+    impl<F: Fn(UsageRecord)> Guard<F> {
+        /// Close the record as it stands and hand it over.
+        fn close(&mut self, default_error: &str) -> UsageRecord {
             if !self.ended && self.record.error.is_none() {
-                self.record.error = Some("the client went away before the end".into());
+                self.record.error = Some(default_error.into());
             }
             if !self.usage_seen {
                 // Cut short (the usage chunk comes last): the provider still
@@ -520,31 +527,50 @@ pub fn metered(
                 self.record.completion_tokens = self.output_chunks;
             }
             self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1e3;
-            if let Some(f) = self.finish.take() {
-                f(std::mem::replace(&mut self.record, empty()));
-            }
+            let next = UsageRecord { provider: String::new(), model: String::new(), error: None, ttft_ms: None, ..self.record.clone() };
+            (self.finish)(std::mem::replace(&mut self.record, next.clone()));
+            next
+        }
+    }
+    impl<F: Fn(UsageRecord)> Drop for Guard<F> {
+        fn drop(&mut self) {
+            self.close("the client went away before the end");
         }
     }
     record.status = 200;
-    let guard = Guard { record, started, ended: false, usage_seen: false, output_chunks: 0, finish: Some(finish) };
+    let guard = Guard { record, started, ended: false, usage_seen: false, output_chunks: 0, carried: 0, finish };
     futures_util::stream::unfold((chunks, guard), |(mut chunks, mut g)| async move {
-        let item = chunks.next().await;
-        match &item {
-            Some(Ok(v)) => {
-                if g.record.ttft_ms.is_none() {
-                    g.record.ttft_ms = Some(g.started.elapsed().as_secs_f64() * 1e3);
+        loop {
+            let item = chunks.next().await;
+            match &item {
+                Some(Ok(v)) => {
+                    if let Some(h) = crate::provider::Handover::of(v) {
+                        let prompt = g.record.prompt_tokens;
+                        g.close(&format!("broke off mid-answer; `{}` finished it", h.provider));
+                        let r = &mut g.record;
+                        (r.provider, r.model, r.prompt_tokens, r.completion_tokens, r.cached_tokens) = (h.provider, h.model, prompt, 0, 0);
+                        r.attempts += 1;
+                        (g.usage_seen, g.output_chunks, g.carried) = (false, 0, h.carried);
+                        continue;
+                    }
+                    if g.record.ttft_ms.is_none() {
+                        g.record.ttft_ms = Some(g.started.elapsed().as_secs_f64() * 1e3);
+                    }
+                    observe(&mut g.record, v);
+                    if v["usage"].is_object() {
+                        g.usage_seen = true;
+                        g.record.completion_tokens -= g.carried;
+                    }
+                    g.output_chunks += output_parts(v);
                 }
-                observe(&mut g.record, v);
-                g.usage_seen |= v["usage"].is_object();
-                g.output_chunks += output_parts(v);
+                Some(Err(e)) => {
+                    g.record.error = Some(e.message.clone());
+                    g.ended = true;
+                }
+                None => g.ended = true,
             }
-            Some(Err(e)) => {
-                g.record.error = Some(e.message.clone());
-                g.ended = true;
-            }
-            None => g.ended = true,
+            return item.map(|i| (i, (chunks, g)));
         }
-        item.map(|i| (i, (chunks, g)))
     })
     .boxed()
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::fake_anthropic::{FakeAnthropic, TEXT, TOOLS};
 use crate::fake_openai::{FakeOpenAi, Fault};
 use crate::routing::{chat, content, events, gateway_for, header, provider, read_until_first_word, route};
-use crate::support::{post_json, start_routed, Server};
+use crate::support::{post_json, start_recorded, start_routed, Server};
 
 async fn claude_first() -> (Server, FakeAnthropic, FakeOpenAi) {
     let (claude, groq) = (FakeAnthropic::start().await, FakeOpenAi::start("groq").await);
@@ -188,7 +188,8 @@ async fn anthropic_clients_get_messages_with_tool_use_through_any_route() {
 
 /// A stream that breaks after its first words is taken up by a later
 /// candidate that continues prefills (Claude): the client reads one
-/// unbroken answer, and the usage counts both parts.
+/// unbroken answer whose usage counts both parts, and each provider gets
+/// a usage record of its own, priced at its own rates.
 #[tokio::test]
 async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
     let (openai, claude) = (FakeOpenAi::start("openai").await, FakeAnthropic::start().await);
@@ -198,7 +199,8 @@ async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
         vec![provider("openai", &openai.base_url), c],
         vec![route(&[("openai", "gpt-4o-mini"), ("claude", "claude-haiku-4-5")])],
     );
-    let s = start_routed(gw).await;
+    let db = crate::usage::TempDb::new();
+    let mut s = start_recorded(|_| {}, |_| {}, gw.clone(), Some(&db.url())).await;
     openai.fail_next([Fault::ResetAfterFirstChunk]);
     let body = chat(json!({"stream": true, "stream_options": {"include_usage": true}, "max_tokens": 50}));
     let mut res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
@@ -228,4 +230,18 @@ async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
     let usage = &chunks.last().expect("usage chunk")["usage"];
     assert_eq!(usage["completion_tokens"], 8, "{usage}");
     assert_eq!(usage["total_tokens"].as_i64(), usage["prompt_tokens"].as_i64().map(|p| p + 8), "{usage}");
+
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    let s = start_recorded(|_| {}, |_| {}, gw, Some(&db.url())).await;
+    let by: Value = reqwest::get(format!("{}/usage?group_by=provider", s.v1())).await.expect("usage").json().await.expect("json");
+    let group = |name: &str| by["data"].as_array().and_then(|a| a.iter().find(|g| g["group"] == name)).cloned().unwrap_or_default();
+    let (o, c) = (group("openai"), group("claude"));
+    // OpenAI: the word it sent, an estimated prompt, and why it ended.
+    assert_eq!((o["requests"].as_i64(), o["errors"].as_i64(), o["completion_tokens"].as_i64()), (Some(1), Some(1), Some(1)), "{by}");
+    assert!(o["prompt_tokens"].as_i64().is_some_and(|p| p > 0), "{by}");
+    // Claude: what it reported for its part.
+    assert_eq!((c["requests"].as_i64(), c["errors"].as_i64(), c["completion_tokens"].as_i64()), (Some(1), Some(0), Some(7)), "{by}");
+    assert_eq!((c["prompt_tokens"].as_i64(), c["cached_tokens"].as_i64()), (Some(25), Some(5)), "{by}");
+    assert!(c["cost_usd"].as_f64().is_some_and(|x| x > 0.0) && o["cost_usd"].as_f64().is_some_and(|x| x > 0.0), "{by}");
 }
