@@ -110,9 +110,6 @@ pub enum DatabaseError {
     /// API keys.
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
-    /// The usage journal.
-    #[error(transparent)]
-    Journal(#[from] crate::usage::JournalError),
 }
 
 /// Who is calling: the API key's settings, or None where no key is needed.
@@ -231,7 +228,7 @@ impl App {
     pub async fn attach_database(&self, db: &Db, journal: Option<&std::path::Path>) -> Result<(), DatabaseError> {
         let usage = UsageStore::new(db).await?;
         let keys = KeyRing::load(KeyStore::new(db).await?).await?;
-        let log = UsageLog::start(usage, self.0.metrics.usage_writer.clone(), journal)?;
+        let log = UsageLog::start(usage, self.0.metrics.usage_writer.clone(), journal);
         if self.0.usage.set(log).is_err() || self.0.keys.set(keys).is_err() {
             tracing::warn!("database attached twice; keeping the first");
         }

@@ -16,7 +16,7 @@
 //! hard kill loses what is still queued. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`, so a committed batch survives a process crash.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,16 +67,6 @@ pub struct UsageRecord {
     pub attempts: i64,
 }
 
-/// The usage journal could not be opened or read.
-#[derive(Debug, thiserror::Error)]
-#[error("usage journal {}: {source}", path.display())]
-pub struct JournalError {
-    /// The journal file.
-    pub path: PathBuf,
-    /// What failed.
-    pub source: std::io::Error,
-}
-
 /// Why the usage store could not be opened or queried.
 #[derive(Debug, thiserror::Error)]
 #[error("usage store: {0}")]
@@ -106,11 +96,13 @@ const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, rout
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16)";
 /// [`INSERT`] unless the record is already there: records read back from
 /// the journal may have been written just before the crash. Id, arrival
-/// and latency (to the bit) single one out.
+/// and latency single one out (latency within a nanosecond: the JSON round
+/// trip of the journal may move a double by one ulp).
 const INSERT_MISSING: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16 \
-    WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1 AND ts_ms = $2 AND route = $4 AND latency_ms = $12)";
+    WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1 AND ts_ms = $2 AND route = $4 \
+    AND latency_ms BETWEEN $12 - 0.000001 AND $12 + 0.000001)";
 /// Most records per transaction.
 const BATCH: usize = 256;
 
@@ -269,7 +261,8 @@ impl UsageGroup {
 // request to shrink the one `Close`.
 #[allow(clippy::large_enum_variant)]
 enum Message {
-    Record(UsageRecord),
+    /// A record, and its journal segment (0 without a journal).
+    Record(UsageRecord, u64),
     /// Write what is queued, retrying until this instant, then stop.
     Close(tokio::time::Instant),
 }
@@ -301,6 +294,8 @@ struct Writer {
     store: UsageStore,
     rx: mpsc::UnboundedReceiver<Message>,
     queued: Vec<UsageRecord>,
+    /// The journal segment of each of `queued`.
+    segments: Vec<u64>,
     /// How many of `queued`, from the front, came back from the journal
     /// (and may already be in the store).
     replayed: usize,
@@ -339,8 +334,12 @@ impl Writer {
                 Ok(()) => {
                     self.queued.drain(..n);
                     self.replayed = self.replayed.saturating_sub(n);
+                    let segments: Vec<u64> = self.segments.drain(..n).collect();
                     if let Some(j) = &self.journal {
-                        j.written(n);
+                        // Runs of one segment (they come in order, mostly).
+                        for run in segments.chunk_by(|a, b| a == b) {
+                            j.written(run[0], run.len());
+                        }
                     }
                     self.metrics.queued.set(self.queued.len() as i64);
                     pause = FIRST_PAUSE;
@@ -362,8 +361,9 @@ impl Writer {
 
     fn take(&mut self, m: Message) {
         match m {
-            Message::Record(r) => {
+            Message::Record(r, segment) => {
                 self.queued.push(r);
+                self.segments.push(segment);
                 self.metrics.queued.set(self.queued.len() as i64);
             }
             Message::Close(by) => self.close_by = Some(by),
@@ -405,6 +405,7 @@ impl Writer {
         if self.journal.is_some() {
             tracing::error!("they stay in the usage journal: the next start writes them");
             self.queued.clear();
+            self.segments.clear();
         }
         for r in self.queued.drain(..) {
             let line = serde_json::to_string(&r).unwrap_or_else(|_| format!("{r:?}"));
@@ -427,30 +428,49 @@ impl UsageLog {
     /// Start the writer task (needs a tokio runtime), journaling every
     /// record in the file at `journal` if given; records a previous run left
     /// there are written first.
-    pub fn start(store: UsageStore, metrics: WriterMetrics, journal: Option<&Path>) -> Result<Self, JournalError> {
-        let (journal, left) = match journal {
+    ///
+    /// A journal that cannot be opened (a read-only directory) or that
+    /// another process holds is logged, and records are kept in memory only:
+    /// usage records never keep the server from starting.
+    pub fn start(store: UsageStore, metrics: WriterMetrics, journal: Option<&Path>) -> Self {
+        let (journal, left) = match journal.map(|path| (path, Journal::open(path))) {
             None => (None, Vec::new()),
-            Some(path) => {
-                let (j, left) = Journal::open(path).map_err(|e| JournalError { path: path.to_owned(), source: e })?;
+            Some((path, Ok(Some((j, left))))) => {
                 if !left.is_empty() {
                     tracing::warn!(records = left.len(), journal = %path.display(), "usage records from a run that did not shut down cleanly: writing them");
                 }
                 (Some(Arc::new(j)), left)
             }
+            Some((path, Ok(None))) => {
+                tracing::error!(journal = %path.display(), "the usage journal is in use by another process: running without one");
+                (None, Vec::new())
+            }
+            Some((path, Err(e))) => {
+                tracing::error!(journal = %path.display(), "cannot open the usage journal, running without one: {e}");
+                (None, Vec::new())
+            }
         };
         let (tx, rx) = mpsc::unbounded_channel();
         metrics.queued.set(left.len() as i64);
-        let writer = Writer { store: store.clone(), rx, replayed: left.len(), queued: left, journal: journal.clone(), close_by: None, metrics };
+        let (queued, segments): (Vec<_>, Vec<_>) = left.into_iter().unzip();
+        let writer = Writer {
+            store: store.clone(),
+            rx,
+            replayed: queued.len(),
+            queued,
+            segments,
+            journal: journal.clone(),
+            close_by: None,
+            metrics,
+        };
         let writer = tokio::spawn(writer.run());
-        Ok(Self { tx, journal, writer: Mutex::new(Some(writer)), store })
+        Self { tx, journal, writer: Mutex::new(Some(writer)), store }
     }
 
     /// Queue a record (never blocks): journaled first, if there is a journal.
     pub fn record(&self, r: UsageRecord) {
-        if let Some(j) = &self.journal {
-            j.append(&r);
-        }
-        if self.tx.send(Message::Record(r)).is_err() {
+        let segment = self.journal.as_ref().map_or(0, |j| j.append(&r));
+        if self.tx.send(Message::Record(r, segment)).is_err() {
             tracing::error!("usage writer is gone; record lost");
         }
     }

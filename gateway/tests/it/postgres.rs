@@ -66,7 +66,9 @@ impl PgServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
         let mut server = Self { child: None, dir, port, url: format!("postgres://starling@127.0.0.1:{port}/postgres") };
         // A journal a crashed earlier run left for this URL is not ours.
-        let _ = std::fs::remove_file(crate::support::journal_for(&server.url));
+        for (file, _) in crate::support::journal_files(&crate::support::journal_for(&server.url)) {
+            let _ = std::fs::remove_file(file);
+        }
         server.resume().await;
         server
     }
@@ -122,7 +124,9 @@ impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(crate::support::journal_for(&self.url));
+        for (file, _) in crate::support::journal_files(&crate::support::journal_for(&self.url)) {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

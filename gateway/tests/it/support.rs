@@ -116,6 +116,24 @@ pub fn journal_for(url: &str) -> PathBuf {
     }
 }
 
+/// The files of the journal at `base` (its segments and lock), and the
+/// bytes in them.
+pub fn journal_files(base: &std::path::Path) -> Vec<(PathBuf, u64)> {
+    let dir = base.parent().unwrap_or(std::path::Path::new("."));
+    let prefix = format!("{}.", base.file_name().and_then(|n| n.to_str()).unwrap_or_default());
+    let mut found: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
 /// Serve an already built app.
 pub async fn start_app(app: App, engine: Engine) -> Server {
     serve_on(app, engine, "127.0.0.1:0").await
