@@ -27,6 +27,9 @@ use crate::usage::UsageRecord;
 /// Records per segment.
 const SEGMENT: u64 = 10_000;
 
+/// Records a previous run left, each with its segment.
+pub(crate) type Left = Vec<(UsageRecord, u64)>;
+
 /// The journal's segments and what is known about their records.
 #[derive(Debug)]
 pub(crate) struct Journal {
@@ -60,11 +63,11 @@ impl Journal {
     /// in it, each with its segment. `None` when another process holds it.
     /// A line that does not parse (a write cut off by the crash itself) is
     /// skipped with a warning.
-    pub(crate) fn open(base: &Path) -> std::io::Result<Option<(Self, Vec<(UsageRecord, u64)>)>> {
+    pub(crate) fn open(base: &Path) -> std::io::Result<Option<(Self, Left)>> {
         Self::open_with(base, SEGMENT)
     }
 
-    fn open_with(base: &Path, segment: u64) -> std::io::Result<Option<(Self, Vec<(UsageRecord, u64)>)>> {
+    fn open_with(base: &Path, segment: u64) -> std::io::Result<Option<(Self, Left)>> {
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(suffixed(base, "lock"))?;
         match lock.try_lock() {
             Ok(()) => {}
