@@ -222,11 +222,19 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(async move {
         // Before the "serving" line: whoever started us may signal at once.
-        let signal = shutdown_signal();
+        let mut signal = std::pin::pin!(shutdown_signal());
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
-            let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
-            app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {url}"))?;
+            let attach = async {
+                let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
+                app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {url}"))
+            };
+            // A database that is slow to answer must not make the server deaf
+            // to Ctrl-C.
+            tokio::select! {
+                r = attach => r?,
+                () = &mut signal => return Ok(()),
+            }
         }
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.

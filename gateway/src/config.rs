@@ -104,7 +104,7 @@ pub struct ProviderConfig {
     /// tunnel). Unset: the environment's, as curl reads it ([`env_proxy`]);
     /// `""`: none.
     #[serde(default)]
-    pub proxy: Option<String>,
+    pub proxy: Option<ProxyUrl>,
     /// The server continues a final assistant message when asked with
     /// `continue_final_message: true` (vLLM, SGLang): a stream another
     /// candidate broke off mid-answer can be resumed here. Anthropic always
@@ -117,20 +117,70 @@ pub struct ProviderConfig {
 /// `HTTP_PROXY` by its scheme (`ALL_PROXY` otherwise; lowercase names
 /// first), unless `NO_PROXY` lists its host (a name matches itself and its
 /// subdomains; `*` matches all). `var` reads one variable.
-pub fn env_proxy(url: &str, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+///
+/// As curl, a proxy named without a scheme is `http://`. One Starling
+/// cannot speak (`socks5://`, `https://`) is skipped with a warning rather
+/// than stopping the server over an environment set for other programs.
+/// `NO_PROXY` entries may also be address ranges (`10.0.0.0/8`).
+pub fn env_proxy(url: &str, var: impl Fn(&str) -> Option<String>) -> Option<ProxyUrl> {
     let get = |name: &str| var(&name.to_ascii_lowercase()).or_else(|| var(name)).filter(|v| !v.trim().is_empty());
     let uri = url.parse::<axum::http::Uri>().ok()?;
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     if let Some(no) = get("NO_PROXY") {
         let skip = no.split(',').map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase()).any(|e| {
-            e == "*" || (!e.is_empty() && (host == e || host.ends_with(&format!(".{e}"))))
+            e == "*" || (!e.is_empty() && (host == e || host.ends_with(&format!(".{e}")) || in_range(&host, &e)))
         });
         if skip {
             return None;
         }
     }
     let own = if uri.scheme_str() == Some("https") { "HTTPS_PROXY" } else { "HTTP_PROXY" };
-    get(own).or_else(|| get("ALL_PROXY"))
+    let proxy = get(own).or_else(|| get("ALL_PROXY"))?;
+    let proxy = proxy.trim();
+    let proxy = if proxy.contains("://") { proxy.to_owned() } else { format!("http://{proxy}") };
+    if !proxy.starts_with("http://") {
+        let shown = ProxyUrl(proxy);
+        tracing::warn!("ignoring the environment's proxy {shown:?} for {url}: only http:// proxies are supported");
+        return None;
+    }
+    Some(ProxyUrl(proxy))
+}
+
+/// Whether the address `host` lies in the range `cidr` (`10.0.0.0/8`,
+/// `fd00::/8`).
+fn in_range(host: &str, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let Some((net, bits)) = cidr.split_once('/') else { return false };
+    let (Ok(host), Ok(net), Ok(bits)) = (host.parse::<IpAddr>(), net.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    let (h, n, width) = match (host, net) {
+        (IpAddr::V4(h), IpAddr::V4(n)) => (u128::from(u32::from(h)), u128::from(u32::from(n)), 32),
+        (IpAddr::V6(h), IpAddr::V6(n)) => (u128::from(h), u128::from(n), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    let shift = width - bits;
+    shift >= 128 || (h >> shift) == (n >> shift)
+}
+
+/// A proxy URL, which may carry credentials: shown without them.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ProxyUrl(pub String);
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redacted(&self.0))
+    }
+}
+
+/// `url` without its credentials, for logs and messages.
+pub(crate) fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 impl ProviderConfig {
@@ -265,16 +315,31 @@ mod tests {
     #[test]
     fn proxy_from_the_environment_as_curl_reads_it() {
         let env = |vars: &'static [(&'static str, &'static str)]| move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
-        let vars = env(&[("HTTPS_PROXY", "http://secure:3128"), ("http_proxy", "http://plain:3128"), ("NO_PROXY", "internal.example, .corp,localhost")]);
-        assert_eq!(env_proxy("https://api.openai.com/v1", vars).as_deref(), Some("http://secure:3128"));
-        assert_eq!(env_proxy("http://10.0.0.5:8000/v1", vars).as_deref(), Some("http://plain:3128"));
-        for skipped in ["https://internal.example/v1", "https://gpu.internal.example/v1", "http://vllm.corp:8000/v1", "http://localhost:8000/v1"] {
-            assert_eq!(env_proxy(skipped, vars), None, "{skipped}");
+        let at = |url: &str, vars| env_proxy(url, vars).map(|p| p.0);
+        let vars = env(&[("HTTPS_PROXY", "http://secure:3128"), ("http_proxy", "plain:3128"), ("NO_PROXY", "internal.example, .corp,localhost,10.0.0.0/8,fd00::/8")]);
+        assert_eq!(at("https://api.openai.com/v1", vars).as_deref(), Some("http://secure:3128"));
+        // No scheme: http://, as curl reads it.
+        assert_eq!(at("http://192.168.1.5:8000/v1", vars).as_deref(), Some("http://plain:3128"));
+        for skipped in [
+            "https://internal.example/v1",
+            "https://gpu.internal.example/v1",
+            "http://vllm.corp:8000/v1",
+            "http://localhost:8000/v1",
+            "http://10.1.2.3:8000/v1",
+            "http://[fd12::1]:8000/v1",
+        ] {
+            assert_eq!(at(skipped, vars), None, "{skipped}");
         }
-        // A name only matches whole labels.
-        assert!(env_proxy("https://notinternal.example/v1", vars).is_some());
+        // A name only matches whole labels; a range only its addresses.
+        assert!(at("https://notinternal.example/v1", vars).is_some());
+        assert!(at("http://11.0.0.1/v1", vars).is_some());
         let vars = env(&[("ALL_PROXY", "http://all:3128"), ("https_proxy", ""), ("no_proxy", "")]);
-        assert_eq!(env_proxy("https://api.groq.com/openai/v1", vars).as_deref(), Some("http://all:3128"));
-        assert_eq!(env_proxy("https://x/v1", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
+        assert_eq!(at("https://api.groq.com/openai/v1", vars).as_deref(), Some("http://all:3128"));
+        assert_eq!(at("https://x/v1", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
+        // One Starling cannot speak is left alone.
+        assert_eq!(at("https://x/v1", env(&[("ALL_PROXY", "socks5://p:1080")])), None);
+        // Credentials never show.
+        let p = env_proxy("https://x/v1", env(&[("HTTPS_PROXY", "http://user:secret@p:1")]));
+        assert_eq!(format!("{p:?}"), r#"Some("http://***@p:1")"#);
     }
 }

@@ -77,7 +77,7 @@ impl Endpoint {
         let client_err = |message: String| SetupError::Client { provider: cfg.name.clone(), message };
         let url = format!("{}/{path}", cfg.base_url.trim_end_matches('/'));
         let tls = Arc::new(tls(cfg).map_err(client_err)?);
-        let proxy = cfg.proxy.as_deref().filter(|p| !p.is_empty()).map(upstream::Proxy::parse).transpose().map_err(client_err)?;
+        let proxy = cfg.proxy.as_ref().filter(|p| !p.0.is_empty()).map(|p| upstream::Proxy::parse(&p.0)).transpose().map_err(client_err)?;
         let client = upstream::Client::new(&url, proxy, &tls, cfg.connect_timeout(), threads)
             .map_err(|e| client_err(format!("base_url `{}`: {e}", cfg.base_url)))?;
         let mut headers = extra_headers(cfg)?;

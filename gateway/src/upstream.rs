@@ -447,7 +447,7 @@ impl Proxy {
     /// `http://[user:password@]host:port`.
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
         use base64::Engine;
-        let bad = |why: &str| format!("proxy `{}`: {why}", redact(url));
+        let bad = |why: &str| format!("proxy `{}`: {why}", crate::config::redacted(url));
         let uri = url.parse::<Uri>().map_err(|e| bad(&e.to_string()))?;
         if uri.scheme_str() != Some("http") {
             return Err(bad("only http:// proxies are supported"));
@@ -456,7 +456,8 @@ impl Proxy {
         let auth = match authority.as_str().rsplit_once('@') {
             None => None,
             Some((userinfo, _)) => {
-                let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+                // `p%40ss` in a URL is `p@ss`.
+                let basic = base64::engine::general_purpose::STANDARD.encode(percent_decoded(userinfo));
                 let mut v = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| bad("bad credentials"))?;
                 v.set_sensitive(true);
                 Some(v)
@@ -495,12 +496,25 @@ impl Proxy {
     }
 }
 
-/// `url` without its credentials, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
+/// `%XX` escapes decoded (others kept as they are).
+fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
     }
+    out
 }
 
 /// A TCP connection, with or without TLS.

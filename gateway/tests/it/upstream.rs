@@ -179,11 +179,12 @@ async fn providers_are_reached_through_an_http_proxy() {
     let through = |fake: &FakeOpenAi, creds: &str| {
         let mut p = provider("openai", &fake.base_url);
         p.ca_file = Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem"));
-        p.proxy = Some(format!("http://{creds}{}", proxy.addr));
+        p.proxy = Some(gateway::config::ProxyUrl(format!("http://{creds}{}", proxy.addr)));
         gateway_for(vec![p], vec![route(&[("openai", "gpt-4o-mini")])])
     };
-    // https: one CONNECT tunnel, kept alive across a JSON answer and a stream.
-    let s = start_routed(through(&secure, "user:secret@")).await;
+    // https: one CONNECT tunnel, kept alive across a JSON answer and a stream
+    // (the credentials percent-encoded, as URLs carry them).
+    let s = start_routed(through(&secure, "user:s%65cret@")).await;
     let url = format!("{}/chat/completions", s.v1());
     for stream in [false, true, false] {
         assert_eq!(answered_by(&url, &ask(stream)).await, "openai");
