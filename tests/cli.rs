@@ -85,6 +85,47 @@ fn http(addr: &str, request: &str) -> String {
     answer
 }
 
+/// `n` chat requests for a model nobody has (404, recorded all the same),
+/// each on a connection of its own.
+fn ask_for_an_unknown_model(addr: &str, n: usize) {
+    let body = r#"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#;
+    let ask = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    for _ in 0..n {
+        let answer = http(addr, &ask);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+}
+
+/// SIGTERM `child` and check that it shuts down cleanly (exit 0).
+fn terminate(child: std::process::Child) {
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "serve exits 0 on SIGTERM: {:?}", out.status);
+}
+
+/// The files whose path starts with `base` (a test's config, database and
+/// journal), and their sizes.
+fn files_of(base: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let (Some(dir), Some(prefix)) = (base.parent(), base.file_name().and_then(|n| n.to_str())) else { return Vec::new() };
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(prefix)))
+        .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .collect()
+}
+
+fn remove_files_of(base: &std::path::Path) {
+    for (file, _) in files_of(base) {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 #[test]
 fn sigterm_ends_every_http_thread_and_keeps_their_records() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -95,28 +136,15 @@ fn sigterm_ends_every_http_thread_and_keeps_their_records() {
     std::fs::write(&cfg, "[models]\ndefault = \"\"\n[server]\nhttp_threads = 3\n").expect("write config");
 
     let (child, addr) = serve(&cfg, &db);
-    let body = r#"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#;
-    let ask = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
     // Connections of their own, spread over the threads by the kernel.
-    for _ in 0..6 {
-        let answer = http(&addr, &ask);
-        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-    }
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(term.success());
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "serve exits 0 on SIGTERM: {:?}", out.status);
+    ask_for_an_unknown_model(&addr, 6);
+    terminate(child);
 
     let (mut child, addr) = serve(&cfg, &db);
     let usage = http(&addr, "GET /v1/usage?group_by=route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["toml", "db", "db-wal", "db-shm", "db.journal.lock", "db.journal.1", "db.journal.2"] {
-        let _ = std::fs::remove_file(base.with_extension(suffix));
-    }
+    remove_files_of(&base);
     assert!(usage.starts_with("HTTP/1.1 200"), "{usage}");
     // One group (the route asked for), with all six requests.
     assert!(usage.contains(r#""group":"nope""#) && usage.matches(r#""group":"#).count() == 1, "{usage}");
@@ -141,15 +169,7 @@ fn a_killed_server_loses_no_usage_record() {
     // fail and are retried, so its records stay queued.
     let mut locker = rt.block_on(sqlx::SqliteConnection::connect(&db)).expect("open the database");
     rt.block_on(locker.execute("BEGIN IMMEDIATE")).expect("lock");
-    let body = r#"{"model": "nope", "messages": [{"role": "user", "content": "Hi"}]}"#;
-    let ask = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    for _ in 0..5 {
-        let answer = http(&addr, &ask);
-        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-    }
+    ask_for_an_unknown_model(&addr, 5);
     child.kill().expect("kill -9");
     let _ = child.wait();
     rt.block_on(locker.execute("ROLLBACK")).expect("unlock");
@@ -160,26 +180,12 @@ fn a_killed_server_loses_no_usage_record() {
 
     // The next start writes them; a clean shutdown leaves the journal empty.
     let (child, _) = serve(&cfg, &db);
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(term.success());
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "serve exits 0 on SIGTERM: {:?}", out.status);
+    terminate(child);
     let written = count(&rt, &mut locker);
     // What is left of the journal: its lock and empty segments.
-    let journal: Vec<(String, u64)> = std::fs::read_dir(std::env::temp_dir())
-        .map(|d| d.filter_map(Result::ok).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.path().to_string_lossy().starts_with(&journal_of(&db)))
-        .map(|e| (e.path().display().to_string(), e.metadata().map(|m| m.len()).unwrap_or(0)))
-        .collect();
+    let journal = files_of(std::path::Path::new(&journal_of(&db)));
     drop(locker);
-    for suffix in ["toml", "db", "db-wal", "db-shm"] {
-        let _ = std::fs::remove_file(base.with_extension(suffix));
-    }
-    for (file, _) in &journal {
-        let _ = std::fs::remove_file(file);
-    }
+    remove_files_of(&base);
     assert_eq!(written, 5);
     assert!(!journal.is_empty() && journal.iter().all(|(_, len)| *len == 0), "{journal:?}");
 }

@@ -535,8 +535,9 @@ pub fn metered(
         finish: F,
     }
     impl<F: Fn(UsageRecord)> Guard<F> {
-        /// Close the record as it stands and hand it over.
-        fn close(&mut self, default_error: &str) -> UsageRecord {
+        /// Close the record as it stands, hand it over, and go on with
+        /// `next`.
+        fn close(&mut self, default_error: &str, next: UsageRecord) {
             if !self.ended && self.record.error.is_none() {
                 self.record.error = Some(default_error.into());
             }
@@ -547,14 +548,12 @@ pub fn metered(
                 self.record.completion_tokens = self.output_chunks;
             }
             self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1e3;
-            let next = UsageRecord { provider: String::new(), model: String::new(), error: None, ttft_ms: None, ..self.record.clone() };
-            (self.finish)(std::mem::replace(&mut self.record, next.clone()));
-            next
+            (self.finish)(std::mem::replace(&mut self.record, next));
         }
     }
     impl<F: Fn(UsageRecord)> Drop for Guard<F> {
         fn drop(&mut self) {
-            self.close("the client went away before the end");
+            self.close("the client went away before the end", empty());
         }
     }
     record.status = 200;
@@ -565,11 +564,20 @@ pub fn metered(
             match &item {
                 Some(Ok(v)) => {
                     if let Some(h) = crate::provider::Handover::of(v) {
-                        let prompt = g.record.prompt_tokens;
-                        g.close(&format!("broke off mid-answer; `{}` finished it", h.provider));
-                        let r = &mut g.record;
-                        (r.provider, r.model, r.prompt_tokens, r.completion_tokens, r.cached_tokens) = (h.provider, h.model, prompt, 0, 0);
-                        r.attempts += 1;
+                        let why = format!("broke off mid-answer; `{}` finished it", h.provider);
+                        // The same request (id, arrival, key, route, prompt
+                        // estimate), now the next provider's.
+                        let next = UsageRecord {
+                            provider: h.provider,
+                            model: h.model,
+                            completion_tokens: 0,
+                            cached_tokens: 0,
+                            error: None,
+                            ttft_ms: None,
+                            attempts: g.record.attempts + 1,
+                            ..g.record.clone()
+                        };
+                        g.close(&why, next);
                         (g.usage_seen, g.output_chunks, g.carried) = (false, 0, h.carried);
                         continue;
                     }

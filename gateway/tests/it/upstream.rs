@@ -30,6 +30,14 @@ async fn answered_by(url: &str, body: &Value) -> String {
     provider
 }
 
+/// Ask for a JSON answer that must fail as 502; its error message.
+async fn bad_gateway(url: &str) -> String {
+    let res = post_json(url, &ask(false)).await;
+    assert_eq!(res.status(), 502);
+    let err: Value = res.json().await.expect("error body");
+    err["error"]["message"].as_str().unwrap_or_default().to_owned()
+}
+
 #[tokio::test]
 async fn one_upstream_connection_serves_json_answers_and_streams_in_turn() {
     let openai = FakeOpenAi::start("openai").await;
@@ -84,11 +92,8 @@ async fn a_provider_over_tls_is_trusted_through_its_ca_file_only() {
     assert_eq!(answered_by(&format!("{}/chat/completions", s.v1()), &ask(false)).await, "groq");
     let gw = gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini")])]);
     let s = start_routed(gw).await;
-    let res = post_json(&format!("{}/chat/completions", s.v1()), &ask(false)).await;
-    assert_eq!(res.status(), 502);
-    let err: Value = res.json().await.expect("error body");
-    let msg = err["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("`openai`") && msg.contains("certificate"), "{err}");
+    let msg = bad_gateway(&format!("{}/chat/completions", s.v1())).await;
+    assert!(msg.contains("`openai`") && msg.contains("certificate"), "{msg}");
     assert_eq!(openai.seen().len(), 3);
 }
 
@@ -207,10 +212,7 @@ async fn providers_are_reached_through_an_http_proxy() {
 
     // Refused (407): a 502 that says so, never the proxy's credentials.
     let s = start_routed(through(&secure, "user:wrong@")).await;
-    let res = post_json(&format!("{}/chat/completions", s.v1()), &ask(false)).await;
-    assert_eq!(res.status(), 502);
-    let err: Value = res.json().await.expect("error body");
-    let msg = err["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("proxy") && msg.contains("407"), "{err}");
+    let msg = bad_gateway(&format!("{}/chat/completions", s.v1())).await;
+    assert!(msg.contains("proxy") && msg.contains("407"), "{msg}");
     assert_eq!(secure.seen().len(), 3);
 }
