@@ -11,7 +11,7 @@
 //! - single-stream tokens/s, then aggregate tok/s and TTFT p50/p99 at
 //!   1/8/32/64 concurrent 64-token chat streams (median of 3 bursts);
 //! - the greedy fixture check on that device: llama.cpp's greedy answers
-//!   (`../shared/fixtures/smollm2-greedy.json`, built into this binary),
+//!   (`tests/fixtures/smollm2-greedy.json`, built into this binary),
 //!   teacher forced, must be our top choice at every step but near-ties
 //!   (gap < 0.3 logits: arithmetic; a wider gap is a bug);
 //! - Whisper real-time factor: Starling has no Whisper model yet.
@@ -33,7 +33,7 @@ use starling_benches::{block_on, fail, smollm2_path};
 
 /// Concurrency levels; `STARLING_BENCH_LEVELS=1,8` overrides.
 const LEVELS: [usize; 4] = [1, 8, 32, 64];
-const GREEDY: &str = include_str!("../../shared/fixtures/smollm2-greedy.json");
+const GREEDY: &str = include_str!("../tests/fixtures/smollm2-greedy.json");
 
 /// `name, used MiB, total MiB` of every GPU, or why there is none.
 fn gpu_memory() -> String {

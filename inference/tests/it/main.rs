@@ -1,6 +1,6 @@
 //! Integration tests of the inference crate, all on the real SmolLM2 GGUF
 //! (fetched by `scripts/fetch-models`) and llama.cpp's reference outputs in
-//! `../shared/fixtures`.
+//! `tests/fixtures` at the repository root.
 //!
 //! - `tokenizer`: ids and round trips against llama.cpp's tokenizer.
 //! - `model`: greedy decode against llama.cpp; load errors.

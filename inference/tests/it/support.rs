@@ -1,4 +1,4 @@
-//! Paths to the real model and the shared reference fixtures.
+//! Paths to the real model and the reference fixtures in `tests/fixtures`.
 
 use std::path::PathBuf;
 
@@ -13,9 +13,9 @@ pub fn smollm2_path() -> PathBuf {
     p
 }
 
-/// A JSON fixture from `../shared/fixtures`.
+/// A JSON fixture from the repository's `tests/fixtures`.
 pub fn fixture(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
