@@ -24,7 +24,7 @@ pub struct RawConfig {
     /// `[gateway]`: retry and breaker settings, the GPU's price.
     pub gateway: RawGateway,
     /// `[[prices]]`: USD per 1M tokens over the shipped table.
-    pub prices: Vec<gateway::prices::PriceConfig>,
+    pub prices: Vec<gateway::routing::prices::PriceConfig>,
     /// `[database]`: where durable records live.
     pub database: RawDatabase,
 }
@@ -57,7 +57,7 @@ pub struct RawGateway {
     /// `[gateway.breaker]`.
     pub breaker: gateway::config::BreakerConfig,
     /// `[gateway.cache]`.
-    pub cache: gateway::cache::CacheConfig,
+    pub cache: gateway::accounting::cache::CacheConfig,
     /// USD per hour of the machine the local engine runs on.
     pub gpu_usd_per_hour: f64,
 }

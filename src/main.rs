@@ -148,14 +148,14 @@ fn keys(config: &Config, command: KeysCommand) -> Result<()> {
     let url = config.database_url.as_deref().context("keys need a database: set [database] url")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
-        let store = gateway::keys::KeyStore::new(&db).await?;
+        let db = gateway::accounting::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
+        let store = gateway::accounting::keys::KeyStore::new(&db).await?;
         match command {
             KeysCommand::Create { name, budget_usd_per_day, rpm, tpm, models } => {
                 if budget_usd_per_day.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
                     anyhow::bail!("--budget-usd-per-day must be a non-negative number");
                 }
-                let new = gateway::keys::NewKey { name, budget_usd_per_day, rpm, tpm, models };
+                let new = gateway::accounting::keys::NewKey { name, budget_usd_per_day, rpm, tpm, models };
                 let (key, info) = store.create(&new).await?;
                 println!("{key}");
                 eprintln!("created {} ({}): the key above is shown once and stored only as a hash", info.id, info.name);
@@ -226,7 +226,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
             let attach = async {
-                let db = gateway::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
+                let db = gateway::accounting::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
                 app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {url}"))
             };
             // A database that is slow to answer must not make the server deaf

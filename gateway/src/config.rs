@@ -19,9 +19,9 @@ pub struct GatewayConfig {
     /// Circuit breakers.
     pub breaker: BreakerConfig,
     /// Response cache.
-    pub cache: crate::cache::CacheConfig,
+    pub cache: crate::accounting::cache::CacheConfig,
     /// Prices over the shipped defaults.
-    pub prices: Vec<crate::prices::PriceConfig>,
+    pub prices: Vec<crate::routing::prices::PriceConfig>,
     /// What the GPU costs per hour, USD: the local engine's price under
     /// `cheapest` (see `prices::local_price`).
     pub gpu_usd_per_hour: f64,

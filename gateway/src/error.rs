@@ -38,11 +38,15 @@ impl ApiError {
         }
     }
 
-    /// 400: a field is missing, malformed or out of range.
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    /// 400: a field is missing, malformed or out of range. The message
+    /// names the field first, as OpenAI's do (`Invalid 'temperature': ...`):
+    /// SDKs show users the message, not `param`.
+    pub fn invalid(param: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let param = param.into();
         Self {
-            param: Some(param.into()),
-            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+            message: format!("Invalid '{param}': {detail}"),
+            param: Some(param),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "")
         }
     }
 
@@ -53,7 +57,7 @@ impl ApiError {
 
     /// 400 `unsupported`: a valid OpenAI option this server does not honour
     /// (refused rather than silently ignored).
-    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
+    pub fn unsupported(param: &str, message: impl std::fmt::Display) -> Self {
         Self {
             code: Some("unsupported"),
             ..Self::invalid(param, message)

@@ -5,8 +5,8 @@ use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::breaker::State;
-use crate::generator::Generators;
+use crate::routing::breaker::State;
+use crate::providers::generator::Generators;
 
 /// Every metric the server records.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ pub struct Metrics {
     /// exceeded the route's SLO, by route and provider.
     pub spills: IntCounterVec,
     /// The usage record writer's failures and backlog.
-    pub usage_writer: crate::usage::WriterMetrics,
+    pub usage_writer: crate::accounting::usage::WriterMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -174,7 +174,7 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(write_errors.clone()))?;
                 registry.register(Box::new(queued.clone()))?;
-                crate::usage::WriterMetrics { write_errors, queued }
+                crate::accounting::usage::WriterMetrics { write_errors, queued }
             },
             registry,
         })

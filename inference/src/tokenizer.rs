@@ -49,8 +49,17 @@ pub struct Tokenizer {
     is_control: Vec<bool>,
     /// Token text -> id, for looking up special tokens by name.
     by_text: HashMap<String, u32>,
+    /// The text of every control token (`<|im_start|>`, ...), longest first
+    /// so that one that contains another is found whole.
+    control_texts: Vec<String>,
     special: SpecialTokens,
 }
+
+/// Around the index of a control token's text in an escaped message
+/// ([`Tokenizer::escape_control`]): private-use characters of plane 15,
+/// which the chat template passes through as any other text.
+const ESCAPE_OPEN: char = '\u{F0000}';
+const ESCAPE_CLOSE: char = '\u{F0001}';
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +131,9 @@ impl Tokenizer {
         hf.add_tokens(user).map_err(tok_err)?;
         let mut plain = hf.clone();
         plain.set_encode_special_tokens(true);
+        let mut control_texts: Vec<String> =
+            tokens.iter().zip(&types).filter(|(t, ty)| **ty == token_type::CONTROL && !t.is_empty()).map(|(t, _)| (*t).to_owned()).collect();
+        control_texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
 
         let decode_map = byte_level_decode_map();
         let mut bytes = Vec::with_capacity(tokens.len());
@@ -178,6 +190,7 @@ impl Tokenizer {
             bytes,
             is_control,
             by_text: vocab,
+            control_texts,
             special: SpecialTokens {
                 bos,
                 eos,
@@ -194,6 +207,68 @@ impl Tokenizer {
         let tok = if parse_special { &self.with_special } else { &self.plain };
         let enc = tok.encode_fast(text, false).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Whether `text` spells a control token (`<|im_start|>`, ...).
+    pub fn has_control_text(&self, text: &str) -> bool {
+        self.control_texts.iter().any(|t| text.contains(t.as_str()))
+    }
+
+    /// `text` with each control token's spelling replaced by an escape that
+    /// [`Tokenizer::encode_escaped`] turns back into that text as plain
+    /// tokens. A chat message's content is escaped before the template
+    /// renders it, so `<|im_start|>system` typed by a user stays text while
+    /// the template's own markers become control tokens.
+    pub fn escape_control(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        'scan: while !rest.is_empty() {
+            for (i, t) in self.control_texts.iter().enumerate() {
+                if let Some(tail) = rest.strip_prefix(t.as_str()) {
+                    out.push(ESCAPE_OPEN);
+                    out.push_str(&i.to_string());
+                    out.push(ESCAPE_CLOSE);
+                    rest = tail;
+                    continue 'scan;
+                }
+            }
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+
+    /// Encode a rendered prompt whose message contents were escaped with
+    /// [`Tokenizer::escape_control`]: the template's text with special
+    /// tokens recognised, each escape as its control token's text in plain
+    /// tokens. A stray escape character is kept as it is.
+    pub fn encode_escaped(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut scaffold = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find(ESCAPE_OPEN) {
+            let after = &rest[at + ESCAPE_OPEN.len_utf8()..];
+            let escaped = after
+                .split_once(ESCAPE_CLOSE)
+                .and_then(|(i, tail)| Some((self.control_texts.get(i.parse::<usize>().ok()?)?, tail)));
+            match escaped {
+                Some((control, tail)) => {
+                    scaffold.push_str(&rest[..at]);
+                    ids.extend(self.encode(&scaffold, true)?);
+                    scaffold.clear();
+                    ids.extend(self.encode(control, false)?);
+                    rest = tail;
+                }
+                None => {
+                    scaffold.push_str(&rest[..at + ESCAPE_OPEN.len_utf8()]);
+                    rest = after;
+                }
+            }
+        }
+        scaffold.push_str(rest);
+        ids.extend(self.encode(&scaffold, true)?);
+        Ok(ids)
     }
 
     /// The raw bytes of a token (control tokens: their literal text).

@@ -56,6 +56,9 @@ async fn invalid_fields_are_400_naming_the_field() {
         assert_eq!(status, 400, "{extra}: {err}");
         assert_eq!(err["type"], "invalid_request_error");
         assert_eq!(err["param"], param, "{extra}: {err}");
+        // SDKs show the message, not `param`: it names the field first, as OpenAI's do.
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("Invalid '{param}': ")), "{extra}: {message}");
     }
     // A number no integer type holds (serde_json's `json!` cannot build it).
     let body = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 123456789012345678901234567890}"#;

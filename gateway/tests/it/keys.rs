@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use gateway::db::Db;
-use gateway::keys::{KeyStore, NewKey};
+use gateway::accounting::db::Db;
+use gateway::accounting::keys::{KeyStore, NewKey};
 use gateway::{App, Generator, Generators, LocalModel, ServerConfig};
 use serde_json::{json, Value};
 

@@ -89,7 +89,7 @@ impl PgServer {
         // Ready when a connection is accepted and answered (it refuses while
         // starting up).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while gateway::db::Db::open(&self.url).await.is_err() {
+        while gateway::accounting::db::Db::open(&self.url).await.is_err() {
             assert!(Instant::now() < deadline, "PostgreSQL did not start on port {}", self.port);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -160,9 +160,9 @@ async fn usage_records_wait_out_a_database_outage() {
 #[tokio::test]
 async fn keys_with_and_without_budgets_on_one_postgres_connection() {
     let pg = PgServer::start().await;
-    let db = gateway::db::Db::open(&pg.url).await.expect("database");
-    let store = gateway::keys::KeyStore::new(&db).await.expect("key store");
-    let new = |name: &str, budget: Option<f64>| gateway::keys::NewKey {
+    let db = gateway::accounting::db::Db::open(&pg.url).await.expect("database");
+    let store = gateway::accounting::keys::KeyStore::new(&db).await.expect("key store");
+    let new = |name: &str, budget: Option<f64>| gateway::accounting::keys::NewKey {
         name: name.into(),
         budget_usd_per_day: budget,
         rpm: None,

@@ -343,6 +343,22 @@ async fn a_slow_first_token_times_out_and_falls_back() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
+/// A JSON answer arrives whole, after its last token: a long one is not a
+/// slow first token. It is bounded by the total timeout, so it is neither
+/// cut at the first-token timeout nor sent (and billed) again.
+#[tokio::test]
+async fn a_json_answer_slower_than_the_first_token_timeout_is_waited_for() {
+    let openai = FakeOpenAi::start("openai").await;
+    let mut p = provider("openai", &openai.base_url);
+    p.ttft_timeout_ms = 200;
+    let s = start_routed(gateway_for(vec![p], vec![route(&[("openai", "gpt-4o-mini")])])).await;
+    openai.fail_next([Fault::Slow(std::time::Duration::from_millis(800))]);
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &chat(json!({}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-attempts"), "1");
+    assert_eq!(openai.seen().len(), 1, "the answer was asked for once");
+}
+
 #[tokio::test]
 async fn an_unreachable_provider_falls_back() {
     // A port nothing listens on: bind, read the port, close.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::db::Db;
+use crate::accounting::db::Db;
 
 /// How stale the in-memory key table may get.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -131,7 +131,7 @@ impl KeyStore {
         .bind(hash(&key))
         .bind(&info.prefix)
         .bind(info.created_ms)
-        .bind(crate::db::nullable_f64(info.budget_usd_per_day))
+        .bind(crate::accounting::db::nullable_f64(info.budget_usd_per_day))
         .bind(info.rpm.map(i64::from))
         .bind(info.tpm.map(i64::from))
         .bind((!info.models.is_empty()).then(|| info.models.join(",")))

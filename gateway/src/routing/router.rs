@@ -17,20 +17,31 @@ use futures_util::stream::{self, StreamExt};
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
-use crate::breaker::{Breakers, State};
+use crate::routing::breaker::{Breakers, State};
 use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
 use crate::metrics::Metrics;
-use crate::prices::{local_price, Prices};
-use crate::provider::{ChatCall, ChatReply, ChunkValues, Handover, Provider};
+use crate::routing::prices::{local_price, Prices};
+use crate::providers::{ChatCall, ChatReply, ChunkValues, Handover, Provider};
+
+/// How long one attempt at a remote provider may take to answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// To the first chunk of a stream (the rest is bounded by the stream's
+    /// own pace).
+    pub first_chunk: Duration,
+    /// To the whole of a JSON answer, which arrives only when the last
+    /// token is generated: a long answer is not a slow first token.
+    pub total: Duration,
+}
 
 /// A provider with its timeouts.
 #[derive(Clone)]
 pub struct Upstream {
     /// The provider.
     pub provider: Arc<dyn Provider>,
-    /// Time allowed to the first chunk of a stream.
-    pub ttft_timeout: Option<Duration>,
+    /// Time allowed to one attempt (`None`: the request deadline only).
+    pub timeouts: Option<Timeouts>,
     /// Whether failures count against a circuit breaker. The local engine
     /// has none: its 429 is admission control reporting live load, not
     /// ill health, so a failed attempt there only moves the request on.
@@ -38,15 +49,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A remote provider: breaker on, first chunk within `ttft_timeout`.
-    pub fn remote(provider: Arc<dyn Provider>, ttft_timeout: Duration) -> Self {
-        Self { provider, ttft_timeout: Some(ttft_timeout), breaker: true }
+    /// A remote provider: breaker on, answers within `timeouts`.
+    pub fn remote(provider: Arc<dyn Provider>, timeouts: Timeouts) -> Self {
+        Self { provider, timeouts: Some(timeouts), breaker: true }
     }
 
     /// The in-process engine: no breaker, no timeout (it answers 429 at
     /// once when full).
     pub fn local(provider: Arc<dyn Provider>) -> Self {
-        Self { provider, ttft_timeout: None, breaker: false }
+        Self { provider, timeouts: None, breaker: false }
     }
 }
 
@@ -611,10 +622,12 @@ fn content_chars(content: &Value) -> usize {
     }
 }
 
-/// One attempt: a JSON answer, or a stream whose first chunk has arrived
-/// (within the upstream's TTFT timeout). Bounded by the request deadline.
+/// One attempt: a JSON answer (within the upstream's total timeout), or a
+/// stream whose first chunk has arrived (within its first-chunk timeout).
+/// Bounded by the request deadline.
 async fn attempt(up: &Upstream, call: ChatCall, deadline: Instant) -> Result<ChatReply, ApiError> {
     let name = up.provider.name().to_owned();
+    let allowed = up.timeouts.map(|t| if call.stream { t.first_chunk } else { t.total });
     let fut = async {
         match up.provider.chat(call).await? {
             ChatReply::Json(v) => Ok(ChatReply::Json(v)),
@@ -625,7 +638,7 @@ async fn attempt(up: &Upstream, call: ChatCall, deadline: Instant) -> Result<Cha
             },
         }
     };
-    let limit = up.ttft_timeout.map_or(deadline, |t| deadline.min(Instant::now() + t));
+    let limit = allowed.and_then(|t| Instant::now().checked_add(t)).map_or(deadline, |t| deadline.min(t));
     match tokio::time::timeout_at(limit.into(), fut).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::gateway_timeout(format!("`{}` sent nothing in time", up.provider.name()))),

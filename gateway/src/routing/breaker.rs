@@ -111,7 +111,9 @@ impl Breakers {
             b.record(now, true, cfg);
             let cooldown = Duration::from_secs(cfg.cooldown_secs);
             if let Some(after) = reset_after {
-                b.state = State::Open { until: now + after };
+                // `after` is the provider's word: a clock that cannot hold it
+                // keeps the breaker open for the cooldown instead.
+                b.state = State::Open { until: now.checked_add(after).unwrap_or(now + cooldown) };
                 return;
             }
             let (total, failed) = (b.window.len() as u32, b.window.iter().filter(|(_, f)| *f).count() as u32);
@@ -218,5 +220,16 @@ mod tests {
         assert!(!b.allow("p", "m", t0 + Duration::from_secs(1)));
         assert!(b.allow("p", "other", t0));
         assert!(b.allow("p", "m", t0 + Duration::from_secs(2)));
+    }
+
+    /// A reset the clock cannot hold (a hostile `Retry-After`) opens the
+    /// breaker for the cooldown rather than panicking.
+    #[test]
+    fn unrepresentable_reset_opens_for_the_cooldown() {
+        let b = Breakers::new(cfg());
+        let t0 = Instant::now();
+        b.failure("p", "m", t0, Some(Duration::MAX));
+        assert!(!b.allow("p", "m", t0 + Duration::from_secs(5)));
+        assert!(b.allow("p", "m", t0 + Duration::from_secs(11)));
     }
 }

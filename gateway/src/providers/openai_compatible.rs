@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
-use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
-use crate::{sse, upstream};
+use crate::providers::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::providers::{sse, upstream};
 
 /// Why a provider could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -318,17 +318,24 @@ pub(crate) fn error_from_body(provider: &str, status: StatusCode, v: &Value, ret
     err
 }
 
+/// The longest wait a provider can ask for: past it, its header is taken
+/// as a day (a hostile or broken date must not park a route for years, nor
+/// overflow the clock arithmetic that uses it).
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 /// When the provider says to come back: `Retry-After` (seconds or an HTTP
 /// date), else OpenAI/Groq's `x-ratelimit-reset-requests` / `-tokens`
-/// (durations like `1s`, `6m0s`, `59.6ms`), the later of the two.
+/// (durations like `1s`, `6m0s`, `59.6ms`), the later of the two. Never
+/// more than a day.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(v) = text("retry-after") {
         if let Ok(secs) = v.parse::<f64>() {
-            return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+            return (secs.is_finite() && secs >= 0.0)
+                .then(|| Duration::from_secs_f64(secs.min(LONGEST_RETRY_AFTER.as_secs_f64())));
         }
         if let Ok(when) = httpdate(v) {
-            return Some(when.duration_since(SystemTime::now()).unwrap_or_default());
+            return Some(when.duration_since(SystemTime::now()).unwrap_or_default().min(LONGEST_RETRY_AFTER));
         }
     }
     ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
@@ -361,11 +368,12 @@ fn go_duration(s: &str) -> Option<Duration> {
         total += n * scale;
         rest = &rest[unit_end..];
     }
-    (total.is_finite() && total <= 86_400.0).then(|| Duration::from_secs_f64(total))
+    (total.is_finite() && total <= LONGEST_RETRY_AFTER.as_secs_f64()).then(|| Duration::from_secs_f64(total))
 }
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form
-/// servers send today.
+/// servers send today. Fields out of their calendar ranges are not a date:
+/// the header comes from a remote server and feeds clock arithmetic.
 fn httpdate(s: &str) -> Result<SystemTime, ()> {
     let parts: Vec<&str> = s.split_whitespace().collect();
     let [_, day, mon, year, hms, "GMT"] = parts[..] else { return Err(()) };
@@ -375,6 +383,9 @@ fn httpdate(s: &str) -> Result<SystemTime, ()> {
     let mon = MONTHS.iter().position(|m| *m == mon).ok_or(())? as i64 + 1;
     let t: Vec<u64> = hms.split(':').map(|p| p.parse().map_err(|_| ())).collect::<Result<_, _>>()?;
     let [h, m, sec] = t[..] else { return Err(()) };
+    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return Err(());
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let (y, mo) = if mon <= 2 { (year - 1, mon + 9) } else { (year, mon - 3) };
     let era = y.div_euclid(400);
@@ -383,7 +394,7 @@ fn httpdate(s: &str) -> Result<SystemTime, ()> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = u64::try_from(days).map_err(|_| ())? * 86_400 + h * 3600 + m * 60 + sec;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)).ok_or(())
 }
 
 #[cfg(test)]
@@ -404,5 +415,27 @@ mod tests {
             httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
             Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
         );
+    }
+
+    /// A hostile upstream's `Retry-After` dates: far future, huge fields,
+    /// negative years. None may panic; none may ask for more than a day.
+    #[test]
+    fn hostile_retry_after_dates() {
+        for date in [
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun, 06 Nov 584554051223 08:49:37 GMT",
+            "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+            "Sun, 18446744073709551615 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 18446744073709551615:49:37 GMT",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("retry-after", HeaderValue::from_static(date));
+            let after = retry_after(&h);
+            assert!(after.is_none_or(|a| a <= LONGEST_RETRY_AFTER), "{date}: {after:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after(&h), Some(LONGEST_RETRY_AFTER));
     }
 }

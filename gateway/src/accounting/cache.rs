@@ -106,7 +106,7 @@ impl ResponseCache {
 impl ResponseCache {
     /// Pass a stream through, storing its chunks under `key` if it ends
     /// cleanly (a failed or abandoned stream is not stored).
-    pub fn filling(&self, key: [u8; 32], provider: String, model: String, chunks: crate::provider::ChunkValues) -> crate::provider::ChunkValues {
+    pub fn filling(&self, key: [u8; 32], provider: String, model: String, chunks: crate::providers::ChunkValues) -> crate::providers::ChunkValues {
         use futures_util::StreamExt;
         let cache = self.clone();
         let state = (chunks, Some(Vec::new()), cache, key, provider, model);
@@ -115,7 +115,7 @@ impl ResponseCache {
             match &item {
                 // A stream finished by another provider is not what any one
                 // candidate answers: not kept.
-                Some(Ok(v)) if crate::provider::Handover::of(v).is_some() => seen = None,
+                Some(Ok(v)) if crate::providers::Handover::of(v).is_some() => seen = None,
                 Some(Ok(v)) => {
                     if let Some(s) = seen.as_mut() {
                         s.push(v.clone());

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::generator::{Chunk, ChunkStream, CompletionRequest, Finish, Generator, TokenLogprob, Usage};
+use crate::providers::generator::{Chunk, ChunkStream, CompletionRequest, Finish, Generator, TokenLogprob, Usage};
 use crate::metrics::Metrics;
-use crate::provider::ChunkValues;
+use crate::providers::ChunkValues;
 
 /// Start `n` choices per request (seeds offset per choice so they differ
 /// yet repeat). All or nothing: if one is refused, the started ones are

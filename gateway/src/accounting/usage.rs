@@ -9,7 +9,7 @@
 //! and retried with growing pauses: an outage delays records, it does not
 //! lose them. [`UsageLog::close`] drains the channel and flushes; `serve`
 //! calls it after the last request ended. With a journal (`serve` keeps
-//! one, [`crate::journal`]) each record is also appended to a local file
+//! one, [`crate::accounting::journal`]) each record is also appended to a local file
 //! before it is queued, so a hard kill or a database that stays away past
 //! the shutdown grace loses nothing: the next start writes what the file
 //! holds. Without one, those records are logged whole at shutdown, and a
@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use crate::db::Db;
-use crate::journal::Journal;
+use crate::accounting::db::Db;
+use crate::accounting::journal::Journal;
 use sqlx::{AnyPool, Row};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -144,7 +144,7 @@ impl UsageStore {
                 .bind(r.completion_tokens)
                 .bind(r.cached_tokens)
                 .bind(r.cost_usd)
-                .bind(crate::db::nullable_f64(r.ttft_ms))
+                .bind(crate::accounting::db::nullable_f64(r.ttft_ms))
                 .bind(r.latency_ms)
                 .bind(r.status)
                 .bind(r.error.as_deref().map(text))
@@ -512,15 +512,15 @@ pub fn observe(record: &mut UsageRecord, v: &serde_json::Value) {
 
 /// A stream that fills a record as its chunks pass and hands it to
 /// `finish` when it ends, fails or is dropped (a client that went away).
-/// A handover ([`crate::provider::Handover`]: another provider carries the
+/// A handover ([`crate::providers::Handover`]: another provider carries the
 /// stream on) closes the record of the provider that broke off and opens
 /// one for the next; the handover itself is not passed on.
 pub fn metered(
-    chunks: crate::provider::ChunkValues,
+    chunks: crate::providers::ChunkValues,
     mut record: UsageRecord,
     started: std::time::Instant,
     finish: impl Fn(UsageRecord) + Send + 'static,
-) -> crate::provider::ChunkValues {
+) -> crate::providers::ChunkValues {
     use futures_util::StreamExt;
 
     struct Guard<F: Fn(UsageRecord)> {
@@ -563,7 +563,7 @@ pub fn metered(
             let item = chunks.next().await;
             match &item {
                 Some(Ok(v)) => {
-                    if let Some(h) = crate::provider::Handover::of(v) {
+                    if let Some(h) = crate::providers::Handover::of(v) {
                         let why = format!("broke off mid-answer; `{}` finished it", h.provider);
                         // The same request (id, arrival, key, route, prompt
                         // estimate), now the next provider's.

@@ -22,7 +22,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::usage::UsageRecord;
+use crate::accounting::usage::UsageRecord;
 
 /// Records per segment.
 const SEGMENT: u64 = 10_000;
@@ -218,7 +218,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let base = dir.join("usage.journal");
-        let r = crate::usage::draft("route", None);
+        let r = crate::accounting::usage::draft("route", None);
         {
             let (j, left) = Journal::open_with(&base, 3).expect("open").expect("not locked");
             assert!(left.is_empty());

@@ -1,17 +1,32 @@
-//! The routed seam: a provider answers chat completions in OpenAI's wire
-//! format. The router picks providers per request; each provider module
-//! (`local`, `openai_compatible`, ...) translates to whatever it talks to.
+//! The routed seam and everything that answers it: a provider answers chat
+//! completions in OpenAI's wire format. The router picks providers per
+//! request; each provider module translates to whatever it talks to.
+//!
+//! - `local`: the in-process engine ([`local::LocalChat`]), over
+//!   `generator` (single choices) and `choices` (running `n` of them).
+//! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
+//! - `anthropic`: Claude's Messages API, translated both ways.
+//! - `upstream`: the HTTP/1.1 client to cloud providers; `sse` reads their
+//!   event streams.
 //!
 //! Bodies stay JSON values end to end, so fields we do not model (tools,
 //! images, vendor extensions) pass through to providers that understand
 //! them; only the local provider parses them into engine requests.
+
+pub mod anthropic;
+pub(crate) mod choices;
+pub mod generator;
+pub mod local;
+pub mod openai_compatible;
+pub mod sse;
+pub(crate) mod upstream;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::generator::Load;
+use crate::providers::generator::Load;
 
 /// One attempt of a chat completion at one provider.
 #[derive(Debug, Clone)]

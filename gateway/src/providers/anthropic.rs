@@ -26,9 +26,9 @@ use serde_json::{json, Map, Value};
 
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
-use crate::openai_compatible::{transport_error, Auth, Endpoint, SetupError};
-use crate::provider::{ChatCall, ChatReply, ChunkValues, Provider};
-use crate::sse;
+use crate::providers::openai_compatible::{transport_error, Auth, Endpoint, SetupError};
+use crate::providers::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::providers::sse;
 
 /// The API version this translation speaks.
 pub const API_VERSION: &str = "2023-06-01";
@@ -256,7 +256,7 @@ pub fn from_message(v: &Value) -> Option<Value> {
         message["tool_calls"] = Value::Array(tool_calls);
     }
     Some(json!({
-        "id": v["id"], "object": "chat.completion", "created": crate::local::unix_now(), "model": v["model"],
+        "id": v["id"], "object": "chat.completion", "created": crate::providers::local::unix_now(), "model": v["model"],
         "choices": [{"index": 0, "message": message, "logprobs": null,
                      "finish_reason": finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn"))}],
         "usage": usage(&v["usage"]),
@@ -340,7 +340,7 @@ impl Translator {
                 let e = &v["error"];
                 let status = if e["type"] == "overloaded_error" { StatusCode::from_u16(529) } else { Ok(StatusCode::BAD_GATEWAY) };
                 let status = status.unwrap_or(StatusCode::BAD_GATEWAY);
-                return Err(crate::openai_compatible::error_from_body(provider, status, &v, None));
+                return Err(crate::providers::openai_compatible::error_from_body(provider, status, &v, None));
             }
             // ping, content_block_stop, and event types added later.
             _ => Vec::new(),
@@ -350,11 +350,11 @@ impl Translator {
 
 /// An Anthropic event stream as OpenAI chunks; the usage chunk comes at
 /// `message_stop`, which must arrive (else the stream ends with an error).
-fn translate_stream(provider: String, body: crate::upstream::Body) -> ChunkValues {
+fn translate_stream(provider: String, body: crate::providers::upstream::Body) -> ChunkValues {
     let t = Translator {
         id: Value::Null,
         model: Value::Null,
-        created: crate::local::unix_now(),
+        created: crate::providers::local::unix_now(),
         usage: json!({}),
         tools: Vec::new(),
         finish: None,

@@ -3,7 +3,7 @@
 //! Handlers parse and validate an OpenAI request into a provider-neutral
 //! [`CompletionRequest`], ask the [`Generators`] registry for the provider
 //! serving its model, and render the [`Chunk`] stream it returns as JSON or
-//! SSE. The local engine is one provider ([`crate::local::LocalModel`]);
+//! SSE. The local engine is one provider ([`crate::providers::local::LocalModel`]);
 //! cloud providers implement the same trait. `n` choices are `n` calls, so
 //! every provider gets it for free.
 

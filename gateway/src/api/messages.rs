@@ -2,15 +2,27 @@
 //! clients use Starling unchanged. The request becomes an OpenAI chat
 //! request, is routed like any other (local engine or any provider), and
 //! the answer comes back as an Anthropic message or event stream.
-//! Translation is the mirror of [`crate::anthropic`].
+//! Translation is the mirror of [`crate::providers::anthropic`].
 
+use crate::server::App;
+use crate::server::auth::Caller;
+use crate::server::body::read_json;
+use crate::server::sse::event_stream;
+use crate::server::shutdown::until_shutdown;
+use crate::api::chat::answer_chat;
+use crate::providers::ChatReply;
+use std::time::Instant;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
 use crate::error::ApiError;
-use crate::provider::ChunkValues;
+use crate::providers::ChunkValues;
 
 /// An error in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
 #[derive(Debug)]
@@ -289,4 +301,26 @@ pub fn to_events(chunks: ChunkValues, model: String) -> impl futures_util::Strea
             None => None,
         }
     })
+}
+
+/// `POST /v1/messages`: Anthropic clients, routed like chat completions.
+pub(crate) async fn anthropic_messages(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MessagesError> {
+    let started = Instant::now();
+    let Value::Object(body) = read_json(&app, &headers, body).await? else {
+        return Err(ApiError::bad_body("The request body must be a JSON object.").into());
+    };
+    let (route, chat, stream) = to_chat(&body)?;
+    let (reply, source) = answer_chat(&app, &caller, &route, chat, stream, started).await?;
+    let mut res = match reply {
+        ChatReply::Json(v) => Json(to_message(&v, &route)).into_response(),
+        // Shutdown ends it with an Anthropic error event, as OpenAI streams get theirs.
+        ChatReply::Stream(s) => event_stream(to_events(until_shutdown(&app, s), route)),
+    };
+    source.mark(&mut res);
+    Ok(res)
 }

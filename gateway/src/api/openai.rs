@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::generator::{CompletionRequest, Input};
+use crate::providers::generator::{CompletionRequest, Input};
 
 /// Most choices per request (OpenAI allows 128; every choice here is a
 /// sequence in the engine, so the limit is the server's to set).
@@ -39,7 +39,7 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, A
         if path == "." {
             ApiError::bad_body(format!("Invalid request body: {inner}"))
         } else {
-            ApiError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
+            ApiError::invalid(path, inner)
         }
     })
 }

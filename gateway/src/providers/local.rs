@@ -10,12 +10,12 @@ use futures_util::stream::{self, StreamExt};
 use inference::{Engine, Event, FinishReason, GenerateRequest, LogprobInfo, Prompt};
 use serde_json::{json, Value};
 
-use crate::choices::{chat_logprob, collect_all, merged, open_choices, produced, total_usage};
+use crate::providers::choices::{chat_logprob, collect_all, merged, open_choices, produced, total_usage};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::openai::{from_value, ChatCompletionRequest};
-use crate::provider::{ChatCall, ChatReply, Provider};
-use crate::generator::{
+use crate::api::openai::{from_value, ChatCompletionRequest};
+use crate::providers::{ChatCall, ChatReply, Provider};
+use crate::providers::generator::{
     Chunk, ChunkStream, CompletionRequest, Finish, Generator, Generators, Input, Load, ModelCard, TokenLogprob, Usage,
 };
 

@@ -1,0 +1,179 @@
+//! `POST /v1/chat/completions`, and [`answer_chat`]: everything a chat
+//! request goes through whichever API it came in by (keys, cache, router,
+//! usage records).
+
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream::{self, StreamExt};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::api::openai::from_value;
+use crate::providers::ChatReply;
+use crate::accounting::cache::{Answer, Cached};
+use crate::accounting::keys::Refusal;
+use crate::routing::router::token_estimate;
+use crate::accounting::usage::{self, UsageRecord};
+use crate::server::auth::Caller;
+use crate::server::body::read_json;
+use crate::server::shutdown::or_shutdown;
+use crate::server::sse::sse;
+use crate::server::App;
+
+
+/// The fields of a chat request the server itself needs; the rest is the
+/// providers' business.
+#[derive(Deserialize)]
+pub(crate) struct ChatHead {
+    model: String,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<crate::api::openai::StreamOptions>,
+}
+
+pub(crate) async fn chat_completions(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let value = read_json(&app, &headers, body).await?;
+    let head: ChatHead = from_value(&value)?;
+    let Value::Object(body) = value else {
+        return Err(ApiError::bad_body("The request body must be a JSON object."));
+    };
+    let stream = head.stream.unwrap_or(false);
+    let include_usage = head.stream_options.is_some_and(|o| o.include_usage);
+    let (reply, source) = answer_chat(&app, &caller, &head.model, body, stream, started).await?;
+    let mut res = match reply {
+        ChatReply::Json(v) => Json(v).into_response(),
+        ChatReply::Stream(s) => sse(&app, s, include_usage),
+    };
+    source.mark(&mut res);
+    Ok(res)
+}
+
+/// Who answered a chat request.
+pub(crate) struct Source {
+    provider: String,
+    model: String,
+    attempts: u32,
+    cache_hit: bool,
+}
+
+impl Source {
+    /// Which candidate answered, for clients and for debugging routes.
+    pub(crate) fn mark(&self, res: &mut Response) {
+        let h = res.headers_mut();
+        let attempts = self.attempts.to_string();
+        for (name, value) in [("x-starling-provider", &self.provider), ("x-starling-model", &self.model), ("x-starling-attempts", &attempts)] {
+            if let Ok(v) = header::HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+        if self.cache_hit {
+            h.insert("x-starling-cache", header::HeaderValue::from_static("hit"));
+        }
+    }
+}
+
+/// Everything a chat request goes through, whatever API it came in by:
+/// the key's limits and budget, the cache, the router, usage records and
+/// the overhead histogram. A JSON answer is recorded here; a stream is
+/// recorded when it ends (it comes back metered).
+pub(crate) async fn answer_chat(
+    app: &App,
+    caller: &Caller,
+    route: &str,
+    body: Map<String, Value>,
+    stream: bool,
+    started: Instant,
+) -> Result<(ChatReply, Source), ApiError> {
+    let mut record = usage::draft(route, caller.0.as_ref().map(|k| k.id.clone()));
+    let (input, output) = token_estimate(&body);
+    let local_only = admit(app, caller, route, input + output).await?;
+    let recorder = app.clone();
+    let finish = move |r: UsageRecord| recorder.record(r);
+    let cache_key = app.0.cache.key(route, &body);
+    if let Some(hit) = cache_key.as_ref().and_then(|k| app.0.cache.get(k)) {
+        record.provider.clone_from(&hit.provider);
+        record.model.clone_from(&hit.model);
+        record.cache_hit = true;
+        let reply = match &hit.answer {
+            Answer::Json(v) => {
+                usage::observe(&mut record, v);
+                record.status = 200;
+                record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                app.record(record);
+                ChatReply::Json(v.clone())
+            }
+            Answer::Stream(chunks) => {
+                let replay = stream::iter(chunks.clone().into_iter().map(Ok)).boxed();
+                ChatReply::Stream(usage::metered(replay, record, started, finish))
+            }
+        };
+        let source = Source { provider: hit.provider.clone(), model: hit.model.clone(), attempts: 0, cache_hit: true };
+        return Ok((reply, source));
+    }
+    let routed = match or_shutdown(app, app.0.router.chat(route, body, stream, local_only)).await {
+        Ok(r) => r,
+        Err(e) => {
+            record.status = i64::from(e.status.as_u16());
+            record.error = Some(e.message.clone());
+            record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            app.record(record);
+            return Err(e);
+        }
+    };
+    record.provider.clone_from(&routed.provider);
+    record.model.clone_from(&routed.model);
+    record.attempts = i64::from(routed.attempts);
+    let reply = match routed.reply {
+        ChatReply::Json(v) => {
+            if let Some(k) = cache_key {
+                let (provider, model) = (routed.provider.clone(), routed.model.clone());
+                app.0.cache.put(k, Cached { provider, model, answer: Answer::Json(v.clone()) });
+            }
+            usage::observe(&mut record, &v);
+            record.status = 200;
+            record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            app.record(record);
+            ChatReply::Json(v)
+        }
+        ChatReply::Stream(s) => {
+            let s = match cache_key {
+                Some(k) => app.0.cache.filling(k, routed.provider.clone(), routed.model.clone(), s),
+                None => s,
+            };
+            // Stands if the stream is cut before its usage chunk: the
+            // provider bills the prompt all the same.
+            record.prompt_tokens = input as i64;
+            ChatReply::Stream(usage::metered(s, record, started, finish))
+        }
+    };
+    let overhead = started.elapsed().saturating_sub(routed.upstream);
+    app.0.metrics.overhead_seconds.observe(overhead.as_secs_f64());
+    Ok((reply, Source { provider: routed.provider, model: routed.model, attempts: routed.attempts, cache_hit: false }))
+}
+
+/// The caller's key limits: RPM/TPM (429) and model list (403). Returns
+/// whether its cloud budget is spent (then only local candidates remain).
+pub(crate) async fn admit(app: &App, caller: &Caller, model: &str, tokens: u64) -> Result<bool, ApiError> {
+    let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) else { return Ok(false) };
+    ring.admit(key, model, tokens).map_err(|r| match r {
+        Refusal::RateLimited(after, what) => {
+            ApiError::overloaded(format!("Rate limit reached for key `{}` on {what}.", key.id), after)
+        }
+        Refusal::ModelNotAllowed => ApiError::model_not_allowed(model),
+    })?;
+    Ok(ring.over_budget(key).await)
+}

@@ -1,0 +1,55 @@
+//! Who is calling: the API key a request presents, checked by a layer in
+//! front of every guarded route.
+
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::accounting::keys::KeyInfo;
+use crate::server::App;
+
+
+/// Who is calling: the API key's settings, or None where no key is needed.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<KeyInfo>);
+
+/// The key a request presents: `Authorization: Bearer` (OpenAI) or
+/// `x-api-key` (Anthropic).
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+}
+
+/// 401 unless the request may proceed; the caller's key (if any) goes into
+/// the request for the handler. Keys are needed once any exists, and always
+/// when listening beyond loopback.
+pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let presented = presented_key(req.headers()).map(str::to_owned);
+    let public = app.0.public.load(Ordering::Relaxed);
+    let caller = match (app.0.keys.get(), presented) {
+        (Some(ring), Some(p)) => match ring.find(&p).await {
+            Some(k) => Caller(Some(k)),
+            None if ring.any().await || public => return Err(ApiError::invalid_api_key(Some(&p))),
+            // No keys exist and the server is private: keys are not in use.
+            None => Caller(None),
+        },
+        (Some(ring), None) if public || ring.any().await => return Err(ApiError::invalid_api_key(None)),
+        (None, _) if public => {
+            return Err(ApiError::invalid_api_key(None).with_message(
+                "This server listens beyond loopback and keeps no API keys: configure [database] and create one with `starling keys create`.",
+            ))
+        }
+        _ => Caller(None),
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,309 @@
+//! The HTTP server: the app state, its routes and the layers in front of
+//! them. The handlers live in [`crate::api`]; here are what they share:
+//!
+//! - `auth`: the key a request presents, checked by a layer ([`Caller`]).
+//! - `body`: JSON bodies and query strings read into our types.
+//! - `sse`: OpenAI's event-stream framing.
+//! - `shutdown`: serving until shutdown, the grace, and cancelling past it.
+//!
+//! Chat completions go through the [`crate::routing`] router to providers;
+//! legacy completions and the tokenizer routes go straight to the local
+//! models (`crate::providers::generator`).
+
+pub(crate) mod auth;
+pub(crate) mod body;
+pub(crate) mod shutdown;
+pub(crate) mod sse;
+
+pub use auth::Caller;
+pub use shutdown::{serve, serve_connections};
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::{GatewayConfig, ProviderKind};
+use crate::error::ApiError;
+use crate::providers::generator::Generators;
+use crate::providers::local::LocalChat;
+use crate::metrics::Metrics;
+use crate::providers::openai_compatible::OpenAiCompatible;
+use crate::providers::Provider;
+use crate::routing::router::{Router, Timeouts, Upstream};
+use crate::api;
+use crate::accounting::cache::ResponseCache;
+use crate::accounting::db::Db;
+use crate::accounting::keys::{KeyRing, KeyStore};
+use crate::accounting::usage::{UsageLog, UsageRecord, UsageStore};
+
+/// `[server]` of `starling.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted, bytes (413 beyond).
+    pub body_limit_bytes: usize,
+    /// On SIGINT/SIGTERM: how long running streams may take to finish
+    /// before they are cancelled, seconds.
+    pub shutdown_grace_secs: u64,
+    /// `max_tokens` of a chat completion that names none. Every admitted
+    /// request reserves KV cache for its whole length up front, so "up to
+    /// the context" as a default would let a handful of requests fill it.
+    pub default_max_tokens: usize,
+    /// HTTP threads of `starling serve`, each with its own event loop and
+    /// its own listening socket on the same address (`SO_REUSEPORT`: the
+    /// kernel spreads connections). 0: one per CPU core.
+    pub http_threads: usize,
+}
+
+impl ServerConfig {
+    /// `http_threads`, with 0 resolved to the number of CPU cores.
+    pub fn threads(&self) -> usize {
+        match self.http_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 4 << 20,
+            shutdown_grace_secs: 30,
+            default_max_tokens: 1024,
+            http_threads: 0,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: ServerConfig,
+    /// Set when the shutdown grace is over: running requests stop.
+    pub(crate) cancel: watch::Sender<bool>,
+    pub(crate) metrics: Metrics,
+    /// The local models, once loaded (shared with the `local` provider).
+    pub(crate) generators: Arc<OnceLock<Generators>>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) cache: ResponseCache,
+    /// Usage records, once a database is attached.
+    pub(crate) usage: OnceLock<UsageLog>,
+    /// API keys, once a database is attached.
+    pub(crate) keys: OnceLock<KeyRing>,
+    /// Listening beyond loopback: keys are required.
+    pub(crate) public: AtomicBool,
+    pub(crate) fingerprint: String,
+}
+
+/// The database could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// Usage records.
+    #[error(transparent)]
+    Usage(#[from] crate::accounting::usage::UsageError),
+    /// API keys.
+    #[error(transparent)]
+    Keys(#[from] crate::accounting::keys::KeyError),
+}
+
+/// Why the app could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A provider's config is unusable.
+    #[error(transparent)]
+    Provider(#[from] crate::providers::openai_compatible::SetupError),
+    /// A route's config is unusable.
+    #[error(transparent)]
+    Route(#[from] crate::routing::router::RouteError),
+    /// Two providers share a name, or one is called `local`.
+    #[error("provider name `{0}` is used twice (`local` is the engine's)")]
+    DuplicateProvider(String),
+}
+
+/// The application state: cheap to clone, shared by every handler.
+#[derive(Clone)]
+pub struct App(pub(crate) Arc<Inner>);
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("ready", &self.0.generators.get().is_some()).finish()
+    }
+}
+
+impl App {
+    /// A server over the local models (503 until [`App::set_ready`]) and
+    /// the providers and routes of `gateway`.
+    pub fn new(config: ServerConfig, gateway: GatewayConfig) -> Result<Self, SetupError> {
+        let metrics = Metrics::new()?;
+        let generators = Arc::new(OnceLock::new());
+        let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
+        let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint.clone(), config.default_max_tokens);
+        let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
+        let threads = config.threads();
+        for p in &gateway.providers {
+            let provider: Arc<dyn Provider> = match p.kind {
+                ProviderKind::OpenaiCompatible => Arc::new(OpenAiCompatible::new(p, threads)?),
+                ProviderKind::Anthropic => Arc::new(crate::providers::anthropic::Anthropic::new(p, threads)?),
+            };
+            let timeouts = Timeouts { first_chunk: p.ttft_timeout(), total: p.total_timeout() };
+            let upstream = Upstream::remote(provider, timeouts);
+            if upstreams.insert(p.name.clone(), upstream).is_some() {
+                return Err(SetupError::DuplicateProvider(p.name.clone()));
+            }
+        }
+        let router = Arc::new(Router::new(&gateway, &upstreams, metrics.clone())?);
+        Ok(Self(Arc::new(Inner {
+            config,
+            cancel: watch::Sender::new(false),
+            metrics,
+            generators,
+            router,
+            cache: ResponseCache::new(&gateway.cache),
+            usage: OnceLock::new(),
+            keys: OnceLock::new(),
+            public: AtomicBool::new(false),
+            fingerprint,
+        })))
+    }
+
+    /// Models are loaded: start serving them. Later calls are ignored.
+    pub fn set_ready(&self, generators: Generators) {
+        if self.0.generators.set(generators).is_err() {
+            tracing::warn!("set_ready called twice; keeping the first models");
+        }
+    }
+
+    /// Keep usage records and read API keys in `db` from now on (a second
+    /// call is ignored), journaling records in the file `journal` until they
+    /// are written (see [`UsageLog::start`]). Needs a tokio runtime: it
+    /// starts the writer task.
+    pub async fn attach_database(&self, db: &Db, journal: Option<&std::path::Path>) -> Result<(), DatabaseError> {
+        let usage = UsageStore::new(db).await?;
+        let keys = KeyRing::load(KeyStore::new(db).await?).await?;
+        let log = UsageLog::start(usage, self.0.metrics.usage_writer.clone(), journal);
+        if self.0.usage.set(log).is_err() || self.0.keys.set(keys).is_err() {
+            tracing::warn!("database attached twice; keeping the first");
+        }
+        Ok(())
+    }
+
+    /// Every request has ended: write the usage records still queued,
+    /// waiting up to `shutdown_grace_secs` for a database that is away.
+    pub async fn close(&self) {
+        if let Some(log) = self.0.usage.get() {
+            log.close(Duration::from_secs(self.0.config.shutdown_grace_secs)).await;
+        }
+    }
+
+    /// Account one request: metrics now, the record off the request path.
+    pub(crate) fn record(&self, mut r: UsageRecord) {
+        r.cost_usd = if r.cache_hit {
+            0.0
+        } else {
+            self.0.router.cost(&r.provider, &r.model, r.prompt_tokens, r.cached_tokens, r.completion_tokens)
+        };
+        let m = &self.0.metrics;
+        if !r.provider.is_empty() {
+            let labels = [r.provider.as_str(), r.model.as_str()];
+            m.provider_tokens.with_label_values(&[labels[0], labels[1], "prompt"]).inc_by(r.prompt_tokens.max(0) as u64);
+            m.provider_tokens.with_label_values(&[labels[0], labels[1], "completion"]).inc_by(r.completion_tokens.max(0) as u64);
+            m.cost_usd.with_label_values(&labels).inc_by(r.cost_usd.max(0.0));
+        }
+        if let (Some(ring), Some(key)) = (self.0.keys.get(), &r.key_id) {
+            // The budget is for cloud spend: the local engine is paid for.
+            if r.provider != "local" {
+                ring.spend(key, r.cost_usd);
+            }
+        }
+        if let Some(log) = self.0.usage.get() {
+            log.record(r);
+        }
+    }
+
+    /// The metrics registry (for tests and embedding).
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// Resolves when the shutdown grace is over.
+    pub(crate) fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.cancel.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    pub(crate) fn generators(&self) -> Result<&Generators, ApiError> {
+        self.0.generators.get().ok_or_else(|| ApiError::not_ready("Models are still loading; retry shortly."))
+    }
+
+    /// Every route.
+    pub fn router(&self) -> axum::Router {
+        // Everything that reaches a model or the records needs a key once
+        // keys exist or the server listens beyond loopback.
+        let guarded = axum::Router::new()
+            .route("/v1/chat/completions", post(api::chat::chat_completions))
+            .route("/v1/messages", post(api::messages::anthropic_messages))
+            .route("/v1/completions", post(api::completions::completions))
+            .route("/v1/models", get(api::models::list_models))
+            .route("/v1/usage", get(api::usage::usage_summary))
+            .route("/v1/models/{*id}", get(api::models::get_model))
+            .route("/tokenize", post(api::tokenize::tokenize))
+            .route("/detokenize", post(api::tokenize::detokenize))
+            .route_layer(middleware::from_fn_with_state(self.clone(), auth::authenticate));
+        guarded
+            .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/ready", get(ready))
+            .route("/metrics", get(metrics))
+            .fallback(|method: Method, uri: Uri| async move { ApiError::route_not_found(method.as_str(), uri.path()) })
+            .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+                ApiError::method_not_allowed(method.as_str(), uri.path())
+            })
+            .layer(middleware::from_fn_with_state(self.clone(), record))
+            .with_state(self.clone())
+    }
+}
+
+/// Counts every answer by route and status.
+async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let m = &app.0.metrics;
+    m.request_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[route.as_str(), res.status().as_str()]).inc();
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        m.rate_limited.with_label_values(&[&route]).inc();
+    }
+    res
+}
+
+async fn ready(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    app.generators()?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.0.metrics.render(app.0.generators.get(), &app.0.router.breaker_states());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}

@@ -1,0 +1,311 @@
+//! The engine thread: sequences, and the continuous-batching loop that
+//! admits, plans, runs one forward pass and samples per step.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::detok::{StopMatcher, Utf8Stream};
+use crate::error::Error;
+use crate::models::{BatchSeq, Decoder, Logits, SequenceCache};
+use crate::sampling::Sampler;
+use crate::scheduler::{self, Budget, SeqView};
+use crate::tokenizer::Tokenizer;
+use super::{Done, EngineStats, Event, FinishReason, LogprobInfo, TokenEvent, Usage};
+use super::admission::Reservation;
+use super::handle::{NewSequence, Shared};
+
+/// A sequence inside the engine thread.
+pub(super) struct Sequence<C> {
+    /// Prompt then generated tokens.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    max_tokens: usize,
+    cache: C,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+    logprobs: Option<usize>,
+    prompt_logprobs: Option<(usize, Vec<Option<LogprobInfo>>)>,
+    ignore_eos: bool,
+    tx: mpsc::UnboundedSender<Event>,
+    /// Released (slot, KV reservation) when the sequence is dropped.
+    _reservation: Reservation,
+    span: tracing::Span,
+}
+
+impl<C: SequenceCache> Sequence<C> {
+    fn new(n: NewSequence, cache: C) -> Self {
+        let sampler = Sampler::new(n.sampling, &n.prompt);
+        let prompt_len = n.prompt.len();
+        let mut tokens = n.prompt;
+        tokens.reserve(n.max_tokens);
+        Self {
+            tokens,
+            prompt_len,
+            max_tokens: n.max_tokens,
+            cache,
+            sampler,
+            utf8: Utf8Stream::default(),
+            stop: StopMatcher::new(&n.stop),
+            logprobs: n.logprobs,
+            prompt_logprobs: n.prompt_logprobs.map(|k| (k, vec![None])),
+            ignore_eos: n.ignore_eos,
+            tx: n.tx,
+            _reservation: n.reservation,
+            span: n.span,
+        }
+    }
+
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+
+    fn prompt_left(&self) -> usize {
+        self.prompt_len.saturating_sub(self.cache.len())
+    }
+
+    fn done(&mut self, finish: FinishReason, mut flush: String) {
+        if finish != FinishReason::Stop {
+            let tail = self.utf8.finish();
+            flush.push_str(&self.stop.push(&tail).emit);
+            flush.push_str(&self.stop.finish());
+        }
+        let usage = Usage {
+            prompt_tokens: self.prompt_len,
+            completion_tokens: self.generated(),
+        };
+        let _enter = self.span.enter();
+        tracing::debug!(?finish, usage.completion_tokens, "sequence finished");
+        let prompt_logprobs = self.prompt_logprobs.take().map(|(_, v)| v);
+        // The receiver may be gone already; nothing to do then.
+        let _ = self.tx.send(Event::Done(Done {
+            finish,
+            flush,
+            usage,
+            prompt_logprobs,
+        }));
+    }
+
+    /// Handle a freshly sampled token. Returns true when the sequence ends.
+    fn accept(&mut self, tok: &Tokenizer, id: u32, logprob: Option<LogprobInfo>) -> bool {
+        self.tokens.push(id);
+        if !self.ignore_eos && tok.is_eos(id) {
+            self.done(FinishReason::Eos, String::new());
+            return true;
+        }
+        let piece = if tok.is_control(id) { String::new() } else { self.utf8.push(tok.token_bytes(id)) };
+        let check = self.stop.push(&piece);
+        if check.stopped {
+            // The matched stop string and anything after it are dropped.
+            let sent = self.tx.send(Event::Token(TokenEvent { id, text: check.emit, logprob }));
+            if sent.is_ok() {
+                self.done(FinishReason::Stop, String::new());
+            }
+            return true;
+        }
+        if self.tx.send(Event::Token(TokenEvent { id, text: check.emit, logprob })).is_err() {
+            return true; // cancelled
+        }
+        if self.generated() >= self.max_tokens {
+            self.done(FinishReason::Length, String::new());
+            return true;
+        }
+        false
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".to_owned())
+}
+
+/// Drop the running sequences whose index `gone` marks (dropping one frees
+/// its cache and reservation).
+fn remove_marked<C>(running: &mut Vec<Sequence<C>>, gone: impl Fn(usize) -> bool) {
+    let mut i = 0;
+    running.retain(|_| {
+        i += 1;
+        !gone(i - 1)
+    });
+}
+
+pub(super) struct Worker<M: Decoder> {
+    pub(super) shared: Arc<Shared>,
+    pub(super) model: M,
+    pub(super) budget: Budget,
+    pub(super) max_running: usize,
+    pub(super) rx: mpsc::Receiver<NewSequence>,
+    pub(super) stats_tx: watch::Sender<EngineStats>,
+    pub(super) running: Vec<Sequence<M::Cache>>,
+    pub(super) waiting: VecDeque<Sequence<M::Cache>>,
+    pub(super) stats: EngineStats,
+}
+
+impl<M: Decoder> Worker<M> {
+    pub(super) fn run(mut self) {
+        let mut scratch = M::Scratch::default();
+        let mut logits = Vec::new();
+        let mut plan = Vec::new();
+        let mut views = Vec::new();
+        let mut open = true;
+        loop {
+            // Take new requests; block only when there is nothing to run.
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if !open {
+                    break;
+                }
+                match self.rx.blocking_recv() {
+                    Some(n) => self.enqueue(n),
+                    None => break,
+                }
+            }
+            loop {
+                match self.rx.try_recv() {
+                    Ok(n) => self.enqueue(n),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            // Cancelled sequences leave before the step: their streams were dropped.
+            self.running.retain(|s| !s.tx.is_closed());
+            self.waiting.retain(|s| !s.tx.is_closed());
+            while self.running.len() < self.max_running {
+                match self.waiting.pop_front() {
+                    Some(s) => self.running.push(s),
+                    None => break,
+                }
+            }
+            if self.running.is_empty() {
+                self.publish(0, Duration::ZERO);
+                continue;
+            }
+            views.clear();
+            views.extend(self.running.iter().map(|s| SeqView { prompt_left: s.prompt_left() }));
+            scheduler::plan(&views, self.budget, &mut plan);
+            let started = Instant::now();
+            let produced = self.step(&plan, &mut scratch, &mut logits);
+            self.publish(produced, started.elapsed());
+        }
+        tracing::info!("engine stopped");
+    }
+
+    fn enqueue(&mut self, n: NewSequence) {
+        let cache = self.model.new_cache();
+        self.waiting.push_back(Sequence::new(n, cache));
+    }
+
+    /// One forward pass and its sampling. Returns tokens generated.
+    fn step(&mut self, plan: &[usize], scratch: &mut M::Scratch, logits: &mut Vec<f32>) -> usize {
+        let mut batch: Vec<BatchSeq<'_, M::Cache>> = Vec::with_capacity(self.running.len());
+        for (s, &n) in self.running.iter_mut().zip(plan) {
+            if n == 0 {
+                continue;
+            }
+            let start = s.cache.len();
+            let finishes_prompt = start + n >= s.prompt_len;
+            let kind = match (&s.prompt_logprobs, start < s.prompt_len) {
+                (Some(_), true) => Logits::All,
+                _ if finishes_prompt => Logits::Last,
+                _ => Logits::None,
+            };
+            batch.push(BatchSeq {
+                tokens: &s.tokens[start..start + n],
+                start_pos: start,
+                cache: &mut s.cache,
+                logits: kind,
+            });
+        }
+        let kinds: Vec<(Logits, usize)> = batch.iter().map(|b| (b.logits, b.tokens.len())).collect();
+        // A panic inside a backend (a CUDA error candle did not turn into a
+        // Result) fails this step's requests like an error; the engine goes on.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward(&mut batch, scratch, logits)))
+            .unwrap_or_else(|panic| Err(Error::Backend(panic_message(&panic))));
+        if let Err(e) = ran {
+            drop(batch);
+            // Fail the sequences of this step; the engine itself goes on.
+            tracing::error!(error = %e, "forward pass failed");
+            for (s, &n) in self.running.iter().zip(plan) {
+                if n > 0 {
+                    let _ = s.tx.send(Event::Error(format!("inference failed: {e}")));
+                }
+            }
+            remove_marked(&mut self.running, |i| plan[i] > 0);
+            return 0;
+        }
+        drop(batch);
+
+        let vocab = self.model.config().vocab_size;
+        let tok = &self.shared.tokenizer;
+        let mut row = 0;
+        let mut produced = 0;
+        let mut finished = vec![false; self.running.len()];
+        let mut k = 0;
+        for (si, (s, &n)) in self.running.iter_mut().zip(plan).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let (kind, len) = kinds[k];
+            k += 1;
+            let rows = match kind {
+                Logits::None => 0,
+                Logits::Last => 1,
+                Logits::All => len,
+            };
+            let first_row = row;
+            row += rows;
+            // Position of the first token of this chunk.
+            let start = s.cache.len() - len;
+            if kind == Logits::All {
+                // Row i predicts the token at start + i + 1.
+                for i in 0..rows {
+                    let next = start + i + 1;
+                    if next >= s.prompt_len {
+                        break;
+                    }
+                    let r = &logits[(first_row + i) * vocab..(first_row + i + 1) * vocab];
+                    if let Some((top, out)) = s.prompt_logprobs.as_mut() {
+                        let (lp, best) = s.sampler.logprobs_of(r, s.tokens[next], *top);
+                        out.push(Some(LogprobInfo { logprob: lp, top: best }));
+                    }
+                }
+            }
+            if s.cache.len() < s.prompt_len || rows == 0 {
+                continue; // still prefilling
+            }
+            let last = first_row + rows - 1;
+            let r = &mut logits[last * vocab..(last + 1) * vocab];
+            let sampled = s.sampler.sample(r, s.logprobs);
+            let info = sampled.logprobs.map(|(logprob, top)| LogprobInfo { logprob, top });
+            produced += 1;
+            finished[si] = s.accept(tok, sampled.id, info);
+        }
+        remove_marked(&mut self.running, |i| finished[i]);
+        produced
+    }
+
+    fn publish(&mut self, produced: usize, took: Duration) {
+        let st = &mut self.stats;
+        if produced > 0 {
+            st.steps += 1;
+            st.generated_tokens += produced as u64;
+            let rate = produced as f64 / took.as_secs_f64().max(1e-6);
+            st.tokens_per_second = if st.tokens_per_second == 0.0 { rate } else { 0.9 * st.tokens_per_second + 0.1 * rate };
+        }
+        st.running = self.running.len();
+        st.waiting = self.waiting.len();
+        st.kv_reserved_bytes = self.shared.admission.kv_reserved.load(Ordering::Acquire);
+        st.kv_allocated_bytes = self.running.iter().map(|s| s.cache.allocated_bytes()).sum();
+        self.stats_tx.send_replace(st.clone());
+    }
+}
