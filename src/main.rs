@@ -72,6 +72,9 @@ enum KeysCommand {
         /// Models or routes it may use, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
+        /// Scopes, comma-separated: `admin` sees every key's usage.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
     },
     /// Every key (never the key itself).
     List,
@@ -148,14 +151,15 @@ fn keys(config: &Config, command: KeysCommand) -> Result<()> {
     let url = config.database_url.as_deref().context("keys need a database: set [database] url")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let db = gateway::accounting::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
-        let store = gateway::accounting::keys::KeyStore::new(&db).await?;
+        // The error names the database with its password masked.
+        let db = platform::db::Db::open(url).await?;
+        let store = platform::keys::KeyStore::new(&db);
         match command {
-            KeysCommand::Create { name, budget_usd_per_day, rpm, tpm, models } => {
+            KeysCommand::Create { name, budget_usd_per_day, rpm, tpm, models, scopes } => {
                 if budget_usd_per_day.is_some_and(|b| !(b >= 0.0 && b.is_finite())) {
                     anyhow::bail!("--budget-usd-per-day must be a non-negative number");
                 }
-                let new = gateway::accounting::keys::NewKey { name, budget_usd_per_day, rpm, tpm, models };
+                let new = platform::keys::NewKey { name, budget_usd_per_day, rpm, tpm, models, scopes };
                 let (key, info) = store.create(&new).await?;
                 println!("{key}");
                 eprintln!("created {} ({}): the key above is shown once and stored only as a hash", info.id, info.name);
@@ -226,8 +230,10 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
             let attach = async {
-                let db = gateway::accounting::db::Db::open(url).await.with_context(|| format!("cannot open the database {url}"))?;
-                app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {url}"))
+                // The errors name the database with its password masked.
+                let db = platform::db::Db::open(url).await?;
+                let shown = platform::db::redacted(url);
+                app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {shown}"))
             };
             // A database that is slow to answer must not make the server deaf
             // to Ctrl-C.

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use crate::accounting::db::Db;
+use platform::db::Db;
 use crate::accounting::journal::Journal;
 use sqlx::{AnyPool, Row};
 use tokio::sync::mpsc;
@@ -72,25 +72,6 @@ pub struct UsageRecord {
 #[error("usage store: {0}")]
 pub struct UsageError(#[from] sqlx::Error);
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS usage_records (
-    request_id TEXT NOT NULL,
-    ts_ms BIGINT NOT NULL,
-    key_id TEXT,
-    route TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    prompt_tokens BIGINT NOT NULL,
-    completion_tokens BIGINT NOT NULL,
-    cached_tokens BIGINT NOT NULL,
-    cost_usd DOUBLE PRECISION NOT NULL,
-    ttft_ms DOUBLE PRECISION,
-    latency_ms DOUBLE PRECISION NOT NULL,
-    status BIGINT NOT NULL,
-    error TEXT,
-    cache_hit BOOLEAN NOT NULL,
-    attempts BIGINT NOT NULL
-)";
-const INDEX: &str = "CREATE INDEX IF NOT EXISTS usage_records_ts ON usage_records (ts_ms)";
 const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
     completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16)";
@@ -113,11 +94,9 @@ pub struct UsageStore {
 }
 
 impl UsageStore {
-    /// Usage records in `db` (creates the table if missing).
-    pub async fn new(db: &Db) -> Result<Self, UsageError> {
-        sqlx::query(SCHEMA).execute(db.pool()).await?;
-        sqlx::query(INDEX).execute(db.pool()).await?;
-        Ok(Self { pool: db.pool().clone() })
+    /// Usage records in `db` (the table is `platform`'s first migration).
+    pub fn new(db: &Db) -> Self {
+        Self { pool: db.pool().clone() }
     }
 
     /// Insert records in one transaction.
@@ -144,7 +123,7 @@ impl UsageStore {
                 .bind(r.completion_tokens)
                 .bind(r.cached_tokens)
                 .bind(r.cost_usd)
-                .bind(crate::accounting::db::nullable_f64(r.ttft_ms))
+                .bind(platform::db::nullable_f64(r.ttft_ms))
                 .bind(r.latency_ms)
                 .bind(r.status)
                 .bind(r.error.as_deref().map(text))
@@ -157,10 +136,12 @@ impl UsageStore {
         Ok(())
     }
 
-    /// Totals per group over `[from_ms, to_ms)`.
-    pub async fn summary(&self, from_ms: i64, to_ms: i64, group_by: GroupBy) -> Result<Vec<UsageGroup>, UsageError> {
+    /// Totals per group over `[from_ms, to_ms)`, of one key's records or
+    /// (`None`) of all.
+    pub async fn summary(&self, from_ms: i64, to_ms: i64, group_by: GroupBy, key_id: Option<&str>) -> Result<Vec<UsageGroup>, UsageError> {
         // The column comes from the enum, never from the request.
         let col = group_by.column();
+        let of_key = if key_id.is_some() { "AND key_id = $3" } else { "" };
         let sql = format!(
             "SELECT COALESCE({col}, '') AS grp, COUNT(*) AS requests, \
              CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
@@ -169,9 +150,13 @@ impl UsageStore {
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
              CAST(COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
              CAST(COALESCE(SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors \
-             FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 GROUP BY COALESCE({col}, '') ORDER BY grp"
+             FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 {of_key} GROUP BY COALESCE({col}, '') ORDER BY grp"
         );
-        let rows = sqlx::query(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        let mut query = sqlx::query(&sql).bind(from_ms).bind(to_ms);
+        if let Some(k) = key_id {
+            query = query.bind(k);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter().map(UsageGroup::from_row).collect::<Result<_, _>>().map_err(UsageError)
     }
 }

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::api::openai::from_value;
 use crate::providers::ChatReply;
 use crate::accounting::cache::{Answer, Cached};
-use crate::accounting::keys::Refusal;
+use platform::keys::{KeyInfo, Refusal};
 use crate::routing::router::token_estimate;
 use crate::accounting::usage::{self, UsageRecord};
 use crate::server::auth::Caller;
@@ -100,10 +100,12 @@ pub(crate) async fn answer_chat(
 ) -> Result<(ChatReply, Source), ApiError> {
     let mut record = usage::draft(route, caller.0.as_ref().map(|k| k.id.clone()));
     let (input, output) = token_estimate(&body);
-    let local_only = admit(app, caller, route, input + output).await?;
+    let admitted = admit(app, caller, route, input + output).await?;
+    let local_only = admitted.local_only;
     let recorder = app.clone();
-    let finish = move |r: UsageRecord| recorder.record(r);
-    let cache_key = app.0.cache.key(route, &body);
+    let closing = admitted.clone();
+    let finish = move |r: UsageRecord| recorder.record(r, &closing);
+    let cache_key = app.0.cache.key(caller.0.as_ref().map(|k| k.id.as_str()), route, &body);
     if let Some(hit) = cache_key.as_ref().and_then(|k| app.0.cache.get(k)) {
         record.provider.clone_from(&hit.provider);
         record.model.clone_from(&hit.model);
@@ -113,7 +115,7 @@ pub(crate) async fn answer_chat(
                 usage::observe(&mut record, v);
                 record.status = 200;
                 record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-                app.record(record);
+                app.record(record, &admitted);
                 ChatReply::Json(v.clone())
             }
             Answer::Stream(chunks) => {
@@ -130,7 +132,7 @@ pub(crate) async fn answer_chat(
             record.status = i64::from(e.status.as_u16());
             record.error = Some(e.message.clone());
             record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-            app.record(record);
+            app.record(record, &admitted);
             return Err(e);
         }
     };
@@ -146,7 +148,7 @@ pub(crate) async fn answer_chat(
             usage::observe(&mut record, &v);
             record.status = 200;
             record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-            app.record(record);
+            app.record(record, &admitted);
             ChatReply::Json(v)
         }
         ChatReply::Stream(s) => {
@@ -165,15 +167,32 @@ pub(crate) async fn answer_chat(
     Ok((reply, Source { provider: routed.provider, model: routed.model, attempts: routed.attempts, cache_hit: false }))
 }
 
-/// The caller's key limits: RPM/TPM (429) and model list (403). Returns
-/// whether its cloud budget is spent (then only local candidates remain).
-pub(crate) async fn admit(app: &App, caller: &Caller, model: &str, tokens: u64) -> Result<bool, ApiError> {
-    let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) else { return Ok(false) };
+/// A request let in by its key's limits, until its record closes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Admitted {
+    /// The key it came with (None: keys are not in use).
+    pub(crate) key: Option<KeyInfo>,
+    /// Tokens taken from the key's per-minute bucket up front (prompt
+    /// estimate + `max_tokens`), settled with the real count at the end.
+    pub(crate) tokens: u64,
+    /// The key's cloud budget is spent: only local candidates remain.
+    pub(crate) local_only: bool,
+}
+
+/// The caller's key limits: RPM/TPM (429), a request larger than the TPM
+/// allows at all (400), model list (403), and the daily cloud budget.
+pub(crate) async fn admit(app: &App, caller: &Caller, model: &str, tokens: u64) -> Result<Admitted, ApiError> {
+    let (Some(key), Some(ring)) = (&caller.0, app.0.keys.get()) else { return Ok(Admitted::default()) };
     ring.admit(key, model, tokens).map_err(|r| match r {
         Refusal::RateLimited(after, what) => {
             ApiError::overloaded(format!("Rate limit reached for key `{}` on {what}.", key.id), after)
         }
+        // Waiting would not help: not a 429, which SDKs retry.
+        Refusal::TooLarge { tokens, tpm } => ApiError::invalid(
+            "max_tokens",
+            format!("the request may use {tokens} tokens (prompt + max_tokens), more than key `{}` allows per minute ({tpm})", key.id),
+        ),
         Refusal::ModelNotAllowed => ApiError::model_not_allowed(model),
     })?;
-    Ok(ring.over_budget(key).await)
+    Ok(Admitted { key: Some(key.clone()), tokens, local_only: ring.over_budget(key).await })
 }

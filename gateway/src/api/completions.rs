@@ -55,7 +55,7 @@ pub(crate) async fn completions(
     let shape = req.sampling.shape()?;
     let reqs = req.to_completions()?;
     let estimate: u64 = reqs.iter().map(|r| r.max_tokens as u64 * shape.n as u64).sum();
-    admit(&app, &caller, &req.model, estimate).await?;
+    let admitted = admit(&app, &caller, &req.model, estimate).await?;
     let mut record = usage::draft(&req.model, caller.0.as_ref().map(|k| k.id.clone()));
     record.provider = "local".into();
     record.model.clone_from(&req.model);
@@ -104,7 +104,7 @@ pub(crate) async fn completions(
         usage::observe(&mut record, &v);
         record.status = 200;
         record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        app.record(record);
+        app.record(record, &admitted);
         return Ok(Json(v).into_response());
     }
 
@@ -160,5 +160,5 @@ pub(crate) async fn completions(
         let _ = tx.send(Ok(v)).await;
     });
     let recorder = app.clone();
-    Ok(sse(&app, usage::metered(chunks, record, started, move |r| recorder.record(r)), shape.include_usage))
+    Ok(sse(&app, usage::metered(chunks, record, started, move |r| recorder.record(r, &admitted)), shape.include_usage))
 }

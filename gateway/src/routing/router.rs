@@ -68,7 +68,14 @@ struct Candidate {
     model: String,
     priority: u32,
     weight: u32,
+    /// The model is whatever name the client sent, passed to the local
+    /// engine because no route claims it: metrics label it [`UNROUTED`],
+    /// as label values must stay few whatever clients send.
+    unrouted: bool,
 }
+
+/// The metrics' `model` label of a name no route claims.
+pub const UNROUTED: &str = "(unrouted)";
 
 struct Route {
     policy: Policy,
@@ -202,7 +209,7 @@ impl Router {
             Some(route) => self.order(model, route, &body),
             None => {
                 let local = self.local.as_ref().ok_or_else(|| ApiError::model_not_found(model))?;
-                vec![Candidate::new(local, "local", model)]
+                vec![Candidate { unrouted: true, ..Candidate::new(local, "local", model) }]
             }
         };
         if local_only {
@@ -245,14 +252,7 @@ impl Router {
                 let outcome = attempt(&c.upstream, call, deadline).await;
                 let took = started.elapsed();
                 upstream += took;
-                self.metrics.upstream_seconds.with_label_values(&[c.provider.as_str(), c.model.as_str()]).observe(took.as_secs_f64());
-                // Errors by type: OpenAI's code where there is one
-                // (rate_limit_exceeded, upstream_timeout, ...), else its type.
-                let label = match &outcome {
-                    Ok(_) => "ok",
-                    Err(e) => e.code.unwrap_or(e.kind),
-                };
-                self.metrics.upstream_attempts.with_label_values(&[c.provider.as_str(), c.model.as_str(), label]).inc();
+                self.observe_attempt(c, took, &outcome);
                 match outcome {
                     Ok(reply) => {
                         self.observe_latency(c, took);
@@ -309,7 +309,16 @@ impl Router {
 
 impl Candidate {
     fn new(upstream: &Upstream, provider: &str, model: &str) -> Self {
-        Self { upstream: upstream.clone(), provider: provider.into(), model: model.into(), priority: 0, weight: 1 }
+        Self { upstream: upstream.clone(), provider: provider.into(), model: model.into(), priority: 0, weight: 1, unrouted: false }
+    }
+
+    /// The `model` label of its metrics.
+    fn metric_model(&self) -> &str {
+        if self.unrouted {
+            UNROUTED
+        } else {
+            &self.model
+        }
     }
 }
 
@@ -321,7 +330,9 @@ impl Router {
     /// TTFT SLO moved behind the rest.
     fn order(&self, route_name: &str, route: &Route, body: &Map<String, Value>) -> Vec<Candidate> {
         let mut rng = rand::thread_rng();
+        // Expected cost: most answers end well before a large `max_tokens`.
         let (input, output) = token_estimate(body);
+        let output = output.min(4 * OUTPUT_ESTIMATE);
         let mut ranked: Vec<(bool, f64, f64, Candidate)> = route
             .candidates
             .iter()
@@ -377,6 +388,19 @@ impl Router {
     fn latency_of(&self, c: &Candidate) -> Option<f64> {
         let map = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(c.provider.clone(), c.model.clone())).copied()
+    }
+
+    /// Count one attempt at `c`: its time, and its outcome by error type
+    /// (OpenAI's code where there is one: rate_limit_exceeded,
+    /// upstream_timeout, ...; else its type).
+    fn observe_attempt(&self, c: &Candidate, took: Duration, outcome: &Result<ChatReply, ApiError>) {
+        let labels = [c.provider.as_str(), c.metric_model()];
+        self.metrics.upstream_seconds.with_label_values(&labels).observe(took.as_secs_f64());
+        let outcome = match outcome {
+            Ok(_) => "ok",
+            Err(e) => e.code.unwrap_or(e.kind),
+        };
+        self.metrics.upstream_attempts.with_label_values(&[labels[0], labels[1], outcome]).inc();
     }
 
     fn observe_latency(&self, c: &Candidate, took: Duration) {
@@ -551,13 +575,7 @@ impl Carry {
             let call = ChatCall { body, model: next.model.clone(), stream: true, continuation: true };
             let started = Instant::now();
             let outcome = attempt(&next.upstream, call, deadline).await;
-            let labels = [next.provider.as_str(), next.model.as_str()];
-            router.metrics.upstream_seconds.with_label_values(&labels).observe(started.elapsed().as_secs_f64());
-            let label = match &outcome {
-                Ok(_) => "ok",
-                Err(e) => e.code.unwrap_or(e.kind),
-            };
-            router.metrics.upstream_attempts.with_label_values(&[labels[0], labels[1], label]).inc();
+            router.observe_attempt(&next, started.elapsed(), &outcome);
             match outcome {
                 Ok(ChatReply::Stream(s)) => {
                     if next.upstream.breaker {
@@ -587,9 +605,9 @@ impl Carry {
     }
 }
 
-/// Rough prompt and completion sizes of a chat request, for comparing
-/// costs: four characters of message text per token, and `max_tokens`
-/// (capped) or [`OUTPUT_ESTIMATE`] generated.
+/// Rough prompt and completion sizes of a chat request: four characters of
+/// message text per token, and `max_tokens` or [`OUTPUT_ESTIMATE`]
+/// generated (the most the request may use, as rate limits count it).
 pub fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
     let chars: usize = body
         .get("messages")
@@ -597,7 +615,7 @@ pub fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
         .map(|ms| ms.iter().map(|m| m.get("content").map_or(0, content_chars)).sum())
         .unwrap_or(0);
     let asked = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body.get(*k).and_then(Value::as_u64));
-    ((chars / 4) as u64 + 1, asked.unwrap_or(OUTPUT_ESTIMATE).min(4 * OUTPUT_ESTIMATE))
+    ((chars / 4) as u64 + 1, asked.unwrap_or(OUTPUT_ESTIMATE))
 }
 
 /// Tokens an image costs, about (OpenAI bills a 1024x1024 image at high

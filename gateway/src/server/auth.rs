@@ -2,7 +2,6 @@
 //! front of every guarded route.
 
 
-use std::sync::atomic::Ordering;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
@@ -10,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::accounting::keys::KeyInfo;
-use crate::server::App;
+use platform::keys::KeyInfo;
+use crate::server::{App, Exposure};
 
 
 /// Who is calling: the API key's settings, or None where no key is needed.
@@ -31,18 +30,18 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// 401 unless the request may proceed; the caller's key (if any) goes into
 /// the request for the handler. Keys are needed once any exists, and always
-/// when listening beyond loopback.
+/// on a listener reachable beyond loopback.
 pub(crate) async fn authenticate(State(app): State<App>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let presented = presented_key(req.headers()).map(str::to_owned);
-    let public = app.0.public.load(Ordering::Relaxed);
+    let public = req.extensions().get::<Exposure>().is_some_and(|e| e.public);
     let caller = match (app.0.keys.get(), presented) {
-        (Some(ring), Some(p)) => match ring.find(&p).await {
+        (Some(ring), Some(p)) => match ring.find(&p) {
             Some(k) => Caller(Some(k)),
-            None if ring.any().await || public => return Err(ApiError::invalid_api_key(Some(&p))),
+            None if ring.any() || public => return Err(ApiError::invalid_api_key(Some(&p))),
             // No keys exist and the server is private: keys are not in use.
             None => Caller(None),
         },
-        (Some(ring), None) if public || ring.any().await => return Err(ApiError::invalid_api_key(None)),
+        (Some(ring), None) if public || ring.any() => return Err(ApiError::invalid_api_key(None)),
         (None, _) if public => {
             return Err(ApiError::invalid_api_key(None).with_message(
                 "This server listens beyond loopback and keeps no API keys: configure [database] and create one with `starling keys create`.",

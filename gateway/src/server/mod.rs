@@ -19,7 +19,6 @@ pub use auth::Caller;
 pub use shutdown::{serve, serve_connections};
 
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -43,9 +42,10 @@ use crate::providers::openai_compatible::OpenAiCompatible;
 use crate::providers::Provider;
 use crate::routing::router::{Router, Timeouts, Upstream};
 use crate::api;
+use crate::api::chat::Admitted;
 use crate::accounting::cache::ResponseCache;
-use crate::accounting::db::Db;
-use crate::accounting::keys::{KeyRing, KeyStore};
+use platform::db::Db;
+use platform::keys::{KeyRing, KeyStore};
 use crate::accounting::usage::{UsageLog, UsageRecord, UsageStore};
 
 /// `[server]` of `starling.toml`.
@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// its own listening socket on the same address (`SO_REUSEPORT`: the
     /// kernel spreads connections). 0: one per CPU core.
     pub http_threads: usize,
+    /// Serve `/metrics` without a key even when keys are in use or the
+    /// listener is public (for a Prometheus that cannot send one).
+    pub public_metrics: bool,
 }
 
 impl ServerConfig {
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             default_max_tokens: 1024,
             http_threads: 0,
+            public_metrics: false,
         }
     }
 }
@@ -103,22 +107,14 @@ pub(crate) struct Inner {
     /// Usage records, once a database is attached.
     pub(crate) usage: OnceLock<UsageLog>,
     /// API keys, once a database is attached.
-    pub(crate) keys: OnceLock<KeyRing>,
-    /// Listening beyond loopback: keys are required.
-    pub(crate) public: AtomicBool,
+    pub(crate) keys: OnceLock<Arc<KeyRing>>,
     pub(crate) fingerprint: String,
 }
 
-/// The database could not be attached.
+/// The database could not be attached: its API keys could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum DatabaseError {
-    /// Usage records.
-    #[error(transparent)]
-    Usage(#[from] crate::accounting::usage::UsageError),
-    /// API keys.
-    #[error(transparent)]
-    Keys(#[from] crate::accounting::keys::KeyError),
-}
+#[error(transparent)]
+pub struct DatabaseError(#[from] platform::keys::KeyError);
 
 /// Why the app could not be built from its config.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +174,6 @@ impl App {
             cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
             keys: OnceLock::new(),
-            public: AtomicBool::new(false),
             fingerprint,
         })))
     }
@@ -192,12 +187,12 @@ impl App {
 
     /// Keep usage records and read API keys in `db` from now on (a second
     /// call is ignored), journaling records in the file `journal` until they
-    /// are written (see [`UsageLog::start`]). Needs a tokio runtime: it
-    /// starts the writer task.
+    /// are written (see [`UsageLog::start`]). Needs a tokio runtime that
+    /// outlives the app: it starts the usage writer and the key reloader.
     pub async fn attach_database(&self, db: &Db, journal: Option<&std::path::Path>) -> Result<(), DatabaseError> {
-        let usage = UsageStore::new(db).await?;
-        let keys = KeyRing::load(KeyStore::new(db).await?).await?;
-        let log = UsageLog::start(usage, self.0.metrics.usage_writer.clone(), journal);
+        let keys = KeyRing::load(KeyStore::new(db)).await?;
+        keys.watch();
+        let log = UsageLog::start(UsageStore::new(db), self.0.metrics.usage_writer.clone(), journal);
         if self.0.usage.set(log).is_err() || self.0.keys.set(keys).is_err() {
             tracing::warn!("database attached twice; keeping the first");
         }
@@ -212,8 +207,9 @@ impl App {
         }
     }
 
-    /// Account one request: metrics now, the record off the request path.
-    pub(crate) fn record(&self, mut r: UsageRecord) {
+    /// Account one request: metrics now, the record off the request path,
+    /// and the key's token bucket settled with what it used.
+    pub(crate) fn record(&self, mut r: UsageRecord, admitted: &Admitted) {
         r.cost_usd = if r.cache_hit {
             0.0
         } else {
@@ -226,11 +222,13 @@ impl App {
             m.provider_tokens.with_label_values(&[labels[0], labels[1], "completion"]).inc_by(r.completion_tokens.max(0) as u64);
             m.cost_usd.with_label_values(&labels).inc_by(r.cost_usd.max(0.0));
         }
-        if let (Some(ring), Some(key)) = (self.0.keys.get(), &r.key_id) {
+        if let (Some(ring), Some(key)) = (self.0.keys.get(), &admitted.key) {
             // The budget is for cloud spend: the local engine is paid for.
             if r.provider != "local" {
-                ring.spend(key, r.cost_usd);
+                ring.spend(&key.id, r.cost_usd);
             }
+            let used = r.prompt_tokens.max(0) + r.completion_tokens.max(0);
+            ring.settle(key, admitted.tokens, used as u64);
         }
         if let Some(log) = self.0.usage.get() {
             log.record(r);
@@ -254,11 +252,18 @@ impl App {
         self.0.generators.get().ok_or_else(|| ApiError::not_ready("Models are still loading; retry shortly."))
     }
 
-    /// Every route.
+    /// Every route, as served on loopback.
     pub fn router(&self) -> axum::Router {
+        self.router_for(Exposure { public: false })
+    }
+
+    /// Every route, as served on a listener reachable as `exposure` says.
+    pub(crate) fn router_for(&self, exposure: Exposure) -> axum::Router {
         // Everything that reaches a model or the records needs a key once
-        // keys exist or the server listens beyond loopback.
-        let guarded = axum::Router::new()
+        // keys exist or the listener is reachable beyond loopback; so do
+        // the metrics (their labels name routes, models and providers),
+        // unless `public_metrics` opens them to a scraper without one.
+        let mut guarded = axum::Router::new()
             .route("/v1/chat/completions", post(api::chat::chat_completions))
             .route("/v1/messages", post(api::messages::anthropic_messages))
             .route("/v1/completions", post(api::completions::completions))
@@ -266,19 +271,35 @@ impl App {
             .route("/v1/usage", get(api::usage::usage_summary))
             .route("/v1/models/{*id}", get(api::models::get_model))
             .route("/tokenize", post(api::tokenize::tokenize))
-            .route("/detokenize", post(api::tokenize::detokenize))
-            .route_layer(middleware::from_fn_with_state(self.clone(), auth::authenticate));
-        guarded
+            .route("/detokenize", post(api::tokenize::detokenize));
+        let mut open = axum::Router::new()
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-            .route("/ready", get(ready))
-            .route("/metrics", get(metrics))
+            .route("/ready", get(ready));
+        if self.0.config.public_metrics {
+            open = open.route("/metrics", get(metrics));
+        } else {
+            guarded = guarded.route("/metrics", get(metrics));
+        }
+        guarded
+            .route_layer(middleware::from_fn_with_state(self.clone(), auth::authenticate))
+            .merge(open)
             .fallback(|method: Method, uri: Uri| async move { ApiError::route_not_found(method.as_str(), uri.path()) })
             .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
                 ApiError::method_not_allowed(method.as_str(), uri.path())
             })
             .layer(middleware::from_fn_with_state(self.clone(), record))
+            .layer(axum::Extension(exposure))
             .with_state(self.clone())
     }
+}
+
+/// Where the listener a request came in by can be reached from. Each
+/// listener serves its own router with its own value, so one app served
+/// on loopback and on a public address asks for keys on the public one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exposure {
+    /// Beyond loopback: keys are always required.
+    pub(crate) public: bool,
 }
 
 /// Counts every answer by route and status.

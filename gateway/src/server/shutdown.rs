@@ -3,7 +3,6 @@
 
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::error::ApiError;
 use crate::providers::ChunkValues;
-use crate::server::App;
+use crate::server::{App, Exposure};
 
 
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting,
@@ -37,15 +36,14 @@ pub async fn serve_connections(
     let grace = Duration::from_secs(app.0.config.shutdown_grace_secs);
     let signalled = Arc::new(Notify::new());
     let notify = Arc::clone(&signalled);
-    let public = listener.local_addr().is_ok_and(|a| !a.ip().is_loopback());
-    app.0.public.store(public, Ordering::Relaxed);
+    let exposure = Exposure { public: listener.local_addr().is_ok_and(|a| !a.ip().is_loopback()) };
     // SSE writes many small frames: never let Nagle hold one back.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app.router_for(exposure)).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; {grace:?} for running requests");
         notify.notify_one();

@@ -167,3 +167,19 @@ async fn unknown_model_is_404_and_full_engine_is_429_with_retry_after() {
     let m = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
     assert!(m.contains("starling_http_rate_limited_total{route=\"/v1/chat/completions\"} 1"), "{m}");
 }
+
+/// Model names no route claims go to the local engine, but never into a
+/// metric label: clients could grow `/metrics` without bound.
+#[tokio::test]
+async fn unrouted_model_names_do_not_become_metric_labels() {
+    let s = default_server().await;
+    let http = reqwest::Client::new();
+    for name in ["made-up-model-1", "made-up-model-2"] {
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "Hi"}]});
+        let (status, err, _) = send(http.post(format!("{}/chat/completions", s.v1())).json(&body)).await;
+        assert_eq!((status, err["code"].as_str()), (404, Some("model_not_found")), "{err}");
+    }
+    let m = reqwest::get(format!("{}/metrics", s.base)).await.expect("metrics").text().await.expect("text");
+    assert!(!m.contains("made-up-model"), "{m}");
+    assert!(m.contains(r#"starling_gateway_upstream_attempts_total{model="(unrouted)",outcome="model_not_found",provider="local"} 2"#), "{m}");
+}

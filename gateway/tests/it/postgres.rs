@@ -89,7 +89,7 @@ impl PgServer {
         // Ready when a connection is accepted and answered (it refuses while
         // starting up).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while gateway::accounting::db::Db::open(&self.url).await.is_err() {
+        while platform::db::Db::open(&self.url).await.is_err() {
             assert!(Instant::now() < deadline, "PostgreSQL did not start on port {}", self.port);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -160,14 +160,15 @@ async fn usage_records_wait_out_a_database_outage() {
 #[tokio::test]
 async fn keys_with_and_without_budgets_on_one_postgres_connection() {
     let pg = PgServer::start().await;
-    let db = gateway::accounting::db::Db::open(&pg.url).await.expect("database");
-    let store = gateway::accounting::keys::KeyStore::new(&db).await.expect("key store");
-    let new = |name: &str, budget: Option<f64>| gateway::accounting::keys::NewKey {
+    let db = platform::db::Db::open(&pg.url).await.expect("database");
+    let store = platform::keys::KeyStore::new(&db);
+    let new = |name: &str, budget: Option<f64>| platform::keys::NewKey {
         name: name.into(),
         budget_usd_per_day: budget,
         rpm: None,
         tpm: None,
         models: Vec::new(),
+        scopes: Vec::new(),
     };
     for (name, budget) in [("none", None), ("some", Some(2.5)), ("none-again", None), ("more", Some(0.25))] {
         let created = store.create(&new(name, budget)).await;

@@ -95,7 +95,7 @@ pub async fn start_recorded(
     server(&mut sc);
     let app = App::new(sc, gateway).expect("app");
     if let Some(url) = usage_url {
-        let db = gateway::accounting::db::Db::open(url).await.expect("database");
+        let db = platform::db::Db::open(url).await.expect("database");
         app.attach_database(&db, Some(&journal_for(url))).await.expect("attach database");
     }
     let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));

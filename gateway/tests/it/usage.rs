@@ -147,8 +147,8 @@ pub async fn journal_written_once(db_url: &str) {
     };
     let (written, unwritten) = (record("chatcmpl-written", 12.5), record("chatcmpl-unwritten", 30.25));
     {
-        let pool = gateway::accounting::db::Db::open(db_url).await.expect("database");
-        let store = gateway::accounting::usage::UsageStore::new(&pool).await.expect("store");
+        let pool = platform::db::Db::open(db_url).await.expect("database");
+        let store = gateway::accounting::usage::UsageStore::new(&pool);
         store.insert(std::slice::from_ref(&written)).await.expect("insert");
     }
     let mut lines = String::new();
@@ -257,9 +257,9 @@ pub async fn kept_through_a_database_outage(pg: &mut crate::postgres::PgServer) 
     pg.resume().await;
     s.shutdown();
     s.done.take().expect("serve task").await.expect("join").expect("serve");
-    let db = gateway::accounting::db::Db::open(&pg.url).await.expect("database");
-    let store = gateway::accounting::usage::UsageStore::new(&db).await.expect("store");
-    let by_provider = store.summary(0, i64::MAX, gateway::accounting::usage::GroupBy::Provider).await.expect("summary");
+    let db = platform::db::Db::open(&pg.url).await.expect("database");
+    let store = gateway::accounting::usage::UsageStore::new(&db);
+    let by_provider = store.summary(0, i64::MAX, gateway::accounting::usage::GroupBy::Provider, None).await.expect("summary");
     let openai_rows: Vec<_> = by_provider.iter().filter(|g| g.group == "openai").collect();
     assert_eq!(openai_rows.len(), 1, "{by_provider:?}");
     assert_eq!((openai_rows[0].requests, openai_rows[0].errors), (4, 0), "{by_provider:?}");

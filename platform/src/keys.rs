@@ -3,14 +3,21 @@
 //! enough: nothing to brute-force), each with optional limits: a daily
 //! cloud budget in USD, requests and tokens per minute, allowed models.
 //!
-//! The server keeps the keys in memory and reloads them from the database
-//! at most every [`RELOAD_EVERY`], so keys created or revoked by the CLI
-//! while it runs take effect within seconds. Rate limits are token buckets
-//! per key; the day's spend starts from the usage records, so a restart
-//! does not reset a budget.
+//! The server checks keys against memory only: a background task
+//! ([`KeyRing::watch`]) reloads them from the database every
+//! [`RELOAD_EVERY`], so keys created or revoked by the CLI while it runs
+//! take effect within seconds, and a database that is away slows no
+//! request (the last keys read keep serving). Rate limits are token
+//! buckets per key: a request takes its estimate up front and settles the
+//! difference with what it really used when its record closes
+//! ([`KeyRing::settle`]). The day's spend starts from the usage records, so
+//! a restart does not reset a budget.
+//!
+//! Scopes widen what a key may see beyond its own requests ([`ADMIN`]:
+//! every key's usage).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rand::distributions::{Alphanumeric, DistString};
@@ -18,23 +25,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::accounting::db::Db;
+use crate::db::Db;
 
 /// How stale the in-memory key table may get.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    revoked_ms BIGINT,
-    budget_usd_per_day DOUBLE PRECISION,
-    rpm BIGINT,
-    tpm BIGINT,
-    models TEXT
-)";
+/// The scope that sees every key's records (`GET /v1/usage` of all keys).
+pub const ADMIN: &str = "admin";
+/// Every scope a key can be given.
+pub const SCOPES: &[&str] = &[ADMIN];
 
 /// A key's settings (never the key).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,6 +56,15 @@ pub struct KeyInfo {
     pub tpm: Option<u32>,
     /// Models (routes) it may use; empty: all.
     pub models: Vec<String>,
+    /// What it may do beyond its own requests (see [`SCOPES`]).
+    pub scopes: Vec<String>,
+}
+
+impl KeyInfo {
+    /// Whether the key holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
 }
 
 /// What `keys create` asks for.
@@ -72,6 +80,8 @@ pub struct NewKey {
     pub tpm: Option<u32>,
     /// Allowed models; empty: all.
     pub models: Vec<String>,
+    /// Scopes (see [`SCOPES`]).
+    pub scopes: Vec<String>,
 }
 
 /// Key storage failed.
@@ -83,6 +93,9 @@ pub enum KeyError {
     /// No such key.
     #[error("no key with id `{0}`")]
     NotFound(String),
+    /// A scope nobody defined.
+    #[error("unknown scope `{0}` (known: {known})", known = SCOPES.join(", "))]
+    UnknownScope(String),
 }
 
 /// SHA-256 of a key, hex.
@@ -101,14 +114,16 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// Keys in `db` (creates the table if missing).
-    pub async fn new(db: &Db) -> Result<Self, KeyError> {
-        sqlx::query(SCHEMA).execute(db.pool()).await?;
-        Ok(Self { db: db.clone() })
+    /// Keys in `db` (whose migrations made the table).
+    pub fn new(db: &Db) -> Self {
+        Self { db: db.clone() }
     }
 
     /// Create a key: returns the key itself (shown once) and its settings.
     pub async fn create(&self, new: &NewKey) -> Result<(String, KeyInfo), KeyError> {
+        if let Some(bad) = new.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+            return Err(KeyError::UnknownScope(bad.clone()));
+        }
         let mut rng = rand::thread_rng();
         let key = format!("sk-starling-{}", Alphanumeric.sample_string(&mut rng, 32));
         let info = KeyInfo {
@@ -121,20 +136,22 @@ impl KeyStore {
             rpm: new.rpm,
             tpm: new.tpm,
             models: new.models.clone(),
+            scopes: new.scopes.clone(),
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, prefix, created_ms, revoked_ms, budget_usd_per_day, rpm, tpm, models) \
-             VALUES ($1, $2, $3, $4, $5, NULL, NULLIF($6, 'NaN'), $7, $8, $9)",
+            "INSERT INTO api_keys (id, name, hash, prefix, created_ms, revoked_ms, budget_usd_per_day, rpm, tpm, models, scopes) \
+             VALUES ($1, $2, $3, $4, $5, NULL, NULLIF($6, 'NaN'), $7, $8, $9, $10)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(hash(&key))
         .bind(&info.prefix)
         .bind(info.created_ms)
-        .bind(crate::accounting::db::nullable_f64(info.budget_usd_per_day))
+        .bind(crate::db::nullable_f64(info.budget_usd_per_day))
         .bind(info.rpm.map(i64::from))
         .bind(info.tpm.map(i64::from))
-        .bind((!info.models.is_empty()).then(|| info.models.join(",")))
+        .bind(list(&info.models))
+        .bind(list(&info.scopes))
         .execute(self.db.pool())
         .await?;
         Ok((key, info))
@@ -143,7 +160,7 @@ impl KeyStore {
     /// Every key, revoked ones included, with their hashes.
     pub async fn all(&self) -> Result<Vec<(String, KeyInfo)>, KeyError> {
         let rows = sqlx::query(
-            "SELECT id, name, hash, prefix, created_ms, revoked_ms, budget_usd_per_day, rpm, tpm, models \
+            "SELECT id, name, hash, prefix, created_ms, revoked_ms, budget_usd_per_day, rpm, tpm, models, scopes \
              FROM api_keys ORDER BY created_ms",
         )
         .fetch_all(self.db.pool())
@@ -152,6 +169,7 @@ impl KeyStore {
         for r in rows {
             let limit = |v: Option<i64>| v.and_then(|n| u32::try_from(n).ok());
             let models: Option<String> = r.try_get("models")?;
+            let scopes: Option<String> = r.try_get("scopes")?;
             out.push((
                 r.try_get("hash")?,
                 KeyInfo {
@@ -163,7 +181,8 @@ impl KeyStore {
                     budget_usd_per_day: r.try_get("budget_usd_per_day")?,
                     rpm: limit(r.try_get("rpm")?),
                     tpm: limit(r.try_get("tpm")?),
-                    models: models.map(|m| m.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+                    models: unlist(models),
+                    scopes: unlist(scopes),
                 },
             ));
         }
@@ -197,6 +216,15 @@ impl KeyStore {
     }
 }
 
+/// A list as one column: comma-separated, NULL when empty.
+fn list(items: &[String]) -> Option<String> {
+    (!items.is_empty()).then(|| items.join(","))
+}
+
+fn unlist(column: Option<String>) -> Vec<String> {
+    column.map(|m| m.split(',').map(str::to_owned).collect()).unwrap_or_default()
+}
+
 /// A token bucket: `capacity` per minute, refilled continuously.
 #[derive(Debug)]
 struct Bucket {
@@ -217,6 +245,12 @@ impl Bucket {
             Err(Duration::from_secs_f64(((n - self.level) / rate).min(3600.0)))
         }
     }
+
+    /// Give back `n` (or take more, when negative) after the fact: the
+    /// level may go below zero, and then the next requests wait.
+    fn adjust(&mut self, n: f64, per_minute: f64) {
+        self.level = (self.level + n).min(per_minute);
+    }
 }
 
 /// A key's live counters.
@@ -228,11 +262,14 @@ struct Live {
     spent: Option<(i64, f64)>,
 }
 
-/// The server's view: keys by hash, reloaded when stale, and counters.
+/// The server's view: keys by hash, reloaded in the background, and
+/// counters.
 #[derive(Debug)]
 pub struct KeyRing {
     store: KeyStore,
-    keys: tokio::sync::RwLock<(Instant, HashMap<String, KeyInfo>)>,
+    /// Live keys by hash. Requests only read it; [`KeyRing::watch`] swaps
+    /// in a fresh table.
+    keys: RwLock<Arc<HashMap<String, KeyInfo>>>,
     live: Mutex<HashMap<String, Live>>,
 }
 
@@ -241,50 +278,76 @@ pub struct KeyRing {
 pub enum Refusal {
     /// RPM or TPM used up: retry after this long.
     RateLimited(Duration, &'static str),
+    /// The request alone asks for more tokens than the key's TPM allows.
+    TooLarge {
+        /// Its estimate.
+        tokens: u64,
+        /// The key's tokens per minute.
+        tpm: u32,
+    },
     /// The key may not use this model.
     ModelNotAllowed,
 }
 
 impl KeyRing {
-    /// Load the keys of `store`.
-    pub async fn load(store: KeyStore) -> Result<Self, KeyError> {
+    /// Load the keys of `store` (fails when they cannot be read once).
+    pub async fn load(store: KeyStore) -> Result<Arc<Self>, KeyError> {
         let keys = Self::read(&store).await?;
-        Ok(Self {
-            store,
-            keys: tokio::sync::RwLock::new((Instant::now(), keys)),
-            live: Mutex::new(HashMap::new()),
-        })
+        Ok(Arc::new(Self { store, keys: RwLock::new(Arc::new(keys)), live: Mutex::new(HashMap::new()) }))
     }
 
     async fn read(store: &KeyStore) -> Result<HashMap<String, KeyInfo>, KeyError> {
         Ok(store.all().await?.into_iter().filter(|(_, k)| k.revoked_ms.is_none()).collect())
     }
 
-    async fn fresh(&self) {
-        if self.keys.read().await.0.elapsed() < RELOAD_EVERY {
-            return;
-        }
-        let mut w = self.keys.write().await;
-        if w.0.elapsed() < RELOAD_EVERY {
-            return;
-        }
-        match Self::read(&self.store).await {
-            Ok(keys) => *w = (Instant::now(), keys),
-            // Keep serving with what we have; try again next time.
-            Err(e) => tracing::error!("cannot reload API keys: {e}"),
-        }
+    /// Read the keys again now.
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let keys = Arc::new(Self::read(&self.store).await?);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
+    }
+
+    /// Reload every [`RELOAD_EVERY`] on the current runtime, until the ring
+    /// is dropped. While the database is away the last keys keep serving;
+    /// the failure is logged once, and the recovery.
+    pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let ring = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let Some(ring) = ring.upgrade() else { return };
+                match ring.reload().await {
+                    Ok(()) if failing => {
+                        tracing::info!("API keys read again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        tracing::error!("cannot reload API keys (serving the last ones read): {e}");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    }
+
+    fn keys(&self) -> Arc<HashMap<String, KeyInfo>> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Whether any key is live (then every /v1 request needs one).
-    pub async fn any(&self) -> bool {
-        self.fresh().await;
-        !self.keys.read().await.1.is_empty()
+    pub fn any(&self) -> bool {
+        !self.keys().is_empty()
     }
 
     /// The key behind `presented`, if it is live.
-    pub async fn find(&self, presented: &str) -> Option<KeyInfo> {
-        self.fresh().await;
-        self.keys.read().await.1.get(&hash(presented)).cloned()
+    pub fn find(&self, presented: &str) -> Option<KeyInfo> {
+        self.keys().get(&hash(presented)).cloned()
     }
 
     /// Admit a request of about `tokens` tokens to `model` for `key`.
@@ -305,6 +368,10 @@ impl KeyRing {
             l.requests.take(1.0, f64::from(rpm), now).map_err(|d| Refusal::RateLimited(d, "requests per minute"))?;
         }
         if let Some(tpm) = key.tpm {
+            if tokens > u64::from(tpm) {
+                (l.requests.level, l.requests.at) = saved_r;
+                return Err(Refusal::TooLarge { tokens, tpm });
+            }
             if let Err(d) = l.tokens.take(tokens as f64, f64::from(tpm), now) {
                 (l.requests.level, l.requests.at) = saved_r;
                 (l.tokens.level, l.tokens.at) = saved_t;
@@ -314,7 +381,20 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Whether `key`'s cloud budget for today is spent.
+    /// A request admitted with an estimate of `admitted` tokens used
+    /// `used`: give back the difference, or take the excess (a request may
+    /// use more than estimated; the next ones then wait for it).
+    pub fn settle(&self, key: &KeyInfo, admitted: u64, used: u64) {
+        let Some(tpm) = key.tpm else { return };
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = live.get_mut(&key.id) {
+            l.tokens.adjust(admitted as f64 - used as f64, f64::from(tpm));
+        }
+    }
+
+    /// Whether `key`'s cloud budget for today is spent. When today's spend
+    /// cannot be read, it counts as spent for this request (the local
+    /// engine still answers) and is read again for the next one.
     pub async fn over_budget(&self, key: &KeyInfo) -> bool {
         let Some(budget) = key.budget_usd_per_day else { return false };
         let day = now_ms().div_euclid(86_400_000);
@@ -326,10 +406,13 @@ impl KeyRing {
             Some(s) => s,
             None => {
                 // First use today: start from what the records say.
-                let s = self.store.spent_since(&key.id, day * 86_400_000).await.unwrap_or_else(|e| {
-                    tracing::error!("cannot read today's spend of {}: {e}", key.id);
-                    0.0
-                });
+                let s = match self.store.spent_since(&key.id, day * 86_400_000).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("cannot read today's spend of {}: {e}", key.id);
+                        return true;
+                    }
+                };
                 let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(l) = live.get_mut(&key.id) {
                     l.spent = Some((day, s));
@@ -374,5 +457,68 @@ mod tests {
     #[test]
     fn key_hash_is_sha256_hex() {
         assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    async fn ring_with(new: NewKey) -> (Db, Arc<KeyRing>, KeyInfo, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("starling-keys-{}-{}", std::process::id(), new.name));
+        let _ = std::fs::remove_file(&path);
+        let db = Db::open(&format!("sqlite://{}", path.display())).await.expect("open");
+        let store = KeyStore::new(&db);
+        let (_, key) = store.create(&new).await.expect("create");
+        let ring = KeyRing::load(store).await.expect("load");
+        (db, ring, key, path)
+    }
+
+    /// A spend that cannot be read counts as spent for that request, and is
+    /// read again for the next: an error is never cached as "0 spent".
+    #[tokio::test]
+    async fn a_failed_spend_lookup_is_not_cached() {
+        let (db, ring, key, path) = ring_with(NewKey { name: "thrifty".into(), budget_usd_per_day: Some(1.0), ..Default::default() }).await;
+        ring.admit(&key, "m", 1).expect("admit");
+        sqlx::query("ALTER TABLE usage_records RENAME TO usage_away").execute(db.pool()).await.expect("rename");
+        assert!(ring.over_budget(&key).await, "an unknown spend counts as spent");
+        sqlx::query("ALTER TABLE usage_away RENAME TO usage_records").execute(db.pool()).await.expect("rename");
+        sqlx::query(
+            "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, completion_tokens, \
+             cached_tokens, cost_usd, latency_ms, status, cache_hit, attempts) VALUES ('r', $1, $2, 'r', 'openai', 'm', 1, 1, 0, 5.0, 1.0, 200, false, 1)",
+        )
+        .bind(now_ms())
+        .bind(&key.id)
+        .execute(db.pool())
+        .await
+        .expect("insert");
+        assert!(ring.over_budget(&key).await, "today's 5 USD are read, not a cached 0");
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Tokens taken up front are settled with what the request used.
+    #[tokio::test]
+    async fn unused_tokens_are_given_back() {
+        let (_db, ring, key, path) = ring_with(NewKey { name: "tpm".into(), tpm: Some(1000), ..Default::default() }).await;
+        assert_eq!(ring.admit(&key, "m", 1001), Err(Refusal::TooLarge { tokens: 1001, tpm: 1000 }));
+        ring.admit(&key, "m", 600).expect("first");
+        assert!(matches!(ring.admit(&key, "m", 600), Err(Refusal::RateLimited(..))));
+        ring.settle(&key, 600, 40);
+        ring.admit(&key, "m", 600).expect("the unused 560 came back");
+        // Using more than admitted takes the excess from the next ones.
+        ring.settle(&key, 600, 1000);
+        assert!(matches!(ring.admit(&key, "m", 100), Err(Refusal::RateLimited(..))));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// Requests read keys from memory: a database that went away leaves the
+    /// last keys serving, and a reload brings new ones.
+    #[tokio::test]
+    async fn keys_serve_from_memory_while_the_database_is_away() {
+        let (db, ring, key, path) = ring_with(NewKey { name: "team".into(), ..Default::default() }).await;
+        let (second, _) = KeyStore::new(&db).create(&NewKey { name: "second".into(), ..Default::default() }).await.expect("create");
+        assert!(ring.find(&second).is_none());
+        ring.reload().await.expect("reload");
+        assert!(ring.find(&second).is_some());
+        db.pool().close().await;
+        assert!(ring.reload().await.is_err());
+        assert!(ring.find(&second).is_some() && ring.any());
+        assert!(ring.keys().values().any(|k| k.id == key.id));
+        let _ = std::fs::remove_file(path);
     }
 }
