@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -41,7 +41,7 @@ pub(crate) struct ChatHead {
 
 pub(crate) async fn chat_completions(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

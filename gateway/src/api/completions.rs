@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use futures_util::stream::StreamExt;
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ pub(crate) fn legacy_logprobs(tokens: &[TokenLogprob], mut offset: usize) -> Val
 /// and usage records apply as for chat.
 pub(crate) async fn completions(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::{Extension, Json};
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
@@ -69,8 +69,100 @@ fn text_blocks(v: &Value) -> String {
     }
 }
 
+/// What a field of a Messages request must hold.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Bool,
+    Number,
+    Integer,
+    Object,
+    Array,
+}
+
+impl Kind {
+    fn fits(self, v: &Value) -> bool {
+        match self {
+            Self::Text => v.is_string(),
+            Self::Bool => v.is_boolean(),
+            Self::Number => v.is_number(),
+            Self::Integer => v.is_u64(),
+            Self::Object => v.is_object(),
+            Self::Array => v.is_array(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "a string",
+            Self::Bool => "a boolean",
+            Self::Number => "a number",
+            Self::Integer => "a non-negative integer",
+            Self::Object => "an object",
+            Self::Array => "an array",
+        }
+    }
+}
+
+/// 400 naming `path` unless `v` (when present and not null) is `kind`.
+fn check(v: Option<&Value>, path: &str, kind: Kind) -> Result<(), ApiError> {
+    match v {
+        Some(v) if !v.is_null() && !kind.fits(v) => Err(ApiError::invalid(path, format!("must be {}, got {v}", kind.name()))),
+        _ => Ok(()),
+    }
+}
+
+/// Text content: a string, or an array of blocks whose `text` is a string.
+fn check_text_or_blocks(v: Option<&Value>, path: &str) -> Result<(), ApiError> {
+    match v {
+        None | Some(Value::Null | Value::String(_)) => Ok(()),
+        Some(Value::Array(blocks)) => {
+            for (i, b) in blocks.iter().enumerate() {
+                let at = format!("{path}[{i}]");
+                check(Some(b), &at, Kind::Object)?;
+                check(b.get("type"), &format!("{at}.type"), Kind::Text)?;
+                if b["type"] == "text" {
+                    check(Some(&b["text"]), &format!("{at}.text"), Kind::Text)?;
+                }
+            }
+            Ok(())
+        }
+        Some(other) => Err(ApiError::invalid(path, format!("must be a string or an array of content blocks, got {other}"))),
+    }
+}
+
+/// Every field's type, as strictly as Anthropic checks them (and as chat
+/// requests are checked): a wrong type is a 400 naming it, never a guess.
+fn check_types(body: &Map<String, Value>) -> Result<(), ApiError> {
+    check(body.get("model"), "model", Kind::Text)?;
+    check(body.get("max_tokens"), "max_tokens", Kind::Integer)?;
+    check(body.get("stream"), "stream", Kind::Bool)?;
+    for (field, kind) in [("temperature", Kind::Number), ("top_p", Kind::Number), ("top_k", Kind::Integer), ("metadata", Kind::Object), ("tool_choice", Kind::Object)] {
+        check(body.get(field), field, kind)?;
+    }
+    check_text_or_blocks(body.get("system"), "system")?;
+    check(body.get("stop_sequences"), "stop_sequences", Kind::Array)?;
+    for (i, s) in body.get("stop_sequences").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        check(Some(s), &format!("stop_sequences[{i}]"), Kind::Text)?;
+    }
+    check(body.get("tools"), "tools", Kind::Array)?;
+    for (i, t) in body.get("tools").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        check(Some(t), &format!("tools[{i}]"), Kind::Object)?;
+        check(Some(&t["name"]), &format!("tools[{i}].name"), Kind::Text)?;
+        check(t.get("input_schema"), &format!("tools[{i}].input_schema"), Kind::Object)?;
+    }
+    check(body.get("messages"), "messages", Kind::Array)?;
+    for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        check(Some(m), &format!("messages[{i}]"), Kind::Object)?;
+        check(Some(&m["role"]), &format!("messages[{i}].role"), Kind::Text)?;
+        check_text_or_blocks(m.get("content"), &format!("messages[{i}].content"))?;
+    }
+    Ok(())
+}
+
 /// An Anthropic request as an OpenAI chat request. `stream` as asked.
 pub fn to_chat(body: &Map<String, Value>) -> Result<(String, Map<String, Value>, bool), ApiError> {
+    check_types(body)?;
     let model = body.get("model").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("model", "`model` is required"))?;
     let max_tokens = body
         .get("max_tokens")
@@ -306,7 +398,7 @@ pub fn to_events(chunks: ChunkValues, model: String) -> impl futures_util::Strea
 /// `POST /v1/messages`: Anthropic clients, routed like chat completions.
 pub(crate) async fn anthropic_messages(
     State(app): State<App>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, MessagesError> {

@@ -2,12 +2,13 @@
 
 
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::providers::local::unix_now;
+use crate::server::body::PathParam;
 use crate::server::App;
 
 
@@ -22,7 +23,7 @@ pub(crate) async fn list_models(State(app): State<App>) -> Result<Json<Value>, A
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-pub(crate) async fn get_model(State(app): State<App>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn get_model(State(app): State<App>, PathParam(id): PathParam<String>) -> Result<Json<Value>, ApiError> {
     let models = app.generators()?.models();
     let card = models.into_iter().find(|m| m.id == id).ok_or_else(|| ApiError::model_not_found(&id))?;
     Ok(Json(json!(card)))

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::Uri;
-use axum::{Extension, Json};
+use axum::Json;
 use platform::keys::ADMIN;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ pub(crate) struct UsageQuery {
 /// `GET /v1/usage?from&to&group_by=`: totals per group from the records:
 /// of the caller's own key, or of every key for a key with the `admin`
 /// scope (and where no keys are in use: a private, single-user server).
-pub(crate) async fn usage_summary(State(app): State<App>, Extension(caller): Extension<Caller>, uri: Uri) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn usage_summary(State(app): State<App>, caller: Caller, uri: Uri) -> Result<Json<Value>, ApiError> {
     let q: UsageQuery = serde_urlencoded_query(&uri)?;
     let group = q.group_by.as_deref().unwrap_or("provider");
     let group_by = GroupBy::parse(group)

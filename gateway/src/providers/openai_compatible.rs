@@ -298,6 +298,15 @@ pub(crate) fn upstream_error(provider: &str, status: StatusCode, headers: &Heade
 }
 
 pub(crate) fn error_from_body(provider: &str, status: StatusCode, v: &Value, retry_after: Option<Duration>) -> ApiError {
+    if matches!(status.as_u16(), 401 | 403) {
+        // Our key or our account: the client can do nothing about it, and
+        // the body names our key (masked, but ours): it stays here.
+        tracing::warn!(provider, status = status.as_u16(), "the provider refused Starling's credentials");
+        return ApiError::bad_gateway(format!(
+            "`{provider}` refused this server's credentials ({}); its operator should check the provider's api_key.",
+            status.as_u16()
+        ));
+    }
     let e = &v["error"];
     let message = e["message"].as_str().or_else(|| e.as_str()).unwrap_or("no message");
     let message = format!("`{provider}` answered {}: {message}", status.as_u16());
@@ -307,8 +316,6 @@ pub(crate) fn error_from_body(provider: &str, status: StatusCode, v: &Value, ret
         // The client's business: keep the status.
         400 | 404 | 413 | 422 => ApiError::upstream_client(status, message),
         429 => ApiError::overloaded(message, retry_after.unwrap_or(Duration::from_secs(1))),
-        // Our key or our account: the client can do nothing about it.
-        401 | 403 => ApiError::bad_gateway(message),
         503 | 529 => ApiError::upstream_unavailable(message, retry_after),
         504 => ApiError::gateway_timeout(message),
         _ => ApiError::bad_gateway(message),
@@ -415,6 +422,21 @@ mod tests {
             httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
             Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
         );
+    }
+
+    /// A provider's 401 names our key (masked) and says `invalid_api_key`:
+    /// neither reaches the client, who would think its own key is wrong.
+    #[test]
+    fn upstream_credential_errors_stay_here() {
+        let body = serde_json::json!({"error": {
+            "message": "Incorrect API key provided: sk-proj-****abcd. You can find your API key in your account settings.",
+            "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let err = error_from_body("openai", status, &body, None);
+            assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+            assert!(!err.message.contains("sk-") && !err.body().to_string().contains("sk-"), "{}", err.message);
+            assert_ne!(err.code, Some("invalid_api_key"));
+        }
     }
 
     /// A hostile upstream's `Retry-After` dates: far future, huge fields,

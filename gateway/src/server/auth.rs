@@ -3,7 +3,8 @@
 
 
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -14,8 +15,18 @@ use crate::server::{App, Exposure};
 
 
 /// Who is calling: the API key's settings, or None where no key is needed.
+/// Handlers behind [`authenticate`] take it as an extractor.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Option<KeyInfo>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // Missing only on a route outside the auth layer: our bug.
+        parts.extensions.get::<Self>().cloned().ok_or_else(|| ApiError::internal("route without authentication"))
+    }
+}
 
 /// The key a request presents: `Authorization: Bearer` (OpenAI) or
 /// `x-api-key` (Anthropic).

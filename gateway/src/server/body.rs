@@ -4,6 +4,8 @@
 
 
 use axum::body::{Body, Bytes};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -25,7 +27,22 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
         return Err(ApiError::unsupported_media_type(ctype));
     }
     let limit = app.0.config.body_limit_bytes;
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    // Announced too large: refused before reading any of it.
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Only a body over the limit is 413; one that ends early (a short
+        // body for its Content-Length) or breaks its chunked encoding is
+        // malformed: 400.
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_body(format!("The request body could not be read: {e}"))
+        }
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}")))
 }
 
@@ -33,6 +50,23 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
 /// [`openai::from_value`]).
 pub(crate) async fn parse<T: DeserializeOwned>(app: &App, headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     from_value(&read_json(app, headers, body).await?)
+}
+
+/// A path parameter as `T`: axum's `Path`, rejected in the API's error
+/// shape (a percent-decoded id that is not UTF-8 is a 400 like any other
+/// bad input, not axum's plain text).
+#[derive(Debug)]
+pub(crate) struct PathParam<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(p.0))
+            .map_err(|e| ApiError::invalid("path", e.body_text()))
+    }
 }
 
 /// The query string as `T` (400 naming the field).

@@ -245,3 +245,38 @@ async fn a_stream_broken_midway_is_finished_by_a_candidate_that_continues_it() {
     assert_eq!((c["prompt_tokens"].as_i64(), c["cached_tokens"].as_i64()), (Some(25), Some(5)), "{by}");
     assert!(c["cost_usd"].as_f64().is_some_and(|x| x > 0.0) && o["cost_usd"].as_f64().is_some_and(|x| x > 0.0), "{by}");
 }
+
+/// `/v1/messages` checks types as strictly as chat does, answering in
+/// Anthropic's error shape with the field named.
+#[tokio::test]
+async fn messages_with_wrong_types_are_400_naming_the_field() {
+    let s = crate::support::default_server().await;
+    let url = format!("{}/messages", s.v1());
+    let base = || json!({"model": crate::support::MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]});
+    let cases = [
+        ("stream", json!("x"), "stream"),
+        ("system", json!(5), "system"),
+        ("messages", json!([{"role": "user", "content": [{"type": "text", "text": 5}]}]), "messages[0].content[0].text"),
+        ("messages", json!([{"role": "user", "content": 7}]), "messages[0].content"),
+        ("tools", json!("x"), "tools"),
+        ("tools", json!([{"name": 3, "input_schema": {}}]), "tools[0].name"),
+        ("temperature", json!("warm"), "temperature"),
+        ("stop_sequences", json!(["ok", 1]), "stop_sequences[1]"),
+        ("max_tokens", json!("many"), "max_tokens"),
+    ];
+    for (field, value, path) in cases {
+        let mut body = base();
+        body[field] = value.clone();
+        let res = post_json(&url, &body).await;
+        assert_eq!(res.status(), 400, "{field}: {value}");
+        let v: Value = res.json().await.expect("json");
+        assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")), "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("Invalid '{path}': ")), "{field}: {message}");
+    }
+    // Right types still pass.
+    let mut ok = base();
+    ok["stream"] = json!(false);
+    ok["system"] = json!([{"type": "text", "text": "Be brief."}]);
+    assert_eq!(post_json(&url, &ok).await.status(), 200);
+}

@@ -183,3 +183,40 @@ async fn unrouted_model_names_do_not_become_metric_labels() {
     assert!(!m.contains("made-up-model"), "{m}");
     assert!(m.contains(r#"starling_gateway_upstream_attempts_total{model="(unrouted)",outcome="model_not_found",provider="local"} 2"#), "{m}");
 }
+
+/// A path that does not decode (invalid UTF-8 after percent-decoding) is a
+/// 400 in the API's error shape, not axum's plain text.
+#[tokio::test]
+async fn an_undecodable_path_is_an_api_error() {
+    let s = default_server().await;
+    let (status, err, _) = send(reqwest::Client::new().get(format!("{}/models/%FF%FE", s.v1()))).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["type"], "invalid_request_error");
+}
+
+/// The status line of what the server answers to raw `request` bytes, the
+/// write side then closed (so a body shorter than announced ends there).
+async fn raw_status(s: &crate::support::Server, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    tcp.shutdown().await.expect("shutdown write");
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+}
+
+/// Only size is 413: a body shorter than its Content-Length or a broken
+/// chunked encoding is malformed, 400.
+#[tokio::test]
+async fn malformed_bodies_are_400_and_only_large_ones_413() {
+    let s = default_server().await;
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    let short = format!("{head}Content-Length: 100\r\n\r\n{{\"model\": \"x\"}}");
+    assert_eq!(raw_status(&s, &short).await, "HTTP/1.1 400 Bad Request");
+    let chunked = format!("{head}Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"mo\r\nzz\r\n");
+    assert_eq!(raw_status(&s, &chunked).await, "HTTP/1.1 400 Bad Request");
+    let large = format!("{head}Content-Length: {}\r\n\r\n", 5 << 20);
+    assert_eq!(raw_status(&s, &large).await, "HTTP/1.1 413 Payload Too Large");
+}
