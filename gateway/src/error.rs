@@ -96,6 +96,15 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(within: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body did not arrive within {} s.", within.as_secs()),
+        )
+    }
+
     /// 415: the body is not `application/json`.
     pub fn unsupported_media_type(got: Option<&str>) -> Self {
         Self::new(

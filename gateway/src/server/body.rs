@@ -3,6 +3,8 @@
 
 
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -32,7 +34,11 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large(limit));
     }
-    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let within = Duration::from_secs(app.0.config.body_read_timeout_secs);
+    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::body_timeout(within))?;
+    let bytes: Bytes = read.map_err(|e| {
         // Only a body over the limit is 413; one that ends early (a short
         // body for its Content-Length) or breaks its chunked encoding is
         // malformed: 400.

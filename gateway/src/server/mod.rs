@@ -4,7 +4,8 @@
 //! - `auth`: the key a request presents, checked by a layer ([`Caller`]).
 //! - `body`: JSON bodies and query strings read into our types.
 //! - `sse`: OpenAI's event-stream framing.
-//! - `shutdown`: serving until shutdown, the grace, and cancelling past it.
+//! - `serve`: the accept loop, connection timeouts and graceful shutdown.
+//! - `shutdown`: what a request does when the shutdown grace runs out.
 //!
 //! Chat completions go through the [`crate::routing`] router to providers;
 //! legacy completions and the tokenizer routes go straight to the local
@@ -12,11 +13,12 @@
 
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod serve;
 pub(crate) mod shutdown;
 pub(crate) mod sse;
 
 pub use auth::Caller;
-pub use shutdown::{serve, serve_connections};
+pub use serve::{serve, serve_connections};
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -70,6 +72,13 @@ pub struct ServerConfig {
     /// Serve `/metrics` without a key even when keys are in use or the
     /// listener is public (for a Prometheus that cannot send one).
     pub public_metrics: bool,
+    /// Time a client has to send a request's head, seconds; also how long
+    /// a keep-alive connection may sit idle (hyper waits for the next head
+    /// from the moment an answer is sent).
+    pub header_read_timeout_secs: u64,
+    /// Time a client has to send a request's whole body, seconds (408
+    /// past it).
+    pub body_read_timeout_secs: u64,
 }
 
 impl ServerConfig {
@@ -91,6 +100,8 @@ impl Default for ServerConfig {
             default_max_tokens: 1024,
             http_threads: 0,
             public_metrics: false,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
         }
     }
 }

@@ -220,3 +220,32 @@ async fn malformed_bodies_are_400_and_only_large_ones_413() {
     let large = format!("{head}Content-Length: {}\r\n\r\n", 5 << 20);
     assert_eq!(raw_status(&s, &large).await, "HTTP/1.1 413 Payload Too Large");
 }
+
+/// A client that never finishes its request's head (slowloris) is cut off
+/// after `header_read_timeout_secs`; one that never finishes its body gets
+/// 408 after `body_read_timeout_secs`.
+#[tokio::test]
+async fn half_sent_requests_do_not_hold_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|_| {}, |c| {
+        c.header_read_timeout_secs = 1;
+        c.body_read_timeout_secs = 1;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let within = std::time::Duration::from_secs(20);
+    // Half a head, the connection left open: the server closes it.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: appl").await.expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(within, tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the half-sent head still holds its connection");
+    // A whole head, a tenth of the body, the connection left open: 408.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":";
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(within, tcp.read(&mut answer)).await.expect("an answer in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
