@@ -11,7 +11,7 @@ use axum::Json;
 use futures_util::stream::StreamExt;
 use serde_json::{json, Value};
 
-use crate::providers::choices::{collect_all, merged, open_choices, produced, total_usage};
+use crate::providers::choices::{next_for, collect_all, merged, open_choices, produced, total_usage};
 use crate::error::ApiError;
 use crate::providers::generator::{Chunk, TokenLogprob, Usage};
 use crate::providers::local::{new_id, unix_now};
@@ -133,7 +133,7 @@ pub(crate) async fn completions(
         }
         let mut usages = vec![Usage::default(); total];
         let mut events = merged(choices);
-        while let Some((i, c)) = events.next().await {
+        while let Some((i, c)) = next_for(&mut events, &tx).await {
             let msg = match c {
                 Ok(Chunk::Delta { text, logprob }) => {
                     let lp = logprob.map(|t| {

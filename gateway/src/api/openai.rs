@@ -101,7 +101,7 @@ pub struct Message {
 
 /// Sampling fields shared by chat and legacy completions, plus the
 /// extensions vLLM and llama-server accept (`top_k`, `min_p`,
-/// `repetition_penalty`).
+/// `repetition_penalty`, `ignore_eos`).
 #[derive(Debug, Default, Deserialize)]
 pub struct Sampling {
     /// 0..=2.
@@ -122,6 +122,9 @@ pub struct Sampling {
     pub min_p: Option<f32>,
     /// llama.cpp-style repetition penalty.
     pub repetition_penalty: Option<f32>,
+    /// vLLM's: generate past the end-of-sequence token, up to `max_tokens`
+    /// (benchmarks that need answers of a fixed length).
+    pub ignore_eos: Option<bool>,
     /// `stop`: a string or up to 4.
     pub stop: Option<OneOrMany>,
     /// Choices.
@@ -379,6 +382,7 @@ impl ChatCompletionRequest {
             stop,
             logprobs,
             prompt_logprobs: None,
+            ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
         })
     }
 }
@@ -427,6 +431,7 @@ impl CompletionsRequest {
                 stop: stop.clone(),
                 logprobs,
                 prompt_logprobs: if self.echo { logprobs } else { None },
+                ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
             })
             .collect())
     }

@@ -121,6 +121,20 @@ pub(crate) fn merged(choices: Vec<ChunkStream>) -> impl futures_util::Stream<Ite
 }
 
 
+/// The next of `events`, or None once `client`'s receiver is gone. A
+/// producer that only noticed the client at its next send would keep a
+/// queued or prefilling request (and its engine slot) until its first
+/// token; this notices while it waits.
+pub(crate) async fn next_for<S, V>(events: &mut S, client: &mpsc::Sender<V>) -> Option<S::Item>
+where
+    S: futures_util::Stream + Unpin,
+{
+    tokio::select! {
+        item = events.next() => item,
+        () = client.closed() => None,
+    }
+}
+
 /// The values a producer task sends, as a stream. When the stream is
 /// dropped (client gone, shutdown), the task's next send fails and it
 /// returns, dropping its choices, which cancels them in the engine.

@@ -49,6 +49,8 @@ pub struct CompletionRequest {
     pub logprobs: Option<usize>,
     /// Per prompt token: logprob and this many alternatives (`echo`).
     pub prompt_logprobs: Option<usize>,
+    /// Generate past the end-of-sequence token (vLLM's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 /// A token's logprob as clients see it: text and bytes, not ids.

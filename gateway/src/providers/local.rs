@@ -10,7 +10,7 @@ use futures_util::stream::{self, StreamExt};
 use inference::{Engine, Event, FinishReason, GenerateRequest, LogprobInfo, Prompt};
 use serde_json::{json, Value};
 
-use crate::providers::choices::{chat_logprob, collect_all, merged, open_choices, produced, total_usage};
+use crate::providers::choices::{next_for, chat_logprob, collect_all, merged, open_choices, produced, total_usage};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::api::openai::{from_value, ChatCompletionRequest};
@@ -123,6 +123,7 @@ impl Generator for LocalModel {
             g.stop = req.stop;
             g.logprobs = req.logprobs;
             g.prompt_logprobs = req.prompt_logprobs;
+            g.ignore_eos = req.ignore_eos;
             let gen = if text_bytes(&req.input) > BLOCKING_PROMPT_BYTES {
                 // Templating and tokenizing a long prompt takes milliseconds:
                 // not on the HTTP thread, whose other requests would wait.
@@ -281,7 +282,7 @@ impl LocalChat {
             }
             let mut usages = vec![Usage::default(); n];
             let mut events = merged(choices);
-            while let Some((i, c)) = events.next().await {
+            while let Some((i, c)) = next_for(&mut events, &tx).await {
                 let msgs = match c {
                     Ok(Chunk::Delta { text, logprob }) => {
                         let lp = logprob.map(|t| json!({"content": [chat_logprob(&t)], "refusal": null}));

@@ -244,6 +244,30 @@ async fn a_client_that_disconnects_cancels_its_generation() {
     assert_eq!(s.engine.stats().kv_reserved_bytes, 0);
 }
 
+/// A client that leaves while its request still waits for a slot (before
+/// its first token) frees the slot then, not when it would have started.
+#[tokio::test]
+async fn a_client_that_leaves_before_its_first_token_frees_its_slot() {
+    let s = start(|c| {
+        c.max_running = 1;
+        c.max_waiting = 1;
+    }, |_| {})
+    .await;
+    let mut stats = s.engine.watch_stats();
+    let running = long_stream(&s).await;
+    stats.wait_for(|st| st.running == 1).await.expect("engine alive");
+    let waiting = long_stream(&s).await;
+    assert_eq!(waiting.status(), 200, "queued behind the running one");
+    stats.wait_for(|st| st.waiting == 1).await.expect("engine alive");
+    assert_eq!(s.engine.admitted(), 2);
+    drop(waiting);
+    // Well before the running stream's 2000 tokens end.
+    let freed = tokio::time::timeout(std::time::Duration::from_secs(3), stats.wait_for(|st| st.waiting == 0)).await;
+    assert!(freed.is_ok(), "the queued request kept its slot after its client left");
+    assert_eq!(s.engine.admitted(), 1);
+    drop(running);
+}
+
 #[tokio::test]
 async fn ready_is_503_until_models_load_and_health_always_answers() {
     let engine = inference::Engine::start({

@@ -163,13 +163,14 @@ pub async fn post_json(url: &str, body: &serde_json::Value) -> reqwest::Response
     reqwest::Client::new().post(url).json(body).send().await.expect("send")
 }
 
-/// Start a streaming chat that runs for thousands of tokens (for
-/// cancellation and shutdown tests) and return its response.
+/// Start a streaming chat that runs for 2000 tokens (for cancellation and
+/// shutdown tests: `ignore_eos`, so it cannot end early) and return its
+/// response.
 pub async fn long_stream(s: &Server) -> reqwest::Response {
     post_json(
         &format!("{}/chat/completions", s.v1()),
         &serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story."}],
-                            "max_tokens": 2000, "stream": true}),
+                            "max_tokens": 2000, "ignore_eos": true, "stream": true}),
     )
     .await
 }
