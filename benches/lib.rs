@@ -51,13 +51,8 @@ pub fn levels(default: &[usize]) -> Vec<usize> {
 }
 
 /// The SmolLM2 GGUF `scripts/fetch-models` unpacks (`STARLING_MODELS_DIR`
-/// overrides the cache directory).
-pub fn smollm2_path() -> std::path::PathBuf {
-    let dir = std::env::var_os("STARLING_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
-    dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-}
+/// overrides the cache directory); the benches report its absence.
+pub use test_support::smollm2_file as smollm2_path;
 
 /// Run a bench's async body on a current-thread runtime: the load generator
 /// stays on one core, out of the way of the server it measures.

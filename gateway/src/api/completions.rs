@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::StreamExt;
 use serde_json::{json, Value};
 
 use crate::providers::choices::{next_for, collect_all, merged, open_choices, produced, total_usage};

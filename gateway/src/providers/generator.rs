@@ -184,6 +184,12 @@ pub trait Generator: Send + Sync {
     fn load(&self) -> Option<Load> {
         None
     }
+
+    /// Whether it can still answer (false: the local engine stopped, and
+    /// `/ready` says so).
+    fn is_alive(&self) -> bool {
+        true
+    }
 }
 
 /// Every provider, and which serves which model.

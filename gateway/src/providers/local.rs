@@ -190,6 +190,10 @@ impl Generator for LocalModel {
         Ok(self.engine.tokenizer().decode(tokens, false))
     }
 
+    fn is_alive(&self) -> bool {
+        self.engine.is_running()
+    }
+
     fn load(&self) -> Option<Load> {
         let s = self.engine.stats();
         Some(Load {

@@ -331,7 +331,9 @@ async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
 }
 
 async fn ready(State(app): State<App>) -> Result<Json<Value>, ApiError> {
-    app.generators()?;
+    if app.generators()?.iter().any(|g| !g.is_alive()) {
+        return Err(ApiError::not_ready("The local engine stopped; the server needs a restart."));
+    }
     Ok(Json(json!({"status": "ready"})))
 }
 

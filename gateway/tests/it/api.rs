@@ -268,6 +268,31 @@ async fn a_client_that_leaves_before_its_first_token_frees_its_slot() {
     drop(running);
 }
 
+/// An engine that stopped (a panic in its loop) makes `/ready` 503, so an
+/// orchestrator restarts the server instead of routing to it.
+#[tokio::test]
+async fn ready_is_503_once_the_engine_stopped() {
+    use test_support::faulty::{Fault, Faulty};
+    let (model, faults) = Faulty::smollm2();
+    let mut cfg = inference::EngineConfig::new(crate::support::smollm2_path(), MODEL);
+    cfg.threads = 2;
+    let engine = inference::Engine::start_with(cfg, model).expect("engine");
+    let app = gateway::App::new(gateway::ServerConfig::default(), gateway::GatewayConfig::default()).expect("app");
+    let local: std::sync::Arc<dyn gateway::Generator> = std::sync::Arc::new(gateway::LocalModel::new(engine.clone()));
+    app.set_ready(gateway::Generators::new(vec![local]));
+    let s = start_app(app, engine.clone()).await;
+    assert_eq!(reqwest::get(format!("{}/ready", s.base)).await.expect("ready").status(), 200);
+    let mut stats = engine.watch_stats();
+    faults.arm(Fault::PanicInNewCache);
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4});
+    let res = post_json(&format!("{}/chat/completions", s.v1()), &body).await;
+    assert!(res.status().is_server_error(), "{}", res.status());
+    while stats.changed().await.is_ok() {}
+    let res = reqwest::get(format!("{}/ready", s.base)).await.expect("ready");
+    assert_eq!(res.status(), 503);
+    assert_eq!(reqwest::get(format!("{}/health", s.base)).await.expect("health").status(), 200);
+}
+
 #[tokio::test]
 async fn ready_is_503_until_models_load_and_health_always_answers() {
     let engine = inference::Engine::start({

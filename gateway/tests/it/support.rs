@@ -9,18 +9,10 @@ use gateway::{App, GatewayConfig, Generator, Generators, LocalModel, ServerConfi
 use inference::{Engine, EngineConfig};
 use tokio::sync::oneshot;
 
+pub use test_support::smollm2_path;
+
 /// Name the test model is served under.
 pub const MODEL: &str = "smollm2";
-
-/// The SmolLM2 GGUF fetched by `scripts/fetch-models`.
-pub fn smollm2_path() -> PathBuf {
-    let dir = std::env::var_os("STARLING_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/cache"));
-    let p = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
-    p
-}
 
 /// reqwest (and async-openai through it) is built without a default TLS
 /// crypto provider, and builds its TLS config even for http URLs: give the

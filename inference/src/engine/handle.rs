@@ -22,7 +22,7 @@ use crate::scheduler::Budget;
 use crate::tokenizer::Tokenizer;
 use super::{EngineConfig, EngineStats, Event, GenerateRequest, GenerationStream, ModelInfo, Prompt, MAX_TOP_LOGPROBS};
 use super::admission::{Admission, Reservation};
-use super::worker::Worker;
+use super::worker::{panic_message, Worker};
 
 pub(super) struct Shared {
     pub(super) tokenizer: Tokenizer,
@@ -63,21 +63,7 @@ impl Engine {
     /// Load the model and start the engine thread. Blocking (the load reads
     /// the whole file): call it from `spawn_blocking` inside async code.
     pub fn start(cfg: EngineConfig) -> Result<Self> {
-        let started = Instant::now();
-        let mut g = GgufFile::open(&cfg.model_path)?;
-        let tokenizer = Tokenizer::from_gguf(&g)?;
-        let template = match g.str_opt("tokenizer.chat_template") {
-            Some(src) => {
-                let name = |id: Option<u32>| id.map(|i| tokenizer.token_text(i)).unwrap_or_default();
-                Some(ChatTemplate::new(
-                    src,
-                    &name(tokenizer.special().bos),
-                    &name(Some(tokenizer.special().eos)),
-                )?)
-            }
-            None => None,
-        };
-        let loaded = Loaded { cfg, tokenizer, template, started };
+        let (loaded, mut g) = Loaded::read(cfg)?;
         match loaded.cfg.device.resolve() {
             Resolved::Kernels => loaded.launch(LlamaModel::from_gguf(&mut g)?, DeviceSpec::Cpu),
             Resolved::Candle(dev) => {
@@ -85,6 +71,17 @@ impl Engine {
                 loaded.launch(DeviceLlama::from_gguf(&mut g, &dev)?, spec)
             }
         }
+    }
+}
+
+impl Engine {
+    /// Start on a decoder of the caller's (another backend, or a test's
+    /// that fails on purpose), with the tokenizer and chat template of the
+    /// GGUF at `cfg.model_path`. Blocking, as [`Engine::start`].
+    pub fn start_with<M: Decoder>(cfg: EngineConfig, model: M) -> Result<Self> {
+        let (loaded, _) = Loaded::read(cfg)?;
+        let device = loaded.cfg.device;
+        loaded.launch(model, device)
     }
 }
 
@@ -98,6 +95,26 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// The tokenizer and chat template of `cfg.model_path`, and the open
+    /// file for the weights.
+    fn read(cfg: EngineConfig) -> Result<(Self, GgufFile)> {
+        let started = Instant::now();
+        let g = GgufFile::open(&cfg.model_path)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let template = match g.str_opt("tokenizer.chat_template") {
+            Some(src) => {
+                let name = |id: Option<u32>| id.map(|i| tokenizer.token_text(i)).unwrap_or_default();
+                Some(ChatTemplate::new(
+                    src,
+                    &name(tokenizer.special().bos),
+                    &name(Some(tokenizer.special().eos)),
+                )?)
+            }
+            None => None,
+        };
+        Ok((Self { cfg, tokenizer, template, started }, g))
+    }
+
     fn launch<M: Decoder>(self, model: M, device: DeviceSpec) -> Result<Engine> {
         let Self { cfg, tokenizer, template, started } = self;
         let mc = model.config();
@@ -162,7 +179,15 @@ impl Loaded {
         };
         std::thread::Builder::new()
             .name("starling-engine".into())
-            .spawn(move || pool.install(move || worker.run()))
+            .spawn(move || {
+                // Sequences contain their own panics; one that escapes the
+                // loop ends the engine, which `is_running` then reports
+                // (its figures' sender is gone with the worker).
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(move || worker.run())));
+                if let Err(panic) = ran {
+                    tracing::error!(panic = %panic_message(&panic), "the engine stopped");
+                }
+            })
             .map_err(|e| Error::InvalidRequest {
                 param: "threads",
                 message: format!("cannot spawn the engine thread: {e}"),
@@ -370,6 +395,12 @@ impl Engine {
     /// Facts about the model.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.info
+    }
+
+    /// Whether the engine thread is still running (false once it stopped:
+    /// every request then fails with [`Error::EngineStopped`]).
+    pub fn is_running(&self) -> bool {
+        self.stats.has_changed().is_ok()
     }
 
     /// The latest figures: those of the last step, except the KV

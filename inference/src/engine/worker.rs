@@ -90,6 +90,36 @@ impl<C: SequenceCache> Sequence<C> {
         }));
     }
 
+    /// After a forward pass: record prompt logprobs from its rows, and
+    /// sample the next token once the prompt is all in the cache.
+    fn sample_step(&mut self, rows: Rows<'_>, tok: &Tokenizer) -> Step {
+        let Rows { logits, vocab, first, count, kind, len } = rows;
+        // Position of the first token of this chunk.
+        let start = self.cache.len() - len;
+        if kind == Logits::All {
+            // Row i predicts the token at start + i + 1.
+            for i in 0..count {
+                let next = start + i + 1;
+                if next >= self.prompt_len {
+                    break;
+                }
+                let r = &logits[(first + i) * vocab..(first + i + 1) * vocab];
+                if let Some((top, out)) = self.prompt_logprobs.as_mut() {
+                    let (lp, best) = self.sampler.logprobs_of(r, self.tokens[next], *top);
+                    out.push(Some(LogprobInfo { logprob: lp, top: best }));
+                }
+            }
+        }
+        if self.cache.len() < self.prompt_len || count == 0 {
+            return Step::Prefilling;
+        }
+        let last = first + count - 1;
+        let r = &mut logits[last * vocab..(last + 1) * vocab];
+        let sampled = self.sampler.sample(r, self.logprobs);
+        let info = sampled.logprobs.map(|(logprob, top)| LogprobInfo { logprob, top });
+        Step::Sampled { done: self.accept(tok, sampled.id, info) }
+    }
+
     /// Handle a freshly sampled token. Returns true when the sequence ends.
     fn accept(&mut self, tok: &Tokenizer, id: u32, logprob: Option<LogprobInfo>) -> bool {
         self.tokens.push(id);
@@ -118,8 +148,29 @@ impl<C: SequenceCache> Sequence<C> {
     }
 }
 
+/// One sequence's rows of a step's logits.
+struct Rows<'a> {
+    logits: &'a mut [f32],
+    vocab: usize,
+    /// Its first row.
+    first: usize,
+    /// How many rows it has.
+    count: usize,
+    kind: Logits,
+    /// Tokens it fed this step.
+    len: usize,
+}
+
+/// What a step did for one sequence.
+enum Step {
+    /// Its prompt is not all in the cache yet.
+    Prefilling,
+    /// A token was sampled; `done`: the sequence ended with it.
+    Sampled { done: bool },
+}
+
 /// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -264,31 +315,24 @@ impl<M: Decoder> Worker<M> {
             };
             let first_row = row;
             row += rows;
-            // Position of the first token of this chunk.
-            let start = s.cache.len() - len;
-            if kind == Logits::All {
-                // Row i predicts the token at start + i + 1.
-                for i in 0..rows {
-                    let next = start + i + 1;
-                    if next >= s.prompt_len {
-                        break;
-                    }
-                    let r = &logits[(first_row + i) * vocab..(first_row + i + 1) * vocab];
-                    if let Some((top, out)) = s.prompt_logprobs.as_mut() {
-                        let (lp, best) = s.sampler.logprobs_of(r, s.tokens[next], *top);
-                        out.push(Some(LogprobInfo { logprob: lp, top: best }));
-                    }
+            // A panic here (sampling, detokenizing, stop matching, a backend
+            // that wrote too few logits) fails this sequence alone: the
+            // engine and the others go on.
+            let rows_of = Rows { logits: &mut logits[..], vocab, first: first_row, count: rows, kind, len };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.sample_step(rows_of, tok))) {
+                Ok(Step::Prefilling) => {}
+                Ok(Step::Sampled { done }) => {
+                    produced += 1;
+                    finished[si] = done;
+                }
+                Err(panic) => {
+                    let message = panic_message(&panic);
+                    let _enter = s.span.enter();
+                    tracing::error!(panic = %message, "a sequence failed");
+                    let _ = s.tx.send(Event::Error(format!("inference failed: {message}")));
+                    finished[si] = true;
                 }
             }
-            if s.cache.len() < s.prompt_len || rows == 0 {
-                continue; // still prefilling
-            }
-            let last = first_row + rows - 1;
-            let r = &mut logits[last * vocab..(last + 1) * vocab];
-            let sampled = s.sampler.sample(r, s.logprobs);
-            let info = sampled.logprobs.map(|(logprob, top)| LogprobInfo { logprob, top });
-            produced += 1;
-            finished[si] = s.accept(tok, sampled.id, info);
         }
         remove_marked(&mut self.running, |i| finished[i]);
         produced

@@ -310,3 +310,35 @@ async fn a_default_max_tokens_is_clamped_to_the_context_but_a_chosen_one_is_refu
     assert!(prompt < info.context_length);
     drop(held);
 }
+
+/// A panic while sampling (here: a backend that wrote too few logits)
+/// fails that sequence alone; a panic in the engine loop itself stops the
+/// engine, which says so, and later requests fail cleanly.
+#[tokio::test]
+async fn panics_are_contained_per_sequence_and_a_dead_engine_says_so() {
+    use test_support::faulty::{Fault, Faulty};
+    let (model, faults) = Faulty::smollm2();
+    let mut cfg = inference::EngineConfig::new(crate::support::smollm2_path(), "smollm2");
+    cfg.threads = 2;
+    let engine = Engine::start_with(cfg, model).expect("engine");
+    faults.arm(Fault::ShortLogits);
+    let mut failed = engine.generate(sampled("Hi", 1, 8)).expect("admit");
+    let end = loop {
+        match failed.next().await.expect("an end") {
+            Event::Token(_) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(&end, Event::Error(e) if e.contains("inference failed")), "{end:?}");
+    let (toks, done) = collect(engine.generate(sampled("Hi", 1, 8)).expect("admit")).await;
+    assert!(!toks.is_empty() && done.usage.completion_tokens > 0, "the engine goes on");
+    assert!(engine.is_running());
+
+    let mut stats = engine.watch_stats();
+    faults.arm(Fault::PanicInNewCache);
+    let mut lost = engine.generate(sampled("Hi", 1, 8)).expect("admit");
+    assert!(lost.next().await.is_none(), "its stream ends with the engine");
+    while stats.changed().await.is_ok() {}
+    assert!(!engine.is_running());
+    assert!(matches!(engine.generate(sampled("Hi", 1, 8)), Err(Error::EngineStopped)));
+}

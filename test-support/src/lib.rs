@@ -1,0 +1,50 @@
+//! What the tests of every Starling crate share, so each exists once:
+//!
+//! - where the real models are ([`smollm2_path`], `STARLING_MODELS_DIR`
+//!   overrides `models/cache`), fetched by `scripts/fetch-models`;
+//! - the reference outputs of other implementations in `tests/fixtures`
+//!   ([`fixture`], [`ids`]);
+//! - [`faulty::Faulty`], a real decoder that fails on request, for the
+//!   engine's fault containment.
+//!
+//! Never a dependency of the product: only `[dev-dependencies]` and benches.
+
+pub mod faulty;
+
+use std::path::PathBuf;
+
+/// The repository's root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where `scripts/fetch-models` unpacks models (`STARLING_MODELS_DIR`
+/// overrides it).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("STARLING_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("models/cache"))
+}
+
+/// The SmolLM2 GGUF, whether or not it is there (benches report its absence
+/// themselves).
+pub fn smollm2_file() -> PathBuf {
+    models_dir().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The SmolLM2 GGUF; fails the test with what to run when it is missing.
+pub fn smollm2_path() -> PathBuf {
+    let p = smollm2_file();
+    assert!(p.exists(), "{} is missing: run scripts/fetch-models first", p.display());
+    p
+}
+
+/// A JSON fixture from the repository's `tests/fixtures`.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Ids from a JSON array.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+}
