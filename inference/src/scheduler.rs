@@ -3,8 +3,12 @@
 //! Plain data, no model: the engine describes each running sequence by how
 //! much of its prompt is still to be prefilled, and gets back a plan. Decode
 //! steps come first (one token per generating sequence, so streams never
-//! stall behind a long prompt); the remaining token budget goes to prefill
-//! chunks in arrival order.
+//! stall behind a long prompt); the remaining token budget is shared among
+//! the prefilling sequences max-min fairly: each gets an equal share or
+//! what it still needs if that is less, the unused part of a share going to
+//! the others. So a short prompt is prefilled in its first step beside long
+//! ones, instead of waiting for their remaining chunks (arrival order made
+//! it wait a minute behind two 6k-token prompts), and no prompt starves.
 
 /// Step limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +37,19 @@ pub fn plan(seqs: &[SeqView], budget: Budget, out: &mut Vec<usize>) {
             left -= 1;
         }
     }
-    for (n, s) in out.iter_mut().zip(seqs) {
-        if s.prompt_left > 0 && left > 0 {
-            *n = s.prompt_left.min(budget.prefill_chunk).min(left);
-            left -= *n;
+    // Water-filling: smallest need first, each taking at most an equal
+    // share of what is left (ties keep arrival order).
+    let mut prefilling: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].prompt_left > 0).collect();
+    prefilling.sort_by_key(|&i| seqs[i].prompt_left);
+    let count = prefilling.len();
+    for (k, i) in prefilling.into_iter().enumerate() {
+        if left == 0 {
+            break;
         }
+        let share = left.div_ceil(count - k);
+        let n = seqs[i].prompt_left.min(budget.prefill_chunk).min(share);
+        out[i] = n;
+        left -= n;
     }
 }
 
@@ -61,7 +73,24 @@ mod tests {
 
     #[test]
     fn budget_limits_prefill_but_never_starves_decode() {
-        assert_eq!(run(&[0, 0, 200, 200], Budget { max_batch_tokens: 10, prefill_chunk: 64 }), vec![1, 1, 8, 0]);
+        assert_eq!(run(&[0, 0, 200, 200], Budget { max_batch_tokens: 10, prefill_chunk: 64 }), vec![1, 1, 4, 4]);
+    }
+
+    /// Two long prompts arrived first: the short one is still prefilled
+    /// whole in this step, and they share the rest.
+    #[test]
+    fn a_short_prompt_is_not_queued_behind_long_ones() {
+        let defaults = Budget { max_batch_tokens: 512, prefill_chunk: 256 };
+        assert_eq!(run(&[6500, 6500, 20], defaults), vec![246, 246, 20]);
+        assert_eq!(run(&[6500, 6500, 20, 0], defaults), vec![246, 245, 20, 1]);
+    }
+
+    /// Every prefilling sequence progresses, however many there are.
+    #[test]
+    fn no_prefill_starves() {
+        let plan = run(&[1000; 40], Budget { max_batch_tokens: 512, prefill_chunk: 256 });
+        assert!(plan.iter().all(|&n| n >= 12), "{plan:?}");
+        assert_eq!(plan.iter().sum::<usize>(), 512);
     }
 
     #[test]

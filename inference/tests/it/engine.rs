@@ -342,3 +342,37 @@ async fn panics_are_contained_per_sequence_and_a_dead_engine_says_so() {
     assert!(!engine.is_running());
     assert!(matches!(engine.generate(sampled("Hi", 1, 8)), Err(Error::EngineStopped)));
 }
+
+/// Two long prompts arrived first; a short request that comes after them
+/// gets its first token before either of them: its prefill shares the
+/// step budget instead of waiting for their remaining chunks.
+#[tokio::test]
+async fn a_short_request_is_not_queued_behind_long_prefills() {
+    let engine = engine_with(|c| {
+        c.prefill_chunk = 64;
+        c.max_batch_tokens = 96;
+    });
+    let long_text = "The quick brown fox jumps over the lazy dog. ".repeat(30);
+    let long = |seed| {
+        let mut r = sampled(&long_text, seed, 2);
+        r.ignore_eos = true;
+        r
+    };
+    let mut stats = engine.watch_stats();
+    let mut first = engine.generate(long(1)).expect("admit");
+    let mut second = engine.generate(long(2)).expect("admit");
+    stats.wait_for(|st| st.running == 2).await.expect("engine alive");
+    let mut short = engine.generate(sampled("Hi", 3, 2)).expect("admit");
+    // The first event each stream yields, in the order they arrive.
+    let mut order = Vec::new();
+    let (mut a, mut b, mut c) = (None, None, None);
+    while order.len() < 3 {
+        tokio::select! {
+            e = first.next(), if a.is_none() => { a = e; order.push("long"); }
+            e = second.next(), if b.is_none() => { b = e; order.push("long"); }
+            e = short.next(), if c.is_none() => { c = e; order.push("short"); }
+        }
+    }
+    assert_eq!(order[0], "short", "{order:?}");
+    assert!(matches!(c, Some(Event::Token(_))), "{c:?}");
+}
