@@ -12,7 +12,9 @@
 //! Arguments select sections, as test filters do: `cargo bench -p
 //! starling-benches -- concurrent` runs only the concurrency figures (no
 //! argument runs everything). Sections: load, prefill, decode, concurrent,
-//! busy, anchor.
+//! busy, anchor, and `long_prompts` (time to first token alone for prompts
+//! of 500 to 6,500 tokens: how prefill grows with length; only when named,
+//! it takes minutes).
 //!
 //! Env: `STARLING_BENCH_ANCHOR=0` skips llama.cpp; `STARLING_MODELS_DIR`
 //! points at the model cache.
@@ -242,6 +244,17 @@ async fn bench() {
                 p50 * 1e3,
                 p99 * 1e3
             );
+        }
+    }
+    // Named only: at 6,500 tokens one prefill takes a minute or more.
+    if std::env::args().any(|a| a == "long_prompts") {
+        let sentence = "Our spring campaign launches a budget mechanical keyboard with hot-swappable switches. ";
+        for target in [500usize, 1000, 2000, 4000, 6500] {
+            let mut ids = encode(chat(&sentence.repeat(target / 16)));
+            ids.truncate(target);
+            let t = run_stream(&engine, req(&ids, 1, None)).await;
+            let secs = t.ttft.as_secs_f64();
+            println!("long_prompt_{target:<5} ttft_s {secs:>8.2}  tok_s {:>8.1}", ids.len() as f64 / secs);
         }
     }
     if wanted("busy") {

@@ -66,7 +66,7 @@ pub(crate) async fn completions(
     for r in reqs.iter().filter(|_| req.echo) {
         prompts.push(match &r.input {
             crate::providers::generator::Input::Text(t) => t.clone(),
-            crate::providers::generator::Input::Tokens(t) => provider.detokenize(&r.model, t)?,
+            crate::providers::generator::Input::Tokens(t) => provider.detokenize(&r.model, t).await?,
             crate::providers::generator::Input::Chat(_) | crate::providers::generator::Input::ChatContinued(_) => String::new(),
         });
     }

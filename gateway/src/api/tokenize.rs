@@ -18,7 +18,7 @@ pub(crate) async fn tokenize(State(app): State<App>, headers: HeaderMap, body: B
     let req: TokenizeRequest = parse(&app, &headers, body).await?;
     let input = req.input()?;
     let provider = app.generators()?.resolve(&req.model)?;
-    let tokens = provider.tokenize(&req.model, &input, req.add_special_tokens)?;
+    let tokens = provider.tokenize(&req.model, &input, req.add_special_tokens).await?;
     let max_model_len = provider.models().iter().find(|m| m.id == req.model).map(|m| m.max_model_len);
     Ok(Json(json!({"tokens": tokens, "count": tokens.len(), "max_model_len": max_model_len})))
 }
@@ -26,5 +26,5 @@ pub(crate) async fn tokenize(State(app): State<App>, headers: HeaderMap, body: B
 pub(crate) async fn detokenize(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse(&app, &headers, body).await?;
     let provider = app.generators()?.resolve(&req.model)?;
-    Ok(Json(json!({"prompt": provider.detokenize(&req.model, &req.tokens)?})))
+    Ok(Json(json!({"prompt": provider.detokenize(&req.model, &req.tokens).await?})))
 }

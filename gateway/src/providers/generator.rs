@@ -169,15 +169,17 @@ pub trait Generator: Send + Sync {
     fn complete(&self, req: CompletionRequest) -> BoxFuture<'_, Result<ChunkStream, ApiError>>;
 
     /// Token ids of an input as the model would see them.
-    fn tokenize(&self, model: &str, input: &Input, add_special_tokens: bool) -> Result<Vec<u32>, ApiError> {
+    fn tokenize(&self, model: &str, input: &Input, add_special_tokens: bool) -> BoxFuture<'_, Result<Vec<u32>, ApiError>> {
         let _ = (input, add_special_tokens);
-        Err(ApiError::unsupported("model", format!("`{model}` ({}) does not expose its tokenizer", self.name())))
+        let err = ApiError::unsupported("model", format!("`{model}` ({}) does not expose its tokenizer", self.name()));
+        Box::pin(std::future::ready(Err(err)))
     }
 
     /// Text of token ids.
-    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, ApiError> {
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> BoxFuture<'_, Result<String, ApiError>> {
         let _ = tokens;
-        Err(ApiError::unsupported("model", format!("`{model}` ({}) does not expose its tokenizer", self.name())))
+        let err = ApiError::unsupported("model", format!("`{model}` ({}) does not expose its tokenizer", self.name()));
+        Box::pin(std::future::ready(Err(err)))
     }
 
     /// Current load, where the provider knows it.

@@ -293,6 +293,30 @@ async fn ready_is_503_once_the_engine_stopped() {
     assert_eq!(reqwest::get(format!("{}/health", s.base)).await.expect("health").status(), 200);
 }
 
+/// Tokenizing a 4 MB prompt takes a second or more: off the HTTP event
+/// loop, so the server's other requests are answered meanwhile (the test
+/// runtime is one thread, shared by the server and its clients).
+#[tokio::test]
+async fn a_large_tokenize_does_not_hold_up_other_requests() {
+    let s = default_server().await;
+    let big = json!({"model": MODEL, "prompt": "The quick brown fox jumps over the lazy dog. ".repeat(90_000)});
+    let url = format!("{}/tokenize", s.base);
+    let started = std::time::Instant::now();
+    let tokenize = tokio::spawn(async move { post_json(&url, &big).await.json::<Value>().await.expect("json") });
+    let mut slowest = std::time::Duration::ZERO;
+    let mut answered = 0;
+    while !tokenize.is_finished() {
+        let t = std::time::Instant::now();
+        assert_eq!(reqwest::get(format!("{}/health", s.base)).await.expect("health").status(), 200);
+        slowest = slowest.max(t.elapsed());
+        answered += 1;
+    }
+    let took = started.elapsed();
+    let v = tokenize.await.expect("tokenize");
+    assert!(v["count"].as_u64().is_some_and(|n| n > 900_000), "{}", v["count"]);
+    assert!(answered >= 3 && slowest < took / 3, "{answered} health answers, slowest {slowest:?}, tokenize {took:?}");
+}
+
 #[tokio::test]
 async fn ready_is_503_until_models_load_and_health_always_answers() {
     let engine = inference::Engine::start({
