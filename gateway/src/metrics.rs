@@ -170,11 +170,16 @@ impl Metrics {
                 )?;
                 let queued = prometheus::IntGauge::new(
                     "starling_gateway_usage_queued_records",
-                    "Usage records taken from requests and not yet in the database.",
+                    "Usage records taken from requests and not yet in the database, held in memory.",
+                )?;
+                let journal_only = prometheus::IntGauge::new(
+                    "starling_gateway_usage_journal_only_records",
+                    "Usage records not yet in the database held only in the journal (memory was full during an outage).",
                 )?;
                 registry.register(Box::new(write_errors.clone()))?;
                 registry.register(Box::new(queued.clone()))?;
-                crate::accounting::usage::WriterMetrics { write_errors, queued }
+                registry.register(Box::new(journal_only.clone()))?;
+                crate::accounting::usage::WriterMetrics { write_errors, queued, journal_only }
             },
             registry,
         })

@@ -8,7 +8,9 @@
 //! ...: records go to the newest, and a new one is started every
 //! [`SEGMENT`] records. A segment is deleted once every record in it is
 //! written (the newest is emptied instead), so a journal under steady load
-//! stays a few segments long. `PATH.lock` holds an exclusive lock: a
+//! stays a few segments long. What a segment holds is read back a segment
+//! at a time ([`Journal::read`]): after a crash, and when the writer's
+//! memory queue was full during an outage. `PATH.lock` holds an exclusive lock: a
 //! second process given the same path runs without a journal rather than
 //! deleting the first one's records.
 //!
@@ -27,8 +29,8 @@ use crate::accounting::usage::UsageRecord;
 /// Records per segment.
 const SEGMENT: u64 = 10_000;
 
-/// Records a previous run left, each with its segment.
-pub(crate) type Left = Vec<(UsageRecord, u64)>;
+/// How many records a previous run left in each segment, oldest first.
+pub(crate) type Left = std::collections::BTreeMap<u64, usize>;
 
 /// The journal's segments and what is known about their records.
 #[derive(Debug)]
@@ -59,10 +61,10 @@ struct Count {
 }
 
 impl Journal {
-    /// Open the journal at `base` and read the records a previous run left
-    /// in it, each with its segment. `None` when another process holds it.
-    /// A line that does not parse (a write cut off by the crash itself) is
-    /// skipped with a warning.
+    /// Open the journal at `base` and count the records a previous run left
+    /// in each of its segments (read them with [`Journal::read`]). `None`
+    /// when another process holds it. A line that does not parse (a write
+    /// cut off by the crash itself) is skipped with a warning.
     pub(crate) fn open(base: &Path) -> std::io::Result<Option<(Self, Left)>> {
         Self::open_with(base, SEGMENT)
     }
@@ -75,22 +77,14 @@ impl Journal {
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
         }
         let mut counts = BTreeMap::new();
-        let mut left = Vec::new();
+        let mut left = Left::new();
         for (id, path) in segments(base)? {
-            let mut n = 0;
-            for line in std::fs::read(&path)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                match serde_json::from_slice(line) {
-                    Ok(r) => {
-                        left.push((r, id));
-                        n += 1;
-                    }
-                    Err(e) => tracing::warn!(journal = %path.display(), "skipping an unreadable usage journal line: {e}"),
-                }
-            }
+            let n = parse(&path, true)?.len();
             if n == 0 {
                 std::fs::remove_file(&path)?;
             } else {
-                counts.insert(id, Count { taken: n, written: 0 });
+                counts.insert(id, Count { taken: n as u64, written: 0 });
+                left.insert(id, n);
             }
         }
         let id = counts.keys().next_back().map_or(1, |last| last + 1);
@@ -139,6 +133,12 @@ impl Journal {
         id
     }
 
+    /// The records segment `id` holds now (a line still being appended is
+    /// not one yet: its record reaches the writer after the append).
+    pub(crate) fn read(&self, id: u64) -> std::io::Result<Vec<UsageRecord>> {
+        parse(&suffixed(&self.base, &id.to_string()), false)
+    }
+
     /// `n` more records of segment `id` are in the database. A segment all
     /// of whose records are is deleted (the newest is emptied instead).
     pub(crate) fn written(&self, id: u64, n: usize) {
@@ -161,6 +161,20 @@ impl Journal {
             tracing::warn!(journal = %self.base.display(), "cannot clear a usage journal segment: {e}");
         }
     }
+}
+
+/// The records of a segment file, in order. A line that does not parse is
+/// skipped (with a warning when `warn`: at start, a write the crash cut).
+fn parse(path: &Path, warn: bool) -> std::io::Result<Vec<UsageRecord>> {
+    let mut records = Vec::new();
+    for line in std::fs::read(path)?.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice(line) {
+            Ok(r) => records.push(r),
+            Err(e) if warn => tracing::warn!(journal = %path.display(), "skipping an unreadable usage journal line: {e}"),
+            Err(_) => {}
+        }
+    }
+    Ok(records)
 }
 
 /// `base.suffix`.
@@ -236,7 +250,8 @@ mod tests {
         // A crash: what is on disk comes back, oldest first, and new records
         // go to a new segment.
         let (j, left) = Journal::open_with(&base, 3).expect("open").expect("not locked");
-        assert_eq!(left.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [2, 2, 2, 3]);
+        assert_eq!(left.into_iter().collect::<Vec<_>>(), [(2, 3), (3, 1)]);
+        assert_eq!(j.read(2).expect("read").len(), 3);
         assert_eq!(j.append(&r), 4);
         j.written(2, 3);
         j.written(3, 1);
