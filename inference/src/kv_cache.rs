@@ -7,8 +7,10 @@
 //! its memory at once by being dropped, and fragmentation is not a concern
 //! because admission reserves every sequence's worst case (prompt +
 //! max_tokens) up front against the configured KV budget (see `engine`), so
-//! the cache never needs to preempt. Buffers grow in steps of
-//! [`GROW_TOKENS`] positions up to that reservation.
+//! the cache never needs to preempt. Each buffer's capacity is that
+//! reservation from the start, so it is never reallocated (and the pages
+//! are only touched, on Linux, as positions are written); the positions in
+//! use grow in steps of [`GROW_TOKENS`] within it.
 
 /// Positions added at a time when a buffer grows.
 pub const GROW_TOKENS: usize = 64;
@@ -18,22 +20,20 @@ pub const GROW_TOKENS: usize = 64;
 pub struct KvCache {
     kv_dim: usize,
     len: usize,
-    /// Capacity in positions of every buffer.
+    /// Positions in use in every buffer (zeroed, ready to write).
     cap: usize,
+    /// Positions the buffers have room for without reallocating.
+    room: usize,
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
 
 impl KvCache {
-    /// An empty cache for a model with `n_layer` layers of `kv_dim` wide rows.
-    pub fn new(n_layer: usize, kv_dim: usize) -> Self {
-        Self {
-            kv_dim,
-            len: 0,
-            cap: 0,
-            k: vec![Vec::new(); n_layer],
-            v: vec![Vec::new(); n_layer],
-        }
+    /// An empty cache for a model with `n_layer` layers of `kv_dim` wide
+    /// rows, with room for `positions` positions.
+    pub fn new(n_layer: usize, kv_dim: usize, positions: usize) -> Self {
+        let buffers = || (0..n_layer).map(|_| Vec::with_capacity(positions * kv_dim)).collect();
+        Self { kv_dim, len: 0, cap: 0, room: positions, k: buffers(), v: buffers() }
     }
 
     /// Bytes one position costs across all layers (K and V, f32).
@@ -56,7 +56,10 @@ impl KvCache {
         if positions <= self.cap {
             return;
         }
-        let cap = positions.div_ceil(GROW_TOKENS) * GROW_TOKENS;
+        // In steps, but never past the room made at the start (that would
+        // reallocate) unless more positions are asked for than it holds.
+        let stepped = positions.div_ceil(GROW_TOKENS) * GROW_TOKENS;
+        let cap = if positions <= self.room { stepped.min(self.room) } else { stepped };
         for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
             buf.resize(cap * self.kv_dim, 0.0);
         }
@@ -103,7 +106,7 @@ mod tests {
 
     #[test]
     fn grows_in_steps_and_counts_positions_after_last_layer() {
-        let mut c = KvCache::new(2, 4);
+        let mut c = KvCache::new(2, 4, 100);
         c.write(0, 0, &[1.0; 4], &[2.0; 4]);
         assert_eq!(c.len(), 0);
         c.write(1, 0, &[3.0; 4], &[4.0; 4]);
@@ -112,5 +115,18 @@ mod tests {
         let (k, v) = c.layer(1);
         assert_eq!(&k[..4], &[3.0; 4]);
         assert_eq!(&v[..4], &[4.0; 4]);
+    }
+
+    /// Growing stays within the room made at the start: no buffer is ever
+    /// reallocated, and none holds more than the sequence's reservation.
+    #[test]
+    fn never_reallocates_within_its_reservation() {
+        let mut c = KvCache::new(1, 4, 70);
+        let at = c.k[0].as_ptr();
+        for pos in 0..70 {
+            c.write(0, pos, &[1.0; 4], &[1.0; 4]);
+        }
+        assert_eq!(c.k[0].as_ptr(), at, "reallocated");
+        assert_eq!(c.allocated_bytes(), 2 * 70 * 4 * 4);
     }
 }

@@ -69,11 +69,11 @@ impl Decoder for Faulty {
     }
 
     #[allow(clippy::panic, reason = "the fault this decoder exists to inject")]
-    fn new_cache(&self) -> Self::Cache {
+    fn new_cache(&self, positions: usize) -> inference::Result<Self::Cache> {
         if self.faults.take(Fault::PanicInNewCache) {
             panic!("injected: no cache for a new sequence");
         }
-        self.inner.new_cache()
+        self.inner.new_cache(positions)
     }
 
     fn forward(&self, batch: &mut [BatchSeq<'_, Self::Cache>], scratch: &mut Self::Scratch, logits: &mut Vec<f32>) -> inference::Result<()> {

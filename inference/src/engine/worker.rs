@@ -252,8 +252,15 @@ impl<M: Decoder> Worker<M> {
     }
 
     fn enqueue(&mut self, n: NewSequence) {
-        let cache = self.model.new_cache();
-        self.waiting.push_back(Sequence::new(n, cache));
+        match self.model.new_cache(n.prompt.len() + n.max_tokens) {
+            Ok(cache) => self.waiting.push_back(Sequence::new(n, cache)),
+            // Out of device memory, say: this request fails, the engine goes on.
+            Err(e) => {
+                let _enter = n.span.enter();
+                tracing::error!(error = %e, "cannot allocate the KV cache of a sequence");
+                let _ = n.tx.send(Event::Error(format!("inference failed: {e}")));
+            }
+        }
     }
 
     /// One forward pass and its sampling. Returns tokens generated.

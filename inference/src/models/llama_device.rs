@@ -21,7 +21,6 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, LlamaConfig, RopeStyle};
 use crate::kernels::ops;
-use crate::kv_cache::GROW_TOKENS;
 use crate::models::{check_batch, logit_rows, BatchSeq, Decoder, SequenceCache};
 
 struct Layer {
@@ -61,7 +60,9 @@ impl std::fmt::Debug for DeviceLlama {
 }
 
 /// One sequence's keys and values on the device: per layer, K and V buffers
-/// `[n_head_kv, capacity, head_dim]`, grown in steps of [`GROW_TOKENS`].
+/// `[n_head_kv, capacity, head_dim]`, allocated whole for the sequence's
+/// reservation when it starts (growing would copy, with both copies alive
+/// on the GPU beyond what the KV budget counts).
 pub struct DeviceKvCache {
     device: Device,
     n_head_kv: usize,
@@ -79,12 +80,13 @@ impl std::fmt::Debug for DeviceKvCache {
 }
 
 impl DeviceKvCache {
-    /// Make room for `positions` positions (copying what is there).
+    /// Make room for `positions` positions (copying what is there). Only
+    /// the start allocates: a sequence never passes its reservation.
     fn reserve(&mut self, positions: usize) -> candle_core::Result<()> {
         if positions <= self.cap {
             return Ok(());
         }
-        let cap = positions.div_ceil(GROW_TOKENS) * GROW_TOKENS;
+        let cap = positions;
         let shape = (self.n_head_kv, cap, self.head_dim);
         let mut layers = Vec::with_capacity(self.n_layer);
         for l in 0..self.n_layer {
@@ -421,8 +423,8 @@ impl Decoder for DeviceLlama {
         self.weight_bytes
     }
 
-    fn new_cache(&self) -> DeviceKvCache {
-        DeviceKvCache {
+    fn new_cache(&self, positions: usize) -> Result<DeviceKvCache> {
+        let mut cache = DeviceKvCache {
             device: self.device.clone(),
             n_head_kv: self.cfg.n_head_kv,
             head_dim: self.cfg.head_dim,
@@ -430,7 +432,9 @@ impl Decoder for DeviceLlama {
             cap: 0,
             layers: Vec::new(),
             n_layer: self.cfg.n_layer,
-        }
+        };
+        cache.reserve(positions)?;
+        Ok(cache)
     }
 
     fn forward(

@@ -368,8 +368,8 @@ impl Decoder for LlamaModel {
         self.weight_bytes
     }
 
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.n_layer, self.cfg.kv_dim())
+    fn new_cache(&self, positions: usize) -> Result<KvCache> {
+        Ok(KvCache::new(self.cfg.n_layer, self.cfg.kv_dim(), positions))
     }
 
     fn forward(&self, batch: &mut [BatchSeq<'_, KvCache>], s: &mut Scratch, logits: &mut Vec<f32>) -> Result<()> {

@@ -59,8 +59,11 @@ pub trait Decoder: Send + 'static {
     fn config(&self) -> &LlamaConfig;
     /// Bytes of weights held in memory.
     fn weight_bytes(&self) -> usize;
-    /// An empty cache for one sequence.
-    fn new_cache(&self) -> Self::Cache;
+    /// An empty cache for one sequence of at most `positions` positions
+    /// (its prompt and `max_tokens`: what admission reserved for it), with
+    /// room for all of them from the start: growing later would copy, with
+    /// both copies alive past what the KV budget counts.
+    fn new_cache(&self, positions: usize) -> Result<Self::Cache>;
     /// Run one batch. Extends each sequence's cache by its tokens and writes
     /// the requested logits to `logits`, in batch order (`Last`: one row,
     /// `All`: one row per token), `vocab_size` floats per row.

@@ -376,3 +376,35 @@ async fn a_short_request_is_not_queued_behind_long_prefills() {
     assert_eq!(order[0], "short", "{order:?}");
     assert!(matches!(c, Some(Event::Token(_))), "{c:?}");
 }
+
+/// On candle tensors (the CUDA path, here on the CPU) a sequence's KV cache
+/// is its reservation, allocated when it starts: it never grows by copying,
+/// and what is allocated never passes what the budget counts.
+#[tokio::test]
+async fn device_kv_cache_is_allocated_up_front_within_the_reservation() {
+    let engine = engine_with(|c| c.device = DeviceSpec::CandleCpu);
+    let mut stats = engine.watch_stats();
+    let mut r = sampled("Write a tweet about tea.", 5, 37);
+    r.ignore_eos = true;
+    let mut stream = engine.generate(r).expect("admit");
+    let reserved = engine.stats().kv_reserved_bytes;
+    let mut seen = Vec::new();
+    loop {
+        tokio::select! {
+            e = stream.next() => match e {
+                Some(Event::Token(_)) => {}
+                Some(Event::Done(_)) | None => break,
+                Some(Event::Error(e)) => panic!("{e}"),
+            },
+            changed = stats.changed() => {
+                changed.expect("engine alive");
+                let st = stats.borrow_and_update().clone();
+                if st.running == 1 {
+                    seen.push(st.kv_allocated_bytes);
+                }
+            }
+        }
+    }
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|&a| a == reserved), "allocated {seen:?}, reserved {reserved}");
+}

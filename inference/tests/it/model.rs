@@ -51,7 +51,7 @@ fn greedy_matches_llama_cpp<M: Decoder>(model: &M) {
     for case in fx["cases"].as_array().expect("cases") {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["greedy_ids"]);
-        let mut cache = model.new_cache();
+        let mut cache = model.new_cache(prompt.len() + want.len()).expect("cache");
         let mut next = prompt.clone();
         let mut ties = Vec::new();
         for (step, &reference) in want.iter().enumerate() {
