@@ -46,7 +46,7 @@ pub(crate) fn http_thread() -> usize {
 
 pub use config::{GatewayConfig, ProviderConfig, RouteConfig, Secret};
 pub use error::ApiError;
-pub use providers::generator::{Generator, Generators};
+pub use providers::local::generator::{Generator, Generators};
 pub use providers::local::{LocalChat, LocalModel};
-pub use providers::{ChatCall, ChatReply, Provider};
+pub use providers::{Call, Reply, Provider};
 pub use server::{serve, serve_connections, App, Caller, DatabaseError, ServerConfig, SetupError};

@@ -6,7 +6,7 @@ use prometheus::{
 };
 
 use crate::routing::breaker::State;
-use crate::providers::generator::Generators;
+use crate::providers::local::generator::Generators;
 
 /// Every metric the server records.
 #[derive(Clone)]

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::providers::Api;
+
 /// `[gateway.cache]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,10 +92,10 @@ impl ResponseCache {
 
     /// The cache key of a request from API key `owner` (None: no keys in
     /// use), when its answer is deterministic: temperature 0 or a seed. The
-    /// owner, the route name and the whole body count (streaming or not
+    /// owner, the API, the route name and the whole body count (streaming or not
     /// too: the two are stored apart), except `user`, which does not change
     /// the answer.
-    pub fn key(&self, owner: Option<&str>, route: &str, body: &Map<String, Value>) -> Option<[u8; 32]> {
+    pub fn key(&self, owner: Option<&str>, api: Api, route: &str, body: &Map<String, Value>) -> Option<[u8; 32]> {
         self.inner.as_ref()?;
         let greedy = body.get("temperature").and_then(Value::as_f64) == Some(0.0);
         let seeded = body.get("seed").is_some_and(|s| !s.is_null());
@@ -102,6 +104,8 @@ impl ResponseCache {
         }
         let mut h = Sha256::new();
         h.update(owner.unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(api.path().as_bytes());
         h.update([0]);
         h.update(route.as_bytes());
         h.update([0]);
@@ -174,7 +178,7 @@ mod tests {
         let cache = ResponseCache::new(&CacheConfig { enabled: true, ttl_secs: 300, max_mb: 1 });
         let body = |i: u64| serde_json::json!({"seed": i}).as_object().cloned().unwrap_or_default();
         for i in 0..8 {
-            let key = cache.key(None, "r", &body(i)).expect("seeded");
+            let key = cache.key(None, Api::Chat, "r", &body(i)).expect("seeded");
             cache.put(key, answer(400 << 10));
         }
         let inner = cache.inner.as_ref().expect("enabled");
@@ -188,7 +192,7 @@ mod tests {
     fn each_key_has_its_own_entries() {
         let cache = ResponseCache::new(&CacheConfig::default());
         let body = serde_json::json!({"temperature": 0}).as_object().cloned().unwrap_or_default();
-        let (a, b) = (cache.key(Some("key_a"), "r", &body), cache.key(Some("key_b"), "r", &body));
+        let (a, b) = (cache.key(Some("key_a"), Api::Chat, "r", &body), cache.key(Some("key_b"), Api::Chat, "r", &body));
         assert!(a.is_some() && a != b);
         cache.put(a.expect("key"), answer(10));
         assert!(cache.get(&b.expect("key")).is_none());

@@ -9,8 +9,9 @@ use crate::server::auth::Caller;
 use crate::server::body::read_json;
 use crate::server::sse::event_stream;
 use crate::server::shutdown::until_shutdown;
-use crate::api::chat::answer_chat;
-use crate::providers::ChatReply;
+use crate::api::answer::answer;
+use crate::providers::Api;
+use crate::providers::Reply;
 use std::time::Instant;
 use axum::body::Body;
 use axum::extract::State;
@@ -407,11 +408,11 @@ pub(crate) async fn anthropic_messages(
         return Err(ApiError::bad_body("The request body must be a JSON object.").into());
     };
     let (route, chat, stream) = to_chat(&body)?;
-    let (reply, source) = answer_chat(&app, &caller, &route, chat, stream, started).await?;
+    let (reply, source) = answer(&app, &caller, Api::Chat, &route, chat, stream, started).await?;
     let mut res = match reply {
-        ChatReply::Json(v) => Json(to_message(&v, &route)).into_response(),
+        Reply::Json(v) => Json(to_message(&v, &route)).into_response(),
         // Shutdown ends it with an Anthropic error event, as OpenAI streams get theirs.
-        ChatReply::Stream(s) => event_stream(to_events(until_shutdown(&app, s), route)),
+        Reply::Stream(s) => event_stream(to_events(until_shutdown(&app, s), route)),
     };
     source.mark(&mut res);
     Ok(res)

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::providers::generator::{CompletionRequest, Input};
+use crate::providers::local::generator::{CompletionRequest, Input};
 
 /// Most choices per request (OpenAI allows 128; every choice here is a
 /// sequence in the engine, so the limit is the server's to set).

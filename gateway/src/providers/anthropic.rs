@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use crate::providers::openai_compatible::{transport_error, Auth, Endpoint, SetupError};
-use crate::providers::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::providers::{Api, Call, Reply, ChunkValues, Provider};
 use crate::providers::sse;
 
 /// The API version this translation speaks.
@@ -53,17 +53,22 @@ impl Anthropic {
         Ok(Self { endpoint, default_max_tokens: cfg.default_max_tokens })
     }
 
-    async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
+    async fn respond(&self, call: Call) -> Result<Reply, ApiError> {
+        if call.api != Api::Chat {
+            // Anthropic retired its text completions API: another candidate
+            // of the route may have one.
+            return Err(ApiError::unsupported("model", format!("`{}` (Anthropic) has no legacy completions; use chat", self.endpoint.name)));
+        }
         let body = to_messages(&call.body, self.default_max_tokens, call.stream)?;
         let resp = self.endpoint.post(&body).await?;
         let name = &self.endpoint.name;
         if !call.stream {
             let v = self.endpoint.json(resp).await?;
             return from_message(&v)
-                .map(ChatReply::Json)
+                .map(Reply::Json)
                 .ok_or_else(|| ApiError::bad_gateway(format!("`{name}` answered something that is not a message")));
         }
-        Ok(ChatReply::Stream(translate_stream(name.clone(), resp)))
+        Ok(Reply::Stream(translate_stream(name.clone(), resp)))
     }
 }
 
@@ -72,8 +77,8 @@ impl Provider for Anthropic {
         &self.endpoint.name
     }
 
-    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
-        Box::pin(self.answer(call))
+    fn answer(&self, call: Call) -> BoxFuture<'_, Result<Reply, ApiError>> {
+        Box::pin(self.respond(call))
     }
 
     /// The Messages API continues a final assistant turn.

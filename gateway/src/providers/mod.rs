@@ -1,9 +1,10 @@
 //! The routed seam and everything that answers it: a provider answers chat
-//! completions in OpenAI's wire format. The router picks providers per
+//! and legacy completions in OpenAI's wire format. The router picks providers per
 //! request; each provider module translates to whatever it talks to.
 //!
-//! - `local`: the in-process engine ([`local::LocalChat`]), over
-//!   `generator` (single choices) and `choices` (running `n` of them).
+//! - `local`: the in-process engine ([`local::LocalChat`]): chat and legacy
+//!   completions over the loaded models (`local::generator`: one choice at
+//!   a time, `local::choices`: `n` of them).
 //! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
 //! - `anthropic`: Claude's Messages API, translated both ways.
 //! - `upstream`: the HTTP/1.1 client to cloud providers; `sse` reads their
@@ -14,8 +15,6 @@
 //! them; only the local provider parses them into engine requests.
 
 pub mod anthropic;
-pub(crate) mod choices;
-pub mod generator;
 pub mod local;
 pub mod openai_compatible;
 pub mod sse;
@@ -26,11 +25,33 @@ use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::providers::generator::Load;
+use crate::providers::local::generator::Load;
 
-/// One attempt of a chat completion at one provider.
+/// Which of OpenAI's APIs a call speaks: its body and its answer are that
+/// API's. Both go through the same routes, providers, limits and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `/v1/chat/completions`: messages in, `chat.completion` out.
+    Chat,
+    /// `/v1/completions`: a prompt in, `text_completion` out (legacy).
+    Completions,
+}
+
+impl Api {
+    /// Its path under a provider's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "chat/completions",
+            Self::Completions => "completions",
+        }
+    }
+}
+
+/// One attempt of a request at one provider.
 #[derive(Debug, Clone)]
-pub struct ChatCall {
+pub struct Call {
+    /// Which API the body and the answer speak.
+    pub api: Api,
     /// The client's body, `model` already set to the provider's model name.
     pub body: Map<String, Value>,
     /// The provider's model name.
@@ -43,7 +64,8 @@ pub struct ChatCall {
     pub continuation: bool,
 }
 
-/// `chat.completion.chunk` objects, the usage chunk last when there is one.
+/// `chat.completion.chunk` (or `text_completion`) objects, the usage chunk
+/// last when there is one.
 /// An `Err` ends the stream: it is sent as an OpenAI error event.
 pub type ChunkValues = BoxStream<'static, Result<Value, ApiError>>;
 
@@ -82,8 +104,8 @@ impl Handover {
 }
 
 /// A provider's answer.
-pub enum ChatReply {
-    /// A whole `chat.completion` object.
+pub enum Reply {
+    /// A whole `chat.completion` (or `text_completion`) object.
     Json(Value),
     /// A stream of chunk objects. Providers always report usage in the
     /// last chunk (they ask upstream for it); the server drops that chunk
@@ -91,7 +113,7 @@ pub enum ChatReply {
     Stream(ChunkValues),
 }
 
-impl std::fmt::Debug for ChatReply {
+impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
@@ -100,16 +122,18 @@ impl std::fmt::Debug for ChatReply {
     }
 }
 
-/// Anything a route can send a chat completion to.
+/// Anything a route can send a request to: the one seam between the API
+/// and whatever answers (the local engine, a cloud provider).
 pub trait Provider: Send + Sync {
     /// The configured name (`local`, `groq`, `openai`, ...), as routes,
     /// logs and metrics name it.
     fn name(&self) -> &str;
 
-    /// Answer one chat completion. Errors carry the status the client
-    /// should see; the router retries or falls back on 429, 5xx and
-    /// `unsupported`, and returns other errors as they are.
-    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>>;
+    /// Answer one request. Errors carry the status the client should see;
+    /// the router retries or falls back on 429, 5xx and `unsupported` (an
+    /// API the provider does not speak), and returns other errors as they
+    /// are.
+    fn answer(&self, call: Call) -> BoxFuture<'_, Result<Reply, ApiError>>;
 
     /// Live load, where the provider knows it (the local engine does).
     fn load(&self) -> Option<Load> {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
-use crate::providers::{ChatCall, ChatReply, ChunkValues, Provider};
+use crate::providers::{Api, Call, Reply, ChunkValues, Provider};
 use crate::providers::{sse, upstream};
 
 /// Why a provider could not be built.
@@ -117,9 +117,10 @@ impl Endpoint {
     }
 }
 
-/// One OpenAI-compatible endpoint.
+/// One OpenAI-compatible server: its chat and legacy completions APIs.
 pub struct OpenAiCompatible {
     endpoint: Endpoint,
+    completions: Endpoint,
     continue_final_message: bool,
 }
 
@@ -175,12 +176,13 @@ impl OpenAiCompatible {
     /// a connection pool for each of `threads` HTTP threads.
     pub fn new(cfg: &ProviderConfig, threads: usize) -> Result<Self, SetupError> {
         Ok(Self {
-            endpoint: Endpoint::new(cfg, "chat/completions", Auth::Bearer, &[], threads)?,
+            endpoint: Endpoint::new(cfg, Api::Chat.path(), Auth::Bearer, &[], threads)?,
+            completions: Endpoint::new(cfg, Api::Completions.path(), Auth::Bearer, &[], threads)?,
             continue_final_message: cfg.continue_final_message,
         })
     }
 
-    async fn answer(&self, call: ChatCall) -> Result<ChatReply, ApiError> {
+    async fn respond(&self, call: Call) -> Result<Reply, ApiError> {
         let mut body = call.body;
         if call.continuation {
             // vLLM's and SGLang's way to ask for a prefill to be continued.
@@ -197,11 +199,15 @@ impl OpenAiCompatible {
                 }
             }
         }
-        let resp = self.endpoint.post(&Value::Object(body)).await?;
+        let endpoint = match call.api {
+            Api::Chat => &self.endpoint,
+            Api::Completions => &self.completions,
+        };
+        let resp = endpoint.post(&Value::Object(body)).await?;
         if !call.stream {
-            return self.endpoint.json(resp).await.map(ChatReply::Json);
+            return endpoint.json(resp).await.map(Reply::Json);
         }
-        Ok(ChatReply::Stream(chunks(self.endpoint.name.clone(), resp)))
+        Ok(Reply::Stream(chunks(endpoint.name.clone(), resp)))
     }
 }
 
@@ -214,8 +220,8 @@ impl Provider for OpenAiCompatible {
         self.continue_final_message
     }
 
-    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
-        Box::pin(self.answer(call))
+    fn answer(&self, call: Call) -> BoxFuture<'_, Result<Reply, ApiError>> {
+        Box::pin(self.respond(call))
     }
 }
 

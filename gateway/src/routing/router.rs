@@ -22,7 +22,7 @@ use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
 use crate::metrics::Metrics;
 use crate::routing::prices::{local_price, Prices};
-use crate::providers::{ChatCall, ChatReply, ChunkValues, Handover, Provider};
+use crate::providers::{Api, Call, ChunkValues, Handover, Provider, Reply};
 
 /// How long one attempt at a remote provider may take to answer.
 #[derive(Clone, Copy, Debug)]
@@ -103,7 +103,7 @@ pub struct RouteError {
 #[derive(Debug)]
 pub struct Routed {
     /// The answer.
-    pub reply: ChatReply,
+    pub reply: Reply,
     /// Provider that answered.
     pub provider: String,
     /// Its model.
@@ -199,11 +199,18 @@ impl Router {
         self.breakers.states()
     }
 
-    /// Answer `body` (an OpenAI chat request) over the route `model`.
+    /// Answer `body` (a request of `api`) over the route `model`.
     /// `local_only`: the caller's cloud budget is spent, so only the local
     /// engine (already paid for) may answer; 429 `insufficient_quota` when
     /// the route has no local candidate.
-    pub async fn chat(self: &Arc<Self>, model: &str, body: Map<String, Value>, stream: bool, local_only: bool) -> Result<Routed, ApiError> {
+    pub async fn answer(
+        self: &Arc<Self>,
+        api: Api,
+        model: &str,
+        body: Map<String, Value>,
+        stream: bool,
+        local_only: bool,
+    ) -> Result<Routed, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
         let mut order = match self.routes.get(model) {
             Some(route) => self.order(model, route, &body),
@@ -247,7 +254,7 @@ impl Router {
                 attempts += 1;
                 let mut call_body = body.clone();
                 call_body.insert("model".into(), Value::String(c.model.clone()));
-                let call = ChatCall { body: call_body, model: c.model.clone(), stream, continuation: false };
+                let call = Call { api, body: call_body, model: c.model.clone(), stream, continuation: false };
                 let started = Instant::now();
                 let outcome = attempt(&c.upstream, call, deadline).await;
                 let took = started.elapsed();
@@ -259,9 +266,10 @@ impl Router {
                         if c.upstream.breaker {
                             self.breakers.success(&c.provider, &c.model, Instant::now());
                         }
+                        // Only a chat stream can be continued from a prefill.
                         let reply = match reply {
-                            ChatReply::Stream(s) => ChatReply::Stream(self.carried(s, c, &order[i + 1..], &body)),
-                            json => json,
+                            Reply::Stream(s) if api == Api::Chat => Reply::Stream(self.carried(s, c, &order[i + 1..], &body)),
+                            other => other,
                         };
                         return Ok(Routed { reply, provider: c.provider.clone(), model: c.model.clone(), attempts, upstream });
                     }
@@ -393,7 +401,7 @@ impl Router {
     /// Count one attempt at `c`: its time, and its outcome by error type
     /// (OpenAI's code where there is one: rate_limit_exceeded,
     /// upstream_timeout, ...; else its type).
-    fn observe_attempt(&self, c: &Candidate, took: Duration, outcome: &Result<ChatReply, ApiError>) {
+    fn observe_attempt(&self, c: &Candidate, took: Duration, outcome: &Result<Reply, ApiError>) {
         let labels = [c.provider.as_str(), c.metric_model()];
         self.metrics.upstream_seconds.with_label_values(&labels).observe(took.as_secs_f64());
         let outcome = match outcome {
@@ -572,12 +580,12 @@ impl Carry {
                     body.insert(k.into(), json!(n.saturating_sub(self.outputs.max(0) as u64).max(1)));
                 }
             }
-            let call = ChatCall { body, model: next.model.clone(), stream: true, continuation: true };
+            let call = Call { api: Api::Chat, body, model: next.model.clone(), stream: true, continuation: true };
             let started = Instant::now();
             let outcome = attempt(&next.upstream, call, deadline).await;
             router.observe_attempt(&next, started.elapsed(), &outcome);
             match outcome {
-                Ok(ChatReply::Stream(s)) => {
+                Ok(Reply::Stream(s)) => {
                     if next.upstream.breaker {
                         router.breakers.success(&next.provider, &next.model, Instant::now());
                     }
@@ -589,7 +597,7 @@ impl Carry {
                     return Some(s);
                 }
                 // Not for a stream; nothing to splice.
-                Ok(ChatReply::Json(_)) => {}
+                Ok(Reply::Json(_)) => {}
                 Err(err) if next.upstream.breaker => match err.fate() {
                     Fate::Retry => {
                         let reset = (err.status.as_u16() == 429).then_some(err.retry_after).flatten();
@@ -609,13 +617,25 @@ impl Carry {
 /// message text per token, and `max_tokens` or [`OUTPUT_ESTIMATE`]
 /// generated (the most the request may use, as rate limits count it).
 pub fn token_estimate(body: &Map<String, Value>) -> (u64, u64) {
-    let chars: usize = body
+    let messages: usize = body
         .get("messages")
         .and_then(Value::as_array)
         .map(|ms| ms.iter().map(|m| m.get("content").map_or(0, content_chars)).sum())
         .unwrap_or(0);
+    let chars = messages + body.get("prompt").map_or(0, prompt_chars);
     let asked = ["max_completion_tokens", "max_tokens"].iter().find_map(|k| body.get(*k).and_then(Value::as_u64));
     ((chars / 4) as u64 + 1, asked.unwrap_or(OUTPUT_ESTIMATE))
+}
+
+/// A legacy prompt in characters: text, texts, or token ids (four
+/// characters' worth each).
+fn prompt_chars(prompt: &Value) -> usize {
+    match prompt {
+        Value::String(s) => s.len(),
+        Value::Number(_) => 4,
+        Value::Array(items) => items.iter().map(prompt_chars).sum(),
+        _ => 0,
+    }
 }
 
 /// Tokens an image costs, about (OpenAI bills a 1024x1024 image at high
@@ -643,14 +663,14 @@ fn content_chars(content: &Value) -> usize {
 /// One attempt: a JSON answer (within the upstream's total timeout), or a
 /// stream whose first chunk has arrived (within its first-chunk timeout).
 /// Bounded by the request deadline.
-async fn attempt(up: &Upstream, call: ChatCall, deadline: Instant) -> Result<ChatReply, ApiError> {
+async fn attempt(up: &Upstream, call: Call, deadline: Instant) -> Result<Reply, ApiError> {
     let name = up.provider.name().to_owned();
     let allowed = up.timeouts.map(|t| if call.stream { t.first_chunk } else { t.total });
     let fut = async {
-        match up.provider.chat(call).await? {
-            ChatReply::Json(v) => Ok(ChatReply::Json(v)),
-            ChatReply::Stream(mut s) => match s.next().await {
-                Some(Ok(first)) => Ok(ChatReply::Stream(stream::once(async { Ok(first) }).chain(s).boxed())),
+        match up.provider.answer(call).await? {
+            Reply::Json(v) => Ok(Reply::Json(v)),
+            Reply::Stream(mut s) => match s.next().await {
+                Some(Ok(first)) => Ok(Reply::Stream(stream::once(async { Ok(first) }).chain(s).boxed())),
                 Some(Err(e)) => Err(e),
                 None => Err(ApiError::bad_gateway(format!("`{name}` ended the stream before any chunk"))),
             },

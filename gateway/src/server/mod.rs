@@ -9,7 +9,7 @@
 //!
 //! Chat completions go through the [`crate::routing`] router to providers;
 //! legacy completions and the tokenizer routes go straight to the local
-//! models (`crate::providers::generator`).
+//! models (`crate::providers::local::generator`).
 
 pub(crate) mod auth;
 pub(crate) mod body;
@@ -37,14 +37,14 @@ use tokio::sync::watch;
 
 use crate::config::{GatewayConfig, ProviderKind};
 use crate::error::ApiError;
-use crate::providers::generator::Generators;
+use crate::providers::local::generator::Generators;
 use crate::providers::local::LocalChat;
 use crate::metrics::Metrics;
 use crate::providers::openai_compatible::OpenAiCompatible;
 use crate::providers::Provider;
 use crate::routing::router::{Router, Timeouts, Upstream};
 use crate::api;
-use crate::api::chat::Admitted;
+use crate::api::answer::Admitted;
 use crate::accounting::cache::ResponseCache;
 use platform::db::Db;
 use platform::keys::{KeyRing, KeyStore};
@@ -119,7 +119,6 @@ pub(crate) struct Inner {
     pub(crate) usage: OnceLock<UsageLog>,
     /// API keys, once a database is attached.
     pub(crate) keys: OnceLock<Arc<KeyRing>>,
-    pub(crate) fingerprint: String,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -161,7 +160,7 @@ impl App {
         let metrics = Metrics::new()?;
         let generators = Arc::new(OnceLock::new());
         let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
-        let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint.clone(), config.default_max_tokens);
+        let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint, config.default_max_tokens);
         let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
         let threads = config.threads();
         for p in &gateway.providers {
@@ -185,7 +184,6 @@ impl App {
             cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
             keys: OnceLock::new(),
-            fingerprint,
         })))
     }
 
@@ -277,7 +275,7 @@ impl App {
         let mut guarded = axum::Router::new()
             .route("/v1/chat/completions", post(api::chat::chat_completions))
             .route("/v1/messages", post(api::messages::anthropic_messages))
-            .route("/v1/completions", post(api::completions::completions))
+            .route("/v1/completions", post(api::chat::completions))
             .route("/v1/models", get(api::models::list_models))
             .route("/v1/usage", get(api::usage::usage_summary))
             .route("/v1/models/{*id}", get(api::models::get_model))

@@ -1,13 +1,16 @@
-//! A fake of OpenAI's Chat Completions API (and so of Groq's, which speaks
-//! the same wire format) on 127.0.0.1:0, for routing tests: real HTTP, the
-//! documented JSON and SSE shapes, OpenAI's error bodies and rate-limit
-//! headers, and faults scripted per request.
+//! A fake of OpenAI's Chat Completions API and its legacy Completions API
+//! (and so of Groq's and vLLM's, which speak the same wire format) on
+//! 127.0.0.1:0, for routing tests: real HTTP, the documented JSON and SSE
+//! shapes, OpenAI's error bodies and rate-limit headers, and faults
+//! scripted per request.
 //!
 //! Shapes follow OpenAI's API reference: a `chat.completion` object; a
 //! stream of `chat.completion.chunk` events (role first, content deltas, a
 //! chunk with `finish_reason`, a usage chunk with empty `choices` when
 //! `stream_options.include_usage`, then `data: [DONE]`); errors as
-//! `{"error": {"message", "type", "param", "code"}}`.
+//! `{"error": {"message", "type", "param", "code"}}`. Legacy completions
+//! answer `text_completion` objects, streamed as `text_completion` chunks
+//! whose choices carry `text`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -83,7 +86,10 @@ impl FakeOpenAi {
 
     async fn start_on(name: &str, tls: bool) -> Self {
         let inner = Arc::new(Inner { name: name.into(), ..Default::default() });
-        let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(inner.clone());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
         let port = listener.local_addr().expect("addr").port();
         let base_url = if tls {
@@ -133,6 +139,20 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    answer(false, inner, peer, headers, body).await
+}
+
+async fn completions(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(true, inner, peer, headers, body).await
+}
+
+/// A chat answer, or with `legacy` a legacy completion's.
+async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "We could not parse the JSON body of your request.", None, None),
@@ -182,19 +202,22 @@ async fn chat(
         }
         _ => {}
     }
-    let id = "chatcmpl-fake0001";
+    let (id, object, chunk_object) =
+        if legacy { ("cmpl-fake0001", "text_completion", "text_completion") } else { ("chatcmpl-fake0001", "chat.completion", "chat.completion.chunk") };
     let created = 1_700_000_000u64;
     let words = answer_words(&inner.name);
     let text: String = words.concat();
     let usage = json!({"prompt_tokens": 9, "completion_tokens": words.len(), "total_tokens": 9 + words.len()});
     let close = if matches!(fault, Some(Fault::CloseConnection)) { "close" } else { "keep-alive" };
     if !stream {
+        let choice = if legacy {
+            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"})
+        } else {
+            json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"})
+        };
         let mut res = axum::Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": null},
-                         "logprobs": null, "finish_reason": "stop"}],
-            "usage": usage,
+            "id": id, "object": object, "created": created, "model": model,
+            "system_fingerprint": "fp_fake", "choices": [choice], "usage": usage,
         }))
         .into_response();
         res.headers_mut().insert("connection", close.parse().expect("header"));
@@ -202,21 +225,26 @@ async fn chat(
     }
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let chunk = |delta: Value, finish: Option<&str>| {
+        let choice = if legacy {
+            json!({"index": 0, "text": delta["content"].as_str().unwrap_or(""), "logprobs": null, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
+        };
         let mut v = json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "id": id, "object": chunk_object, "created": created, "model": model,
+            "system_fingerprint": "fp_fake", "choices": [choice],
         });
         if include_usage {
             v["usage"] = Value::Null;
         }
         format!("data: {v}\n\n")
     };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), None)];
+    // Chat streams open with the role; legacy ones have none.
+    let mut events = if legacy { Vec::new() } else { vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), None)] };
     events.extend(words.iter().map(|w| chunk(json!({"content": w}), None)));
     events.push(chunk(json!({}), Some("stop")));
     if include_usage {
-        let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        let v = json!({"id": id, "object": chunk_object, "created": created, "model": model,
                        "system_fingerprint": "fp_fake", "choices": [], "usage": usage});
         events.push(format!("data: {v}\n\n"));
     }

@@ -508,3 +508,47 @@ fn a_provider_base_url_that_is_not_a_url_fails_at_startup() {
     let err = gateway::App::new(gateway::ServerConfig::default(), gw).err().map(|e| e.to_string());
     assert!(err.as_deref().is_some_and(|e| e.contains("`openai`") && e.contains("base_url `not a url`")), "{err:?}");
 }
+
+/// Legacy completions take the same seam as chat: routed to a cloud
+/// candidate (its `/completions`), falling back when one fails, streamed
+/// as OpenAI streams them, and every request recorded, failures too.
+#[tokio::test]
+async fn legacy_completions_are_routed_fall_back_and_are_recorded() {
+    let db = crate::usage::TempDb::new();
+    let (openai, groq) = (FakeOpenAi::start("openai").await, FakeOpenAi::start("groq").await);
+    let gw = || {
+        gateway_for(
+            vec![provider("openai", &openai.base_url), provider("groq", &groq.base_url)],
+            vec![route(&[("openai", "gpt-3.5-turbo-instruct"), ("groq", "llama-3.1-8b-instant")])],
+        )
+    };
+    let mut s = crate::support::start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let url = format!("{}/completions", s.v1());
+    openai.fail_next([Fault::ServerError]);
+    let res = post_json(&url, &json!({"model": ROUTE, "prompt": "Say hi", "max_tokens": 5})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "groq");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!((v["object"].as_str(), v["choices"][0]["text"].as_str()), (Some("text_completion"), Some(groq.answer_words().concat().as_str())));
+    assert_eq!(groq.seen()[0].body["prompt"], "Say hi");
+    let res = post_json(&url, &json!({"model": ROUTE, "prompt": ["Say hi"], "stream": true})).await;
+    assert_eq!(header(&res, "x-starling-provider"), "openai");
+    let text = res.text().await.expect("stream");
+    let streamed: String = events(&text)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, openai.answer_words().concat());
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let res = post_json(&url, &json!({"model": "no-such-model", "prompt": "Hi"})).await;
+    assert_eq!(res.status(), 404);
+    // Graceful shutdown writes the records; a new server reads them.
+    s.shutdown();
+    s.done.take().expect("serve task").await.expect("join").expect("serve");
+    let s = crate::support::start_recorded(|_| {}, |_| {}, gw(), Some(&db.url())).await;
+    let v: Value = reqwest::get(format!("{}/usage?group_by=route", s.v1())).await.expect("usage").json().await.expect("json");
+    let group = |name: &str| v["data"].as_array().and_then(|d| d.iter().find(|g| g["group"] == name).cloned()).unwrap_or(Value::Null);
+    assert_eq!(group(ROUTE)["requests"], 2, "{v}");
+    assert_eq!((group("no-such-model")["requests"].as_i64(), group("no-such-model")["errors"].as_i64()), (Some(1), Some(1)), "{v}");
+}

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::providers::generator::{Chunk, ChunkStream, CompletionRequest, Finish, Generator, TokenLogprob, Usage};
+use crate::providers::local::generator::{Chunk, ChunkStream, CompletionRequest, Finish, Generator, TokenLogprob, Usage};
 use crate::metrics::Metrics;
 use crate::providers::ChunkValues;
 

@@ -1,22 +1,17 @@
-//! The in-process engine: [`LocalModel`] generates one choice at a time (a
-//! [`Generator`]); [`LocalChat`] answers whole OpenAI chat completions over
-//! the local models (the `local` [`Provider`] routes send requests to).
+//! [`LocalModel`]: one model loaded in the engine, as a [`Generator`] of
+//! single choices. Preparing a large prompt (templating, tokenizing) runs
+//! on the blocking pool, a bounded number at once.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use inference::{Engine, Event, FinishReason, GenerateRequest, LogprobInfo, Prompt};
-use serde_json::{json, Value};
 
-use crate::providers::choices::{next_for, chat_logprob, collect_all, merged, open_choices, produced, total_usage};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::api::openai::{from_value, ChatCompletionRequest};
-use crate::providers::{ChatCall, ChatReply, Provider};
-use crate::providers::generator::{
-    Chunk, ChunkStream, CompletionRequest, Finish, Generator, Generators, Input, Load, ModelCard, TokenLogprob, Usage,
+use crate::providers::local::generator::{
+    Chunk, ChunkStream, CompletionRequest, Finish, Generator, Input, Load, ModelCard, TokenLogprob, Usage,
 };
 
 /// One loaded model served by the local engine.
@@ -228,140 +223,4 @@ impl Generator for LocalModel {
             predicted_wait: self.engine.predicted_wait(),
         })
     }
-}
-
-/// The `local` provider: OpenAI chat completions over the local models.
-#[derive(Clone, Debug)]
-pub struct LocalChat {
-    /// Set once the models are loaded (503 until then, so routes fall
-    /// back to cloud candidates while the engine starts).
-    generators: Arc<OnceLock<Generators>>,
-    metrics: Metrics,
-    fingerprint: String,
-    default_max_tokens: usize,
-}
-
-impl LocalChat {
-    /// Chat over `generators`, recording token timings in `metrics`.
-    pub fn new(
-        generators: Arc<OnceLock<Generators>>,
-        metrics: Metrics,
-        fingerprint: String,
-        default_max_tokens: usize,
-    ) -> Self {
-        Self { generators, metrics, fingerprint, default_max_tokens }
-    }
-
-    async fn answer(&self, mut call: ChatCall) -> Result<ChatReply, ApiError> {
-        if call.continuation {
-            call.body.insert("continue_final_message".into(), Value::Bool(true));
-        }
-        let req: ChatCompletionRequest = from_value(&Value::Object(call.body))?;
-        let shape = req.sampling.shape()?;
-        let creq = req.to_completion(self.default_max_tokens)?;
-        let generators = self.generators.get().ok_or_else(|| ApiError::not_ready("The local model is still loading."))?;
-        let generator = generators.resolve(&call.model)?.clone();
-        let want_logprobs = creq.logprobs.is_some();
-        let choices = open_choices(&self.metrics, &generator, vec![creq], shape.n).await?;
-        let (id, created, model, fp) = (new_id("chatcmpl"), unix_now(), call.model, self.fingerprint.clone());
-
-        if !call.stream {
-            let mut out = Vec::new();
-            let mut usages = Vec::new();
-            for (i, c) in collect_all(choices).await?.into_iter().enumerate() {
-                usages.push(c.usage);
-                out.push(json!({
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text, "refusal": null},
-                    "logprobs": want_logprobs.then(|| json!({"content": c.logprobs.iter().map(chat_logprob).collect::<Vec<_>>(), "refusal": null})),
-                    "finish_reason": c.finish.as_str(),
-                }));
-            }
-            return Ok(ChatReply::Json(json!({
-                "id": id,
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "system_fingerprint": fp,
-                "choices": out,
-                "usage": total_usage(&usages, shape.n),
-            })));
-        }
-
-        let n = choices.len();
-        Ok(ChatReply::Stream(produced(move |tx| async move {
-            // Every chunk carries `usage` (null until the last) as OpenAI's
-            // do with include_usage; the server strips it when not asked.
-            let chunk = |choices: Value, usage: Value| {
-                json!({
-                    "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "system_fingerprint": fp, "choices": choices, "usage": usage,
-                })
-            };
-            let delta = |i: usize, d: Value, lp: Option<Value>, finish: Option<&str>| {
-                Ok(chunk(json!([{"index": i, "delta": d, "logprobs": lp, "finish_reason": finish}]), Value::Null))
-            };
-            for i in 0..n {
-                if tx.send(delta(i, json!({"role": "assistant", "content": "", "refusal": null}), None, None)).await.is_err() {
-                    return;
-                }
-            }
-            let mut usages = vec![Usage::default(); n];
-            let mut events = merged(choices);
-            while let Some((i, c)) = next_for(&mut events, &tx).await {
-                let msgs = match c {
-                    Ok(Chunk::Delta { text, logprob }) => {
-                        let lp = logprob.map(|t| json!({"content": [chat_logprob(&t)], "refusal": null}));
-                        vec![delta(i, json!({"content": text}), lp, None)]
-                    }
-                    Ok(Chunk::Done { text, finish, usage, .. }) => {
-                        usages[i] = usage;
-                        let mut v = Vec::new();
-                        if !text.is_empty() {
-                            v.push(delta(i, json!({"content": text}), None, None));
-                        }
-                        v.push(delta(i, json!({}), None, Some(finish.as_str())));
-                        v
-                    }
-                    Err(e) => vec![Err(e)],
-                };
-                for m in msgs {
-                    if tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let _ = tx.send(Ok(chunk(json!([]), total_usage(&usages, shape.n)))).await;
-        })))
-    }
-}
-
-impl Provider for LocalChat {
-    fn name(&self) -> &str {
-        "local"
-    }
-
-    fn chat(&self, call: ChatCall) -> BoxFuture<'_, Result<ChatReply, ApiError>> {
-        Box::pin(self.answer(call))
-    }
-
-    fn load(&self) -> Option<Load> {
-        self.generators.get()?.iter().find_map(|g| g.load())
-    }
-
-    /// `continue_final_message`, as vLLM's.
-    fn continues_prefill(&self) -> bool {
-        true
-    }
-}
-
-/// Unix seconds now.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// `prefix-` and 24 random alphanumerics, as OpenAI's ids look.
-pub(crate) fn new_id(prefix: &str) -> String {
-    use rand::distributions::{Alphanumeric, DistString};
-    format!("{prefix}-{}", Alphanumeric.sample_string(&mut rand::thread_rng(), 24))
 }
