@@ -13,7 +13,7 @@ use crate::accounting::cache::{Answer, Cached};
 use crate::accounting::usage::{self, UsageRecord};
 use crate::error::ApiError;
 use crate::providers::{Api, Reply};
-use crate::routing::router::token_estimate;
+use crate::routing::estimate::token_estimate;
 use crate::server::auth::Caller;
 use crate::server::shutdown::or_shutdown;
 use crate::server::App;
