@@ -277,10 +277,7 @@ async fn ready_is_503_once_the_engine_stopped() {
     let mut cfg = inference::EngineConfig::new(crate::support::smollm2_path(), MODEL);
     cfg.threads = 2;
     let engine = inference::Engine::start_with(cfg, model).expect("engine");
-    let app = gateway::App::new(gateway::ServerConfig::default(), gateway::GatewayConfig::default()).expect("app");
-    let local: std::sync::Arc<dyn gateway::Generator> = std::sync::Arc::new(gateway::LocalModel::new(engine.clone()));
-    app.set_ready(gateway::Generators::new(vec![local]));
-    let s = start_app(app, engine.clone()).await;
+    let s = start_app(crate::support::app_over(&engine), engine.clone()).await;
     assert_eq!(reqwest::get(format!("{}/ready", s.base)).await.expect("ready").status(), 200);
     let mut stats = engine.watch_stats();
     faults.arm(Fault::PanicInNewCache);

@@ -1,16 +1,14 @@
 //! Virtual API keys: auth on /v1 once keys exist (or beyond loopback),
 //! hashed storage, RPM limits, model lists and daily cloud budgets.
 
-use std::sync::Arc;
 
 use platform::db::Db;
 use platform::keys::{KeyStore, NewKey};
-use gateway::{App, Generator, Generators, LocalModel, ServerConfig};
 use serde_json::{json, Value};
 
 use crate::fake_openai::FakeOpenAi;
 use crate::routing::{gateway_for, header, provider, route};
-use crate::support::{serve_on, smollm2_path, start_recorded, MODEL};
+use crate::support::{app_over, engine, serve_on, start_recorded, MODEL};
 use crate::usage::TempDb;
 
 async fn post(url: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
@@ -139,12 +137,8 @@ async fn a_spent_budget_leaves_only_the_local_engine() {
 
 #[tokio::test]
 async fn beyond_loopback_without_keys_everything_is_refused() {
-    let mut cfg = inference::EngineConfig::new(smollm2_path(), MODEL);
-    cfg.threads = 2;
-    let engine = inference::Engine::start(cfg).expect("engine");
-    let app = App::new(ServerConfig::default(), Default::default()).expect("app");
-    let g: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
-    app.set_ready(Generators::new(vec![g]));
+    let engine = engine();
+    let app = app_over(&engine);
     let s = serve_on(app, engine, "0.0.0.0:0").await;
     let res = post(&format!("{}/chat/completions", s.v1()), None, &hi(MODEL)).await;
     assert_eq!(res.status(), 401);
@@ -202,12 +196,8 @@ async fn usage_is_each_keys_own_unless_admin() {
 /// public one whichever listener started last.
 #[tokio::test]
 async fn keys_are_required_per_listener() {
-    let mut cfg = inference::EngineConfig::new(smollm2_path(), MODEL);
-    cfg.threads = 2;
-    let engine = inference::Engine::start(cfg).expect("engine");
-    let app = App::new(ServerConfig::default(), Default::default()).expect("app");
-    let g: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
-    app.set_ready(Generators::new(vec![g]));
+    let engine = engine();
+    let app = app_over(&engine);
     let public = serve_on(app.clone(), engine.clone(), "0.0.0.0:0").await;
     let private = serve_on(app, engine, "127.0.0.1:0").await;
     assert_eq!(post(&format!("{}/chat/completions", public.v1()), None, &hi(MODEL)).await.status(), 401);

@@ -72,6 +72,26 @@ pub async fn start_with(
     start_recorded(engine, server, gateway, None).await
 }
 
+/// The test engine: the real SmolLM2 on two threads.
+pub fn engine() -> Engine {
+    let mut cfg = EngineConfig::new(smollm2_path(), MODEL);
+    cfg.threads = 2;
+    Engine::start(cfg).expect("engine start")
+}
+
+/// A default app serving `engine`'s model, ready.
+pub fn app_over(engine: &Engine) -> App {
+    let app = App::new(ServerConfig::default(), GatewayConfig::default()).expect("app");
+    serve_models(&app, engine);
+    app
+}
+
+/// `app` serves `engine`'s model from now on.
+fn serve_models(app: &App, engine: &Engine) {
+    let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
+    app.set_ready(Generators::new(vec![provider]));
+}
+
 /// A server that records usage in the database at `usage_url`.
 pub async fn start_recorded(
     engine: impl FnOnce(&mut EngineConfig),
@@ -90,8 +110,7 @@ pub async fn start_recorded(
         let db = platform::db::Db::open(url).await.expect("database");
         app.attach_database(&db, Some(&journal_for(url))).await.expect("attach database");
     }
-    let provider: Arc<dyn Generator> = Arc::new(LocalModel::new(engine.clone()));
-    app.set_ready(Generators::new(vec![provider]));
+    serve_models(&app, &engine);
     start_app(app, engine).await
 }
 
