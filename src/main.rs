@@ -227,7 +227,10 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     rt.block_on(async move {
         // Before the "serving" line: whoever started us may signal at once.
         let mut signal = std::pin::pin!(shutdown_signal());
-        let app = gateway::App::new(server_cfg, gateway_cfg).context("cannot set up the gateway")?;
+        // One registry for the process: every service registers its
+        // metrics in it, and /metrics renders it whole.
+        let registry = prometheus::Registry::new();
+        let app = gateway::App::with_registry(server_cfg, gateway_cfg, &registry).context("cannot set up the gateway")?;
         if let Some(url) = &database_url {
             let attach = async {
                 // The errors name the database with its password masked.

@@ -1,5 +1,7 @@
-//! Prometheus metrics, named `starling_<area>_<what>_<unit>`. One
-//! [`Metrics`] per server (no global registry), rendered by `GET /metrics`.
+//! Prometheus metrics, named `starling_<area>_<what>_<unit>`, registered in
+//! the registry the process hands the gateway (no global one): the same
+//! registry takes the other services' metrics, and `GET /metrics` renders
+//! it whole.
 
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -63,9 +65,9 @@ const OVERHEAD_BUCKETS: &[f64] =
 const TOKEN_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 
 impl Metrics {
-    /// A fresh registry with every metric registered.
-    pub fn new() -> prometheus::Result<Self> {
-        let registry = Registry::new();
+    /// Every gateway metric, registered in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let registry = registry.clone();
         let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
             let c = IntCounterVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(c.clone()))?;

@@ -5,10 +5,12 @@
 //!   database (`platform/migrations/`), run when the pool opens.
 //! - `keys`: virtual API keys (stored hashed), their scopes, rate limits
 //!   and daily budgets, and the in-memory key ring the servers check.
+//! - `auth`: the key check as a middleware layer every service puts in
+//!   front of its guarded routes, and the [`auth::Caller`] it hands them.
 //!
-//! It knows nothing about HTTP: each service turns a [`keys::Refusal`] or a
-//! missing scope into its own API's error.
+//! Each service turns a refusal or a missing scope into its own API's error.
 
+pub mod auth;
 pub mod db;
 pub mod keys;
 

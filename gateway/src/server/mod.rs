@@ -1,7 +1,7 @@
 //! The HTTP server: the app state, its routes and the layers in front of
 //! them. The handlers live in [`crate::api`]; here are what they share:
 //!
-//! - `auth`: the key a request presents, checked by a layer ([`Caller`]).
+//! - `auth`: the gateway's refusals for `platform::auth`'s key check.
 //! - `body`: JSON bodies and query strings read into our types.
 //! - `sse`: OpenAI's event-stream framing.
 //! - `serve`: the accept loop, connection timeouts and graceful shutdown.
@@ -44,6 +44,7 @@ use crate::providers::openai_compatible::OpenAiCompatible;
 use crate::providers::Provider;
 use crate::routing::router::{Router, Timeouts, Upstream};
 use crate::api;
+use platform::auth::Exposure;
 use crate::api::answer::Admitted;
 use crate::accounting::cache::ResponseCache;
 use platform::db::Db;
@@ -117,8 +118,8 @@ pub(crate) struct Inner {
     pub(crate) cache: ResponseCache,
     /// Usage records, once a database is attached.
     pub(crate) usage: OnceLock<UsageLog>,
-    /// API keys, once a database is attached.
-    pub(crate) keys: OnceLock<Arc<KeyRing>>,
+    /// API keys, once a database is attached (shared with the auth layer).
+    pub(crate) keys: Arc<OnceLock<Arc<KeyRing>>>,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -155,9 +156,15 @@ impl std::fmt::Debug for App {
 
 impl App {
     /// A server over the local models (503 until [`App::set_ready`]) and
-    /// the providers and routes of `gateway`.
+    /// the providers and routes of `gateway`, with a registry of its own.
     pub fn new(config: ServerConfig, gateway: GatewayConfig) -> Result<Self, SetupError> {
-        let metrics = Metrics::new()?;
+        Self::with_registry(config, gateway, &prometheus::Registry::new())
+    }
+
+    /// [`App::new`] with its metrics in `registry`, shared with the other
+    /// services of the process: `/metrics` renders all of it.
+    pub fn with_registry(config: ServerConfig, gateway: GatewayConfig, registry: &prometheus::Registry) -> Result<Self, SetupError> {
+        let metrics = Metrics::new(registry)?;
         let generators = Arc::new(OnceLock::new());
         let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
         let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint, config.default_max_tokens);
@@ -183,7 +190,7 @@ impl App {
             router,
             cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
-            keys: OnceLock::new(),
+            keys: Arc::new(OnceLock::new()),
         })))
     }
 
@@ -290,7 +297,7 @@ impl App {
             guarded = guarded.route("/metrics", get(metrics));
         }
         guarded
-            .route_layer(middleware::from_fn_with_state(self.clone(), auth::authenticate))
+            .route_layer(middleware::from_fn_with_state(auth::guard(self), platform::auth::authenticate))
             .merge(open)
             .fallback(|method: Method, uri: Uri| async move { ApiError::route_not_found(method.as_str(), uri.path()) })
             .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -302,14 +309,6 @@ impl App {
     }
 }
 
-/// Where the listener a request came in by can be reached from. Each
-/// listener serves its own router with its own value, so one app served
-/// on loopback and on a public address asks for keys on the public one.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Exposure {
-    /// Beyond loopback: keys are always required.
-    pub(crate) public: bool,
-}
 
 /// Counts every answer by route and status.
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {

@@ -15,7 +15,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::server::{App, Exposure};
+use platform::auth::Exposure;
+
+use crate::server::App;
 
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting,
 /// give running requests (streams included) `shutdown_grace_secs` to finish,
