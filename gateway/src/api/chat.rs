@@ -2,7 +2,6 @@
 //! generation APIs, both routed (local engine or any provider) through
 //! [`answer`].
 
-
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,7 +20,6 @@ use crate::server::auth::Caller;
 use crate::server::body::read_json;
 use crate::server::sse::sse;
 use crate::server::App;
-
 
 /// The fields of a request the server itself needs; the rest is the
 /// providers' business.

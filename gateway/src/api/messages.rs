@@ -4,26 +4,24 @@
 //! the answer comes back as an Anthropic message or event stream.
 //! Translation is the mirror of [`crate::providers::anthropic`].
 
-use crate::server::App;
-use crate::server::auth::Caller;
-use crate::server::body::read_json;
-use crate::server::sse::event_stream;
-use crate::server::shutdown::until_shutdown;
-use crate::api::answer::answer;
-use crate::providers::Api;
-use crate::providers::Reply;
 use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 
+use crate::api::answer::answer;
 use crate::error::ApiError;
-use crate::providers::ChunkValues;
+use crate::providers::{Api, ChunkValues, Reply};
+use crate::server::auth::Caller;
+use crate::server::body::read_json;
+use crate::server::shutdown::until_shutdown;
+use crate::server::sse::event_stream;
+use crate::server::App;
 
 /// An error in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
 #[derive(Debug)]

@@ -1,7 +1,5 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`.
 
-
-
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -10,7 +8,6 @@ use crate::error::ApiError;
 use crate::providers::local::unix_now;
 use crate::server::body::PathParam;
 use crate::server::App;
-
 
 /// The local models, then every route name that is not one of them.
 pub(crate) async fn list_models(State(app): State<App>) -> Result<Json<Value>, ApiError> {

@@ -1,7 +1,5 @@
 //! `POST /tokenize` and `POST /detokenize` (vLLM's), on the local models.
 
-
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -12,7 +10,6 @@ use crate::error::ApiError;
 use crate::api::openai::{DetokenizeRequest, TokenizeRequest};
 use crate::server::body::parse;
 use crate::server::App;
-
 
 pub(crate) async fn tokenize(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: TokenizeRequest = parse(&app, &headers, body).await?;

@@ -12,7 +12,6 @@ use crate::accounting::usage::GroupBy;
 use crate::server::body::serde_urlencoded_query;
 use crate::server::{App, Caller};
 
-
 #[derive(Deserialize)]
 pub(crate) struct UsageQuery {
     /// Unix seconds, inclusive (default: the beginning).

@@ -54,7 +54,6 @@ fn content_chars(content: &Value) -> usize {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,6 @@
 //! Reading request bodies and query strings into our types, with errors
 //! in the API's shape.
 
-
-
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -15,7 +13,6 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::api::openai::from_value;
 use crate::server::App;
-
 
 /// Read a JSON body: 415 unless JSON, 413 over the limit, 400 for bad
 /// syntax, invalid UTF-8 or nesting past serde_json's depth limit.

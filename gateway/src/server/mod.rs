@@ -309,7 +309,6 @@ impl App {
     }
 }
 
-
 /// Counts every answer by route and status.
 async fn record(State(app): State<App>, req: Request, next: Next) -> Response {
     let route = req

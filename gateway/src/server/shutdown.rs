@@ -2,7 +2,6 @@
 //! gets 503 (`or_shutdown`), a stream ends with an error event
 //! (`until_shutdown`); either way its generation is cancelled.
 
-
 use std::future::Future;
 
 use futures_util::stream::{self, StreamExt};
@@ -10,7 +9,6 @@ use futures_util::stream::{self, StreamExt};
 use crate::error::ApiError;
 use crate::providers::ChunkValues;
 use crate::server::App;
-
 
 /// Run `fut` unless the shutdown grace runs out first (503 then; dropping
 /// `fut` cancels whatever it started).

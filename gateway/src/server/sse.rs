@@ -1,7 +1,5 @@
 //! Server-sent events out: OpenAI's `data: {json}` framing with `[DONE]`.
 
-
-
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +10,6 @@ use crate::error::ApiError;
 use crate::providers::ChunkValues;
 use crate::server::shutdown::until_shutdown;
 use crate::server::App;
-
 
 /// A chunk that only carries usage (`choices: []`).
 pub(crate) fn usage_only(v: &Value) -> bool {

@@ -1,6 +1,7 @@
-//! Usage records: one row per chat request (who, which route, which
-//! provider and model answered, tokens, cost, latency, status, attempts),
-//! in SQLite by default or PostgreSQL by URL.
+//! Usage records: one row per request (who, which route, which provider
+//! and model answered, tokens, cost, latency, status, attempts), in SQLite
+//! by default or PostgreSQL by URL: `store` writes and sums them, `writer`
+//! takes them off the request path, `meter` fills one as an answer passes.
 //!
 //! Handlers hand records to [`UsageLog::record`] (an unbounded channel:
 //! never blocks, never drops); one writer task inserts them in batches, one
@@ -12,7 +13,8 @@
 //! one, [`crate::accounting::journal`]) each record is also appended to a local file
 //! before it is queued, so a hard kill or a database that stays away past
 //! the shutdown grace loses nothing: the next start writes what the file
-//! holds. Without one, those records are logged whole at shutdown, and a
+//! holds, and during a long outage memory keeps at most a bounded number,
+//! the rest read back from the file. Without one, those records are logged whole at shutdown, and a
 //! hard kill loses what is still queued. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`, so a committed batch survives a process crash.
 

@@ -316,7 +316,6 @@ impl UsageLog {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

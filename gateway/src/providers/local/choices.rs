@@ -120,7 +120,6 @@ pub(crate) fn merged(choices: Vec<ChunkStream>) -> impl futures_util::Stream<Ite
     })
 }
 
-
 /// The next of `events`, or None once `client`'s receiver is gone. A
 /// producer that only noticed the client at its next send would keep a
 /// queued or prefilling request (and its engine slot) until its first
