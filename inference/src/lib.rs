@@ -10,6 +10,7 @@
 //! - `kv_cache`: per-sequence key/value buffers.
 //! - `sampling`: logits processing and seeded sampling.
 //! - `detok`: streaming detokenization (whole UTF-8 only) and stop strings.
+//! - `speech`: Whisper speech to text (its own engine thread; see its module docs).
 //! - `tokenizer`, `chat`, `gguf`: tokenizer, chat template and metadata from the GGUF.
 //!
 //! The crate knows nothing about HTTP or providers.
@@ -25,6 +26,7 @@ pub mod kv_cache;
 pub mod models;
 pub mod sampling;
 pub mod scheduler;
+pub mod speech;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, Role};

@@ -48,3 +48,17 @@ pub fn fixture(name: &str) -> serde_json::Value {
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
+
+/// A Whisper model folder fetched by `scripts/fetch-models` (`whisper-tiny-en`, `whisper-base`);
+/// fails the test with what to run when it is missing.
+pub fn whisper_dir(name: &str) -> PathBuf {
+    let p = models_dir().join(name);
+    assert!(p.join("model.bin").exists(), "{} is missing: run scripts/fetch-models first", p.display());
+    p
+}
+
+/// A file from the repository's `tests/fixtures`, as bytes.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    let p = root().join("tests/fixtures").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

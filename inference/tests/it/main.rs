@@ -12,5 +12,6 @@
 
 mod engine;
 mod model;
+mod speech;
 mod support;
 mod tokenizer;

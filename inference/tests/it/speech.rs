@@ -1,0 +1,56 @@
+//! Whisper against faster-whisper's reference outputs (`tests/fixtures/speech`).
+
+use inference::speech::{audio, mel::MelFrontEnd, SpeechModel, TranscribeOptions};
+use inference::DeviceSpec;
+use test_support::{fixture, fixture_bytes, whisper_dir};
+
+fn clip() -> Vec<f32> {
+    audio::decode(fixture_bytes("speech/mel-clip.wav"), Some("wav"), 60.0).expect("fixture clip decodes").samples
+}
+
+/// The log-mel front end equals faster-whisper's FeatureExtractor on the same
+/// samples. Tolerance 1e-4 on normalised log-mel values (range about 2.0; seen: 9e-6):
+/// faster-whisper's STFT runs in float32 numpy, ours in realfft f32.
+#[test]
+fn log_mel_matches_faster_whisper() {
+    let meta = fixture("speech/mel-reference.json");
+    let bytes = fixture_bytes("speech/mel-reference.f32");
+    let reference: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let samples = clip();
+    assert_eq!(samples.len() as u64, meta["n_samples"].as_u64().unwrap());
+    let mel = MelFrontEnd::new(80).compute(&samples);
+    assert_eq!((mel.n_mels, mel.frames), (80, meta["n_frames"].as_u64().unwrap() as usize));
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (a, b)) in mel.data.iter().zip(&reference).enumerate() {
+        if (a - b).abs() > worst {
+            worst = (a - b).abs();
+            at = i;
+        }
+    }
+    println!("log-mel max |ours - faster-whisper| = {worst:.2e} at bin {} frame {}", at / mel.frames, at % mel.frames);
+    assert!(worst < 1e-4, "max difference {worst} at bin {} frame {}", at / mel.frames, at % mel.frames);
+}
+
+/// Greedy decoding of tiny.en gives faster-whisper's tokens, timestamps included.
+#[test]
+fn tiny_en_greedy_matches_faster_whisper_tokens() {
+    let reference = fixture("speech/faster-whisper-tiny-en.json");
+    let model = SpeechModel::load(&whisper_dir("whisper-tiny-en"), DeviceSpec::Cpu).unwrap();
+    let opts = TranscribeOptions {
+        beam_size: 1,
+        language: Some("en".into()),
+        ..Default::default()
+    };
+    let t = model.transcribe(&clip(), opts).unwrap();
+    let want = &reference["segments"][0];
+    assert_eq!(t.segments.len(), 1, "{t:?}");
+    let s = &t.segments[0];
+    assert_eq!(s.tokens, test_support::ids(&want["tokens"]), "{t:?}");
+    assert_eq!(s.text, want["text"].as_str().unwrap());
+    assert!((s.start - 0.0).abs() < 1e-6 && (s.end - 3.0).abs() < 1e-4, "{s:?}");
+    let lp = want["avg_logprob"].as_f64().unwrap() as f32;
+    assert!((s.avg_logprob - lp).abs() < 0.02, "avg_logprob {} vs {lp}", s.avg_logprob);
+    let ns = want["no_speech_prob"].as_f64().unwrap() as f32;
+    assert!((s.no_speech_prob - ns).abs() < 0.01, "no_speech_prob {} vs {ns}", s.no_speech_prob);
+    assert_eq!(t.language.as_deref(), Some("en"));
+}
