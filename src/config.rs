@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub prices: Vec<gateway::routing::prices::PriceConfig>,
     /// `[database]`: where durable records live.
     pub database: RawDatabase,
+    /// `[speech]`: Whisper models served on `/v1/audio/*` and their limits.
+    pub speech: gateway::SpeechConfig,
 }
 
 /// `[database]`.
@@ -85,7 +87,7 @@ impl Default for RawModels {
 }
 
 /// `[engine]`: the local engine's limits.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEngine {
     /// Forward-pass threads (0: every core).
@@ -166,7 +168,7 @@ struct Manifest {
 }
 
 /// The validated configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Models from the manifest.
     pub models: Vec<ManifestModel>,
@@ -184,6 +186,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// The usage journal (None: none).
     pub usage_journal: Option<PathBuf>,
+    /// Speech models and limits.
+    pub speech: gateway::SpeechConfig,
 }
 
 impl Config {
@@ -239,6 +243,7 @@ impl Config {
             models: manifest.model,
             cache_dir,
             default_model: raw.models.default,
+            speech: raw.speech,
             engine: raw.engine,
             server: raw.server,
             gateway: gateway::GatewayConfig {
@@ -271,6 +276,27 @@ impl Config {
     /// Where a manifest model's main file lives.
     pub fn model_path(&self, m: &ManifestModel) -> PathBuf {
         self.cache_dir.join(&m.name).join(&m.file)
+    }
+
+    /// The folder of speech model `name` (a `speech-to-text` model of the
+    /// manifest, fetched), or any folder path holding a Whisper model.
+    pub fn speech_dir(&self, name: &str) -> Result<PathBuf> {
+        let as_path = Path::new(name);
+        if as_path.is_dir() {
+            return Ok(as_path.to_path_buf());
+        }
+        let Some(m) = self.models.iter().find(|m| m.name == name) else {
+            let known: Vec<&str> = self.models.iter().filter(|m| m.kind == "speech-to-text").map(|m| m.name.as_str()).collect();
+            bail!("unknown speech model `{name}` (the manifest has: {})", known.join(", "));
+        };
+        if m.kind != "speech-to-text" {
+            bail!("model `{name}` is a {} model, not speech-to-text", m.kind);
+        }
+        let path = self.model_path(m);
+        if !path.exists() {
+            bail!("model `{name}` is not fetched ({} missing): run scripts/fetch-models", path.display());
+        }
+        Ok(self.cache_dir.join(&m.name))
     }
 
     /// Engine settings for a model.

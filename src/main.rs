@@ -4,6 +4,7 @@
 
 mod config;
 mod http_threads;
+mod speech;
 mod telemetry;
 
 use std::io::Write;
@@ -41,6 +42,8 @@ enum Command {
     },
     /// Stream a completion of a chat prompt from the local model to stdout.
     Generate(GenerateArgs),
+    /// Transcribe an audio file with a local Whisper model.
+    Transcribe(speech::TranscribeArgs),
     /// The model manifest.
     Models {
         #[command(subcommand)]
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { listen } => serve(config, listen),
         Command::Generate(args) => generate(&config, args),
+        Command::Transcribe(args) => speech::transcribe(&config, args),
         Command::Models { command: ModelsCommand::List } => {
             models_list(&config);
             Ok(())
@@ -218,6 +222,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
     let journal = config.usage_journal.clone();
+    let speech_config = config.clone();
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
@@ -250,6 +255,17 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+        let (speech_failed_tx, speech_failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+        {
+            let loading = app.clone();
+            tokio::spawn(async move {
+                match tokio::task::spawn_blocking(move || speech::load(&speech_config)).await {
+                    Ok(Ok(models)) => loading.set_speech(models),
+                    Ok(Err(e)) => drop(speech_failed_tx.send(e)),
+                    Err(e) => drop(speech_failed_tx.send(anyhow::anyhow!("speech model loading panicked: {e}"))),
+                }
+            });
+        }
         let example = local.as_ref().map_or("ROUTE", |(name, _)| name.as_str()).to_owned();
         match local {
             Some((name, engine_cfg)) => {
@@ -283,6 +299,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 () = signal => {}
                 // Err (no local model, or it loaded): the branch is disabled.
                 Ok(e) = failed_rx => { let _ = failure_tx.send(e); }
+                Ok(e) = speech_failed_rx => { let _ = failure_tx.send(e); }
             }
         };
         let threads = http_threads::spawn(listeners, &app)?;

@@ -105,12 +105,12 @@ impl ApiError {
         )
     }
 
-    /// 415: the body is not `application/json`.
-    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+    /// 415: the body is not of the `expected` type (`application/json`, `multipart/form-data`).
+    pub fn unsupported_media_type(expected: &str, got: Option<&str>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
-            format!("Expected `Content-Type: application/json`, got {}.", got.map_or("none".into(), |g| format!("`{g}`"))),
+            format!("Expected `Content-Type: {expected}`, got {}.", got.map_or("none".into(), |g| format!("`{g}`"))),
         )
     }
 

@@ -13,6 +13,7 @@
 //!   the local engine, OpenAI-compatible servers, Anthropic.
 //! - `accounting`: keys, usage records and their journal, the cache, the
 //!   database pool.
+//! - `speech`: `/v1/audio/transcriptions` and `/translations` over the local Whisper engines.
 //! - `config`: `[[providers]]`, `[[routes]]`, retry and breaker settings.
 //! - `error`: [`ApiError`], rendered in OpenAI's error shape.
 //! - `metrics`: the Prometheus registry.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod providers;
 pub mod routing;
 pub mod server;
+pub mod speech;
 
 thread_local! {
     /// Which of `starling serve`'s HTTP threads runs here (0 on any other
@@ -49,4 +51,5 @@ pub use error::ApiError;
 pub use providers::local::generator::{Generator, Generators};
 pub use providers::local::{LocalChat, LocalModel};
 pub use providers::{Call, Reply, Provider};
+pub use speech::{SpeechConfig, SpeechModels};
 pub use server::{serve, serve_connections, App, Caller, DatabaseError, ServerConfig, SetupError};

@@ -51,6 +51,12 @@ pub struct Metrics {
     pub spills: IntCounterVec,
     /// The usage record writer's failures and backlog.
     pub usage_writer: crate::accounting::usage::WriterMetrics,
+    /// Seconds of audio transcribed, by model.
+    pub audio_seconds: CounterVec,
+    /// Wall time over audio time of each transcription, by model.
+    pub speech_rtf: HistogramVec,
+    /// Clips waiting and running in a speech engine, by model and state.
+    pub speech_queue: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -62,6 +68,7 @@ impl std::fmt::Debug for Metrics {
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const OVERHEAD_BUCKETS: &[f64] =
     &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1];
+const RTF_BUCKETS: &[f64] = &[0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0];
 const TOKEN_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 
 impl Metrics {
@@ -165,6 +172,18 @@ impl Metrics {
                 "Local candidates moved last because their predicted TTFT exceeded the route's SLO.",
                 &["route", "provider"],
             )?,
+            audio_seconds: {
+                let c = CounterVec::new(Opts::new("starling_speech_audio_seconds_total", "Seconds of audio transcribed, by model."), &["model"])?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            speech_rtf: histogram(
+                "starling_speech_real_time_factor",
+                "Request arrival to transcript over audio duration (below 1: faster than real time), by model.",
+                "model",
+                RTF_BUCKETS,
+            )?,
+            speech_queue: gauge("starling_speech_clips", "Clips in a speech engine, by model and state (waiting, running).", &["model", "state"])?,
             usage_writer: {
                 let write_errors = prometheus::IntCounter::new(
                     "starling_gateway_usage_write_errors_total",

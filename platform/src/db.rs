@@ -20,6 +20,7 @@ use sqlx::AnyPool;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "usage records and api keys", include_str!("../migrations/0001_usage_records_and_api_keys.sql")),
     (2, "key scopes", include_str!("../migrations/0002_key_scopes.sql")),
+    (3, "usage audio seconds", include_str!("../migrations/0003_usage_audio_seconds.sql")),
 ];
 
 /// [`MIGRATIONS`] as sqlx's migrator reads them (what `sqlx::migrate!`

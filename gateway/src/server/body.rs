@@ -23,10 +23,16 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
         mime.eq_ignore_ascii_case("application/json")
     });
     if !is_json {
-        return Err(ApiError::unsupported_media_type(ctype));
+        return Err(ApiError::unsupported_media_type("application/json", ctype));
     }
-    let limit = app.0.config.body_limit_bytes;
-    // Announced too large: refused before reading any of it.
+    let bytes = read_bytes(app, headers, body, app.0.config.body_limit_bytes).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}")))
+}
+
+/// Read a whole body of at most `limit` bytes within the body timeout:
+/// 413 over the limit (refused before reading when `Content-Length` says
+/// so), 408 when it does not arrive in time, 400 when it breaks off.
+pub(crate) async fn read_bytes(app: &App, headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large(limit));
@@ -35,7 +41,7 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
     let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit))
         .await
         .map_err(|_| ApiError::body_timeout(within))?;
-    let bytes: Bytes = read.map_err(|e| {
+    read.map_err(|e| {
         // Only a body over the limit is 413; one that ends early (a short
         // body for its Content-Length) or breaks its chunked encoding is
         // malformed: 400.
@@ -45,8 +51,7 @@ pub(crate) async fn read_json(app: &App, headers: &HeaderMap, body: Body) -> Res
         } else {
             ApiError::bad_body(format!("The request body could not be read: {e}"))
         }
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_body(format!("The request body is not valid JSON: {e}")))
+    })
 }
 
 /// Read and parse a JSON body into `T` (see [`read_json`] and

@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub(crate) usage: OnceLock<UsageLog>,
     /// API keys, once a database is attached (shared with the auth layer).
     pub(crate) keys: Arc<OnceLock<Arc<KeyRing>>>,
+    /// The Whisper models, once loaded.
+    pub(crate) speech: OnceLock<crate::speech::SpeechModels>,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -191,6 +193,7 @@ impl App {
             cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
             keys: Arc::new(OnceLock::new()),
+            speech: OnceLock::new(),
         })))
     }
 
@@ -199,6 +202,17 @@ impl App {
         if self.0.generators.set(generators).is_err() {
             tracing::warn!("set_ready called twice; keeping the first models");
         }
+    }
+
+    /// Speech models are loaded: serve `/v1/audio/*`. Later calls are ignored.
+    pub fn set_speech(&self, speech: crate::speech::SpeechModels) {
+        if self.0.speech.set(speech).is_err() {
+            tracing::warn!("set_speech called twice; keeping the first models");
+        }
+    }
+
+    pub(crate) fn speech(&self) -> Result<&crate::speech::SpeechModels, ApiError> {
+        self.0.speech.get().ok_or_else(|| ApiError::not_ready("Speech models are still loading; retry shortly."))
     }
 
     /// Keep usage records and read API keys in `db` from now on (a second
@@ -283,6 +297,8 @@ impl App {
             .route("/v1/chat/completions", post(api::chat::chat_completions))
             .route("/v1/messages", post(api::messages::anthropic_messages))
             .route("/v1/completions", post(api::chat::completions))
+            .route("/v1/audio/transcriptions", post(crate::speech::handler::transcriptions))
+            .route("/v1/audio/translations", post(crate::speech::handler::translations))
             .route("/v1/models", get(api::models::list_models))
             .route("/v1/usage", get(api::usage::usage_summary))
             .route("/v1/models/{*id}", get(api::models::get_model))

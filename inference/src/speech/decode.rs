@@ -317,8 +317,11 @@ impl WindowDecode {
                     next.push(Hyp { tokens, logprob: lp, cache: p.cache.clone(), feed: vec![t] });
                 }
             }
-            if self.finished.len() >= max_finished || next.iter().any(|h| at_limit(h.tokens.len())) {
+            if next.iter().any(|h| at_limit(h.tokens.len())) {
+                // The last step: live hypotheses count as finished (CTranslate2's is_last_step).
                 self.finished.extend(next);
+                self.phase = Phase::Done;
+            } else if self.finished.len() >= max_finished {
                 self.phase = Phase::Done;
             } else {
                 self.hyps = next;

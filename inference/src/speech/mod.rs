@@ -4,7 +4,7 @@
 //! - `weights`: CTranslate2 or Hugging Face safetensors weights under one naming.
 //! - `model`: encoder and decoder (self-attention KV cache, cross-attention K/V once per clip).
 //! - `mel`: the log-mel front end (faster-whisper's, numerically).
-//! - `tokens`: tokenizer and special tokens.
+//! - `tokens`: tokenizer and special tokens; `languages`: codes and names.
 //! - `decode`: one 30 s window: prompt, logit rules, greedy / sampling / beam search.
 //! - `transcribe`: one clip: seeking, temperature fallback, segments.
 //! - `audio`: decoding files to 16 kHz mono.
@@ -14,6 +14,7 @@ pub mod audio;
 pub mod ct2;
 pub mod decode;
 pub mod engine;
+pub mod languages;
 pub mod mel;
 pub mod model;
 pub mod tokens;

@@ -54,3 +54,20 @@ fn tiny_en_greedy_matches_faster_whisper_tokens() {
     assert!((s.no_speech_prob - ns).abs() < 0.01, "no_speech_prob {} vs {ns}", s.no_speech_prob);
     assert_eq!(t.language.as_deref(), Some("en"));
 }
+
+/// The multilingual path: base detects English from `<|startoftranscript|>`'s
+/// logits, and beam search (5) lands on faster-whisper's hypothesis.
+#[test]
+fn base_detects_english_and_beam_search_matches_faster_whisper() {
+    let reference = fixture("speech/faster-whisper-base-beam5.json");
+    let model = SpeechModel::load(&whisper_dir("whisper-base"), DeviceSpec::Cpu).unwrap();
+    assert!(model.tokens.multilingual);
+    let t = model.transcribe(&clip(), TranscribeOptions::default()).unwrap();
+    assert_eq!(t.language.as_deref(), reference["language"].as_str());
+    let p = reference["language_probability"].as_f64().unwrap() as f32;
+    assert!((t.language_probability - p).abs() < 0.02, "language probability {} vs {p}", t.language_probability);
+    let want = &reference["segments"][0];
+    assert_eq!(t.segments.len(), 1, "{t:?}");
+    assert_eq!(t.segments[0].tokens, test_support::ids(&want["tokens"]), "{t:?}");
+    assert_eq!(t.text, reference["text"].as_str().unwrap().trim());
+}

@@ -147,6 +147,7 @@ fn empty() -> UsageRecord {
         error: None,
         cache_hit: false,
         attempts: 0,
+        audio_seconds: 0.0,
     }
 }
 

@@ -64,4 +64,8 @@ pub struct UsageRecord {
     pub cache_hit: bool,
     /// Provider attempts made.
     pub attempts: i64,
+    /// Seconds of audio (speech requests; 0 otherwise). Journals written
+    /// before the field existed read as 0.
+    #[serde(default)]
+    pub audio_seconds: f64,
 }

@@ -20,8 +20,8 @@ pub struct UsageError(#[from] sqlx::Error);
 /// arrival and latency single one out (latency within a nanosecond: the
 /// JSON round trip of the journal may move a double by one ulp).
 const INSERT: &str = "INSERT INTO usage_records (request_id, ts_ms, key_id, route, provider, model, prompt_tokens, \
-    completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts) \
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16 \
+    completion_tokens, cached_tokens, cost_usd, ttft_ms, latency_ms, status, error, cache_hit, attempts, audio_seconds) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, 'NaN'), $12, $13, $14, $15, $16, $17 \
     WHERE NOT EXISTS (SELECT 1 FROM usage_records WHERE request_id = $1 AND ts_ms = $2 AND route = $4 \
     AND latency_ms BETWEEN $12 - 0.000001 AND $12 + 0.000001)";
 /// Most records per transaction.
@@ -61,6 +61,7 @@ impl UsageStore {
                 .bind(r.error.as_deref().map(text))
                 .bind(r.cache_hit)
                 .bind(r.attempts)
+                .bind(r.audio_seconds)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -80,6 +81,7 @@ impl UsageStore {
              CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
              CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, \
              CAST(COALESCE(SUM(cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+             CAST(COALESCE(SUM(audio_seconds), 0) AS DOUBLE PRECISION) AS audio_seconds, \
              CAST(COALESCE(SUM(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
              CAST(COALESCE(SUM(CASE WHEN status >= 400 OR error IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors \
              FROM usage_records WHERE ts_ms >= $1 AND ts_ms < $2 {of_key} GROUP BY COALESCE({col}, '') ORDER BY grp"
@@ -151,6 +153,8 @@ pub struct UsageGroup {
     pub cached_tokens: i64,
     /// USD.
     pub cost_usd: f64,
+    /// Seconds of audio transcribed.
+    pub audio_seconds: f64,
     /// Answers from the cache.
     pub cache_hits: i64,
     /// Failed requests.
@@ -166,6 +170,7 @@ impl UsageGroup {
             completion_tokens: row.try_get("completion_tokens")?,
             cached_tokens: row.try_get("cached_tokens")?,
             cost_usd: row.try_get("cost_usd")?,
+            audio_seconds: row.try_get("audio_seconds")?,
             cache_hits: row.try_get("cache_hits")?,
             errors: row.try_get("errors")?,
         })

@@ -1,0 +1,84 @@
+//! Speech to text over HTTP: `POST /v1/audio/transcriptions` and
+//! `/v1/audio/translations` as OpenAI defines them, served by the local
+//! Whisper engines (`inference::speech`).
+//!
+//! - `form`: the multipart body read into a validated [`form::Form`].
+//! - `formats`: `json`, `text`, `srt`, `vtt`, `verbose_json` and the SSE events.
+//! - `handler`: the route: admission, decode, engine, usage record, metrics.
+
+pub(crate) mod form;
+pub mod formats;
+pub(crate) mod handler;
+
+use std::collections::BTreeMap;
+
+use inference::speech::{EncoderWindow, SpeechEngine};
+use serde::Deserialize;
+
+/// `[speech]` of `starling.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeechConfig {
+    /// Speech models to load at start (names of the manifest, kind `speech-to-text`); empty: none.
+    pub models: Vec<String>,
+    /// What `model: "whisper-1"` (OpenAI's name, many clients' default) means here.
+    pub default: String,
+    /// Largest upload, MiB (413 beyond); OpenAI's limit is 25.
+    pub max_upload_mb: usize,
+    /// Longest audio accepted, seconds (400 beyond).
+    pub max_audio_secs: f32,
+    /// Beams at temperature 0 (faster-whisper's default 5; 1 is greedy and faster).
+    pub beam_size: usize,
+    /// Encoder window for audio shorter than 30 s: `full` (faster-whisper) or `fit`.
+    pub window: EncoderWindow,
+    /// Clips decoded together per model.
+    pub max_running: usize,
+    /// Clips admitted per model (running + waiting) before 429.
+    pub max_clips: usize,
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            models: vec!["whisper-tiny-en".into()],
+            default: "whisper-tiny-en".into(),
+            max_upload_mb: 25,
+            max_audio_secs: 3600.0,
+            beam_size: 5,
+            window: EncoderWindow::Full,
+            max_running: 8,
+            max_clips: 32,
+        }
+    }
+}
+
+/// The loaded speech models by name, and the settings requests use.
+#[derive(Clone, Debug, Default)]
+pub struct SpeechModels {
+    pub(crate) engines: BTreeMap<String, SpeechEngine>,
+    pub(crate) config: SpeechConfig,
+}
+
+impl SpeechModels {
+    pub fn new(config: SpeechConfig) -> Self {
+        Self {
+            engines: BTreeMap::new(),
+            config,
+        }
+    }
+
+    /// Serve `engine` as `name`.
+    pub fn insert(&mut self, name: impl Into<String>, engine: SpeechEngine) {
+        self.engines.insert(name.into(), engine);
+    }
+
+    /// The engine a request's `model` names (`whisper-1` is the default).
+    pub(crate) fn get(&self, model: &str) -> Option<(&str, &SpeechEngine)> {
+        let name = if model == "whisper-1" { self.config.default.as_str() } else { model };
+        self.engines.get_key_value(name).map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.engines.keys().map(String::as_str)
+    }
+}
