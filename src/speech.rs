@@ -80,7 +80,7 @@ pub fn transcribe(config: &Config, args: TranscribeArgs) -> Result<()> {
         translate: args.translate,
         initial_prompt: args.prompt,
         beam_size: args.beam_size.unwrap_or(config.speech.beam_size),
-        window: config.speech.window,
+        min_window_secs: config.speech.min_window_secs,
         ..TranscribeOptions::default()
     };
     let started = Instant::now();

@@ -7,13 +7,14 @@
 //! - [`faulty::Faulty`], a real decoder that fails on request, for the
 //!   engine's fault containment;
 //! - [`speech`], real synthesised speech clips (festival and sox, cached
-//!   under `models/cache/speech-clips`) and the word error rate, for the
+//!   under `models/cache/speech-clips`) and [`wer`], the word error rate, for the
 //!   Whisper tests and benches.
 //!
 //! Never a dependency of the product: only `[dev-dependencies]` and benches.
 
 pub mod faulty;
 pub mod speech;
+pub mod wer;
 
 use std::path::PathBuf;
 

@@ -114,7 +114,7 @@ async fn transcribe(
         initial_prompt: form.prompt.clone(),
         temperatures: form.temperature.map_or(defaults.temperatures.clone(), |t| vec![t]),
         beam_size: speech.config.beam_size,
-        window: speech.config.window,
+        min_window_secs: speech.config.min_window_secs,
         ..defaults
     };
     let m = &app.0.metrics;

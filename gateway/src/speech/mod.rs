@@ -12,7 +12,7 @@ pub(crate) mod handler;
 
 use std::collections::BTreeMap;
 
-use inference::speech::{EncoderWindow, SpeechEngine};
+use inference::speech::SpeechEngine;
 use serde::Deserialize;
 
 /// `[speech]` of `starling.toml`.
@@ -29,8 +29,9 @@ pub struct SpeechConfig {
     pub max_audio_secs: f32,
     /// Beams at temperature 0 (faster-whisper's default 5; 1 is greedy and faster).
     pub beam_size: usize,
-    /// Encoder window for audio shorter than 30 s: `full` (faster-whisper) or `fit`.
-    pub window: EncoderWindow,
+    /// Shortest encoder window for audio under 30 s, seconds: the audio plus
+    /// one second, at least this long; 30 is faster-whisper's fixed window.
+    pub min_window_secs: u32,
     /// Clips decoded together per model.
     pub max_running: usize,
     /// Clips admitted per model (running + waiting) before 429.
@@ -45,7 +46,7 @@ impl Default for SpeechConfig {
             max_upload_mb: 25,
             max_audio_secs: 3600.0,
             beam_size: 5,
-            window: EncoderWindow::Full,
+            min_window_secs: 30,
             max_running: 8,
             max_clips: 32,
         }

@@ -9,6 +9,7 @@ mod keys;
 mod postgres;
 mod python;
 mod routing;
+mod speech;
 mod support;
 mod upstream;
 mod usage;

@@ -46,3 +46,24 @@ async fn the_anthropic_python_sdk_gets_messages_streams_and_typed_errors() {
     let s = start(|_| {}, |_| {}).await;
     run_script("anthropic_sdk_check.py", &s.base).await;
 }
+
+#[tokio::test]
+async fn the_openai_python_sdk_transcribes_in_every_format_and_streams() {
+    let s = crate::support::start_speech(|_| {}, None).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_audio_check.py");
+    let clip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/speech/mel-clip.wav");
+    let expected = test_support::fixture("speech/faster-whisper-tiny-en.json")["text"].as_str().expect("text").trim().to_owned();
+    let out = tokio::process::Command::new(python())
+        .arg(&script)
+        .arg(s.v1())
+        .arg("whisper-tiny-en")
+        .arg(&clip)
+        .arg(&expected)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{} failed:\n{stdout}\n{stderr}", script.display());
+    assert!(stdout.contains("all checks passed"));
+}

@@ -217,3 +217,33 @@ pub async fn serve_tls(listener: tokio::net::TcpListener, app: axum::Router) {
         });
     }
 }
+
+/// The Whisper tiny.en engine, loaded once for the whole test binary (its
+/// thread outlives each test's runtime).
+pub fn tiny_en() -> inference::speech::SpeechEngine {
+    static ENGINE: std::sync::OnceLock<inference::speech::SpeechEngine> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = test_support::whisper_dir("whisper-tiny-en");
+            let model = inference::speech::SpeechModel::load(&dir, inference::DeviceSpec::Cpu).expect("load tiny.en");
+            inference::speech::SpeechEngine::start(model, Default::default()).expect("speech engine")
+        })
+        .clone()
+}
+
+/// A server with the LLM and tiny.en as `whisper-tiny-en`; `speech` adjusts the `[speech]` settings.
+pub async fn start_speech(speech: impl FnOnce(&mut gateway::SpeechConfig), usage_url: Option<&str>) -> Server {
+    let engine = engine();
+    let app = App::new(ServerConfig::default(), GatewayConfig::default()).expect("app");
+    if let Some(url) = usage_url {
+        let db = platform::db::Db::open(url).await.expect("database");
+        app.attach_database(&db, Some(&journal_for(url))).await.expect("attach database");
+    }
+    serve_models(&app, &engine);
+    let mut cfg = gateway::SpeechConfig::default();
+    speech(&mut cfg);
+    let mut models = gateway::SpeechModels::new(cfg);
+    models.insert("whisper-tiny-en", tiny_en());
+    app.set_speech(models);
+    start_app(app, engine).await
+}

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::DeviceSpec;
 pub use audio::{Audio, AudioError};
 pub use engine::{SpeechEngine, SpeechEngineConfig, Transcript};
-pub use transcribe::{ClipJob, EncoderWindow, Segment, TranscribeOptions};
+pub use transcribe::{ClipJob, Segment, TranscribeOptions};
 
 /// A loaded Whisper model with its tokenizer and front end.
 #[derive(Debug)]

@@ -20,17 +20,6 @@ const FRAME_SECS: f32 = 0.01;
 /// Mel frames per encoder position (conv2 has stride 2).
 const INPUT_STRIDE: usize = 2;
 
-/// How the encoder window is sized for audio shorter than 30 s.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EncoderWindow {
-    /// Always 30 s, the spectrogram zero-padded (faster-whisper).
-    #[default]
-    Full,
-    /// The clip's own length plus one second, rounded up to whole seconds.
-    Fit,
-}
-
 /// Everything a caller may set for one clip (OpenAI's fields and faster-whisper's knobs).
 #[derive(Clone, Debug)]
 pub struct TranscribeOptions {
@@ -52,7 +41,12 @@ pub struct TranscribeOptions {
     pub timestamps: bool,
     pub max_initial_timestamp: f32,
     pub suppress_blank: bool,
-    pub window: EncoderWindow,
+    /// Shortest encoder window, seconds, for audio shorter than 30 s: the
+    /// window is the audio plus one second, at least this long. 30 is
+    /// faster-whisper's fixed window (the spectrogram zero-padded to 30 s);
+    /// shorter windows cost less encoder time and may cost accuracy (see
+    /// the speech bench).
+    pub min_window_secs: u32,
     pub seed: u64,
 }
 
@@ -76,7 +70,7 @@ impl Default for TranscribeOptions {
             timestamps: true,
             max_initial_timestamp: 1.0,
             suppress_blank: true,
-            window: EncoderWindow::Full,
+            min_window_secs: 30,
             seed: 0,
         }
     }
@@ -227,14 +221,9 @@ impl ClipJob {
             self.stage = Stage::Finished;
             return None;
         }
-        let frames = match self.opts.window {
-            EncoderWindow::Full => self.max_window,
-            EncoderWindow::Fit => {
-                // Whole seconds, one more than the audio, even (conv stride).
-                let secs = (self.segment_size() + 100).div_ceil(100);
-                (secs * 100).min(self.max_window)
-            }
-        };
+        // Whole seconds (an even frame count, for conv2's stride), one more than the audio.
+        let secs = (self.segment_size() + 100).div_ceil(100).max(self.opts.min_window_secs as usize);
+        let frames = (secs * 100).min(self.max_window);
         Some((self.mel.window(self.seek, frames), frames))
     }
 

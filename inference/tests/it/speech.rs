@@ -71,3 +71,67 @@ fn base_detects_english_and_beam_search_matches_faster_whisper() {
     assert_eq!(t.segments[0].tokens, test_support::ids(&want["tokens"]), "{t:?}");
     assert_eq!(t.text, reference["text"].as_str().unwrap().trim());
 }
+
+/// Real speech (festival's HTS voice, every sentence of `test_support::speech`) through the
+/// batching engine with tiny.en, scored by word error rate against the spoken text. Bounds:
+/// the 16 kHz clips at most 0.05 mean WER and 0.2 any one (faster-whisper tiny.en scores 0 on
+/// every one); the other forms (8 and 44.1 kHz, stereo, MP3, FLAC, Ogg, noise) at most 0.1
+/// mean and 0.35 any one, as 8 kHz and MP3 lose detail (faster-whisper: 0.02 mean at 8 kHz).
+/// Then the 16 kHz clips again all at once: the batched engine gives the transcripts they
+/// got one by one.
+#[test]
+fn festival_speech_by_word_error_rate_and_batched_like_one_by_one() {
+    use inference::speech::{SpeechEngine, SpeechEngineConfig};
+    use test_support::speech::{clip, Variant, SENTENCES};
+    use test_support::wer::wer;
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let model = SpeechModel::load(&whisper_dir("whisper-tiny-en"), DeviceSpec::Cpu).unwrap();
+    let engine = SpeechEngine::start(model, SpeechEngineConfig { max_running: 16, max_clips: 64 }).unwrap();
+    let opts = || TranscribeOptions { beam_size: 1, ..Default::default() };
+    let samples = |path: &std::path::Path| {
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
+        audio::decode(std::fs::read(path).unwrap(), ext.as_deref(), 60.0).unwrap().samples
+    };
+    // One by one.
+    let mut alone = Vec::new();
+    for s in SENTENCES {
+        let t = rt.block_on(engine.transcribe(samples(&clip(s, Variant::Base16k)), opts()).unwrap().finish()).unwrap();
+        alone.push(t.text);
+    }
+    let scores: Vec<f32> = SENTENCES.iter().zip(&alone).map(|(s, t)| wer(s.reference, t)).collect();
+    for ((s, t), w) in SENTENCES.iter().zip(&alone).zip(&scores) {
+        println!("16k  {w:.3} {:<18} {t}", s.id);
+    }
+    let mean = scores.iter().sum::<f32>() / scores.len() as f32;
+    println!("16 kHz clips: mean WER {mean:.3} over {}", scores.len());
+    assert!(mean <= 0.05 && scores.iter().all(|&w| w <= 0.2), "16 kHz WER too high: {scores:?}");
+
+    // All at once (and the other forms, six sentences each, in the same batch).
+    let variants = [Variant::Rate8k, Variant::Rate44k, Variant::Stereo44k, Variant::Mp3, Variant::Flac, Variant::Ogg, Variant::Noisy];
+    let mut jobs = Vec::new();
+    for s in SENTENCES {
+        jobs.push((s, Variant::Base16k, engine.transcribe(samples(&clip(s, Variant::Base16k)), opts()).unwrap()));
+    }
+    for (i, v) in variants.iter().enumerate() {
+        for s in SENTENCES.iter().cycle().skip(i * 2).take(6) {
+            jobs.push((s, *v, engine.transcribe(samples(&clip(s, *v)), opts()).unwrap()));
+        }
+    }
+    let mut other = Vec::new();
+    let mut batched = Vec::new();
+    for (s, v, stream) in jobs {
+        let t = rt.block_on(stream.finish()).unwrap();
+        if v == Variant::Base16k {
+            batched.push(t.text);
+        } else {
+            let w = wer(s.reference, &t.text);
+            println!("{v:?} {w:.3} {:<18} {}", s.id, t.text);
+            other.push(w);
+        }
+    }
+    assert_eq!(batched, alone, "batched transcripts differ from one-by-one");
+    let mean = other.iter().sum::<f32>() / other.len() as f32;
+    println!("other forms: mean WER {mean:.3} over {}", other.len());
+    assert!(mean <= 0.1 && other.iter().all(|&w| w <= 0.35), "WER too high: {other:?}");
+}
