@@ -454,6 +454,8 @@ mod tests {
     use std::ffi::OsStr;
 
     use super::*;
+    use crate::wer::{normalize, wer};
+
     #[test]
     fn sentences_are_well_formed() {
         let mut ids: Vec<&str> = SENTENCES.iter().map(|s| s.id).collect();

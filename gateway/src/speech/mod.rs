@@ -31,6 +31,9 @@ pub struct SpeechConfig {
     pub beam_size: usize,
     /// Shortest encoder window for audio under 30 s, seconds: the audio plus
     /// one second, at least this long; 30 is faster-whisper's fixed window.
+    /// 15 by default: on the speech bench's 17 clips it gives the same word
+    /// error rate as 30 (and as faster-whisper) with about half the encoder
+    /// time; 10 cost tiny.en accuracy.
     pub min_window_secs: u32,
     /// Clips decoded together per model.
     pub max_running: usize,
@@ -46,7 +49,7 @@ impl Default for SpeechConfig {
             max_upload_mb: 25,
             max_audio_secs: 3600.0,
             beam_size: 5,
-            min_window_secs: 30,
+            min_window_secs: 15,
             max_running: 8,
             max_clips: 32,
         }
