@@ -12,6 +12,9 @@
 //!
 //! Never a dependency of the product: only `[dev-dependencies]` and benches.
 
+// A helper that cannot find its model or fixture fails the calling test, with what to run.
+#![allow(clippy::panic)]
+
 pub mod faulty;
 pub mod speech;
 pub mod wer;

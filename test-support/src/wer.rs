@@ -167,7 +167,7 @@ fn say(n: u64, words: &mut Vec<String>) {
     }
     if n < 100 {
         words.push(TENS[(n / 10) as usize].into());
-        if n % 10 != 0 {
+        if !n.is_multiple_of(10) {
             words.push(ONES[(n % 10) as usize].into());
         }
         return;
@@ -175,7 +175,7 @@ fn say(n: u64, words: &mut Vec<String>) {
     let (unit, name) = SCALES.iter().copied().find(|&(u, _)| n >= u).unwrap_or((100, "hundred"));
     say(n / unit, words);
     words.push(name.into());
-    if n % unit != 0 {
+    if !n.is_multiple_of(unit) {
         say(n % unit, words);
     }
 }

@@ -328,7 +328,7 @@ impl ClipJob {
                 .cloned()
                 .unwrap_or_else(|| results[0].clone())
         } else {
-            results.pop().unwrap_or_else(|| unreachable_result())
+            results.pop().unwrap_or_else(empty_result)
         };
         chosen.temperature = o.temperatures.get(attempt).copied().unwrap_or(0.0);
         let segment_size = self.segment_size();
@@ -422,7 +422,7 @@ impl ClipJob {
     }
 }
 
-fn unreachable_result() -> (WindowResult, f32) {
+fn empty_result() -> (WindowResult, f32) {
     (
         WindowResult {
             tokens: Vec::new(),
