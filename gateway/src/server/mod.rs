@@ -350,6 +350,9 @@ async fn ready(State(app): State<App>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
+    if let Some(speech) = app.0.speech.get() {
+        speech.observe_queues(&app.0.metrics);
+    }
     let text = app.0.metrics.render(app.0.generators.get(), &app.0.router.breaker_states());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

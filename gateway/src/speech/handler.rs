@@ -56,7 +56,7 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, translate
     record.provider = "local".into();
     record.model = name.to_owned();
     record.attempts = 1;
-    let outcome = transcribe(&app, &speech, &form, engine, translate).await;
+    let outcome = transcribe(&speech, &form, engine, translate).await;
     let (clip, events) = match outcome {
         Ok(ok) => ok,
         Err(e) => {
@@ -93,7 +93,6 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, translate
 
 /// Decode the upload (on the blocking pool: MP3 and resampling are CPU work) and admit it to the engine.
 async fn transcribe(
-    app: &App,
     speech: &crate::speech::SpeechModels,
     form: &Form,
     engine: &inference::speech::SpeechEngine,
@@ -117,11 +116,7 @@ async fn transcribe(
         min_window_secs: speech.config.min_window_secs,
         ..defaults
     };
-    let m = &app.0.metrics;
     let events = engine.transcribe(decoded.samples, opts).map_err(ApiError::from)?;
-    let (waiting, running) = engine.queue();
-    m.speech_queue.with_label_values(&[form.model.as_str(), "waiting"]).set(waiting as i64);
-    m.speech_queue.with_label_values(&[form.model.as_str(), "running"]).set(running as i64);
     Ok((clip, events))
 }
 

@@ -82,6 +82,15 @@ impl SpeechModels {
         self.engines.get_key_value(name).map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Set the clips-waiting/running gauges from each engine, now.
+    pub(crate) fn observe_queues(&self, metrics: &crate::metrics::Metrics) {
+        for (name, engine) in &self.engines {
+            let (waiting, running) = engine.queue();
+            metrics.speech_queue.with_label_values(&[name.as_str(), "waiting"]).set(waiting as i64);
+            metrics.speech_queue.with_label_values(&[name.as_str(), "running"]).set(running as i64);
+        }
+    }
+
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.engines.keys().map(String::as_str)
     }

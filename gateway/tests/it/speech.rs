@@ -161,6 +161,8 @@ async fn whisper_is_listed_and_usage_records_carry_audio_seconds() {
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(&format!("starling_speech_audio_seconds_total{{model=\"{MODEL}\"}} 3.21")), "{metrics}");
     assert!(metrics.contains(&format!("starling_speech_real_time_factor_count{{model=\"{MODEL}\"}} 1")), "{metrics}");
+    // The engine is shared with the other tests of this binary: its queue is whatever they are doing now.
+    assert!(metrics.contains(&format!("starling_speech_clips{{model=\"{MODEL}\",state=\"running\"}} ")), "{metrics}");
     // Records are written off the request path and flushed by a graceful
     // shutdown; a new server on the same database reads them.
     s.shutdown();

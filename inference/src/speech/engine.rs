@@ -246,7 +246,6 @@ impl Worker {
             self.encode();
             self.decode();
             self.finish();
-            self.shared.running.store(self.active.len(), Ordering::Relaxed);
         }
     }
 
@@ -348,21 +347,18 @@ impl Worker {
         }
     }
 
-    /// Answer and drop the clips that are done.
+    /// Answer and drop the clips that are done; the running count is
+    /// updated before the answers go out, so a caller that has its
+    /// transcript never sees its own clip counted.
     fn finish(&mut self) {
-        let tok = &self.model.tokens;
-        let shared = &self.shared;
-        self.active.retain(|a| {
-            if !a.job.is_finished() {
-                return true;
-            }
-            if !a.job.is_abandoned() {
-                let t = Transcript::of(&a.job, tok);
-                let wall = a.started.elapsed().as_secs_f64().max(1e-3);
-                shared.speed_milli.store((t.duration as f64 / wall * 1000.0) as usize, Ordering::Relaxed);
-                let _ = a.events.send(Ok(SpeechEvent::Done(t)));
-            }
-            false
-        });
+        let (done, running): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active).into_iter().partition(|a| a.job.is_finished());
+        self.active = running;
+        self.shared.running.store(self.active.len(), Ordering::Relaxed);
+        for a in done.into_iter().filter(|a| !a.job.is_abandoned()) {
+            let t = Transcript::of(&a.job, &self.model.tokens);
+            let wall = a.started.elapsed().as_secs_f64().max(1e-3);
+            self.shared.speed_milli.store((t.duration as f64 / wall * 1000.0) as usize, Ordering::Relaxed);
+            let _ = a.events.send(Ok(SpeechEvent::Done(t)));
+        }
     }
 }
