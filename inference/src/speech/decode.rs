@@ -187,7 +187,8 @@ impl WindowDecode {
                         .max_by(|a, b| a.1.total_cmp(&b.1));
                     if let Some((id, _)) = best {
                         // Probability among language tokens only, as Whisper's detect_language.
-                        let lang: Vec<f32> = tok.languages.iter().map(|&(_, i)| l[i as usize]).collect();
+                        let lang: Vec<f32> =
+                            tok.languages.iter().map(|&(_, i)| l.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY)).collect();
                         let p = softmax(&lang, 1.0).into_iter().fold(0.0, f32::max);
                         self.tail[0] = id;
                         self.language = Some((id, p));
@@ -235,7 +236,7 @@ impl WindowDecode {
             if penultimate_ts {
                 logits[ts..].fill(neg);
             } else {
-                logits[..tok.eot as usize].fill(neg);
+                logits[..(tok.eot as usize).min(vocab)].fill(neg);
             }
         }
         if let Some(&last) = tokens.iter().rev().find(|t| is_ts(t)) {

@@ -325,13 +325,25 @@ impl Worker {
         match result {
             Ok(logits) => {
                 let mut logits = logits.into_iter();
+                let tok = &self.model.tokens;
                 for (a, n) in self.active.iter_mut().zip(counts) {
                     let mine: Vec<Vec<f32>> = logits.by_ref().take(n).collect();
-                    if n > 0 && a.job.advance(&self.model.tokens, mine) > 0 {
-                        for s in &a.job.segments()[a.emitted..] {
-                            let _ = a.events.send(Ok(SpeechEvent::Segment(s.clone())));
+                    if n == 0 {
+                        continue;
+                    }
+                    match caught("decoding rules", || Ok(a.job.advance(tok, mine))) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            for s in &a.job.segments()[a.emitted..] {
+                                let _ = a.events.send(Ok(SpeechEvent::Segment(s.clone())));
+                            }
+                            a.emitted = a.job.segments().len();
                         }
-                        a.emitted = a.job.segments().len();
+                        Err(e) => {
+                            tracing::error!(error = %e, "speech decoding failed");
+                            let _ = a.events.send(Err(e));
+                            a.job.abandon();
+                        }
                     }
                 }
             }
