@@ -106,7 +106,11 @@ impl MelFrontEnd {
         // torch/numpy STFT frame count, less the dropped last frame.
         let frames = (total - N_FFT) / HOP;
         let bins = N_FFT / 2 + 1;
-        let mut power = vec![0.0f32; frames * bins];
+        // One frame's power spectrum at a time, straight into the mel bins:
+        // an hour of audio would need 290 MB for all frames' spectra.
+        let mut power = vec![0.0f32; bins];
+        let mut data = vec![0.0f32; self.n_mels * frames];
+        let mut max = f32::NEG_INFINITY;
         let mut input = self.fft.make_input_vec();
         let mut spectrum = self.fft.make_output_vec();
         let mut scratch = self.fft.make_scratch_vec();
@@ -119,16 +123,11 @@ impl MelFrontEnd {
             if self.fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).is_err() {
                 continue;
             }
-            for (p, c) in power[f * bins..(f + 1) * bins].iter_mut().zip(&spectrum) {
+            for (p, c) in power.iter_mut().zip(&spectrum) {
                 *p = c.norm_sqr();
             }
-        }
-        let mut data = vec![0.0f32; self.n_mels * frames];
-        let mut max = f32::NEG_INFINITY;
-        for (m, (first, w)) in self.filters.iter().enumerate() {
-            for f in 0..frames {
-                let p = &power[f * bins + first..f * bins + first + w.len()];
-                let e: f32 = p.iter().zip(w).map(|(a, b)| a * b).sum();
+            for (m, (first, w)) in self.filters.iter().enumerate() {
+                let e: f32 = power[*first..first + w.len()].iter().zip(w).map(|(a, b)| a * b).sum();
                 let l = e.max(1e-10).log10();
                 max = max.max(l);
                 data[m * frames + f] = l;
