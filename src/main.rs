@@ -5,6 +5,7 @@
 mod config;
 mod http_threads;
 mod pull;
+mod user_manifest;
 mod speech;
 mod telemetry;
 
