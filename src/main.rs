@@ -248,7 +248,13 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
     let journal = config.usage_journal.clone();
+    // A speech model that is not fetched stops `serve` here, before it
+    // listens, as a missing LLM does (loading itself happens in the background).
+    for name in &config.speech.models {
+        config.speech_dir(name)?;
+    }
     let speech_config = config.clone();
+    let speech_example = config.speech.models.first().cloned();
     if let Some(l) = listen {
         server_cfg.listen = l;
     }
@@ -319,6 +325,9 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         say(&format!(
             "  curl http://{addr}/v1/chat/completions -H 'Content-Type: application/json' \\\n    -d '{{\"model\": \"{example}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Write a tweet about coffee.\"}}]}}'"
         ));
+        if let Some(m) = &speech_example {
+            say(&format!("  curl http://{addr}/v1/audio/transcriptions -F file=@note.wav -F model={m}"));
+        }
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {
             tokio::select! {

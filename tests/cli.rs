@@ -261,3 +261,25 @@ fn a_cuda_device_that_cannot_open_falls_back_to_the_cpu_with_a_warning() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown device `gpu`"));
 }
+
+#[test]
+fn transcribe_prints_the_transcript_and_serve_refuses_an_unknown_speech_model() {
+    let clip = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech/mel-clip.wav");
+    let out = starling("", &["transcribe", clip, "--beam-size", "1", "--format", "srt"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("1\n00:00:00,000 --> "), "{stdout}");
+    assert!(stdout.contains("tomorrow morning."), "{stdout}");
+    let missing = starling("", &["transcribe", "/no/such/clip.wav"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/clip.wav"));
+
+    // Checked before listening: it exits at once with the names it knows.
+    let cfg = gateway_only_config("speech");
+    std::fs::write(&cfg, "[models]\ndefault = \"\"\n[speech]\nmodels = [\"whisper-nope\"]\n").expect("write config");
+    let bad = starling("", &["--config", cfg.to_str().expect("utf-8 path"), "serve", "--listen", "127.0.0.1:0"]);
+    let _ = std::fs::remove_file(&cfg);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("unknown speech model `whisper-nope`") && stderr.contains("whisper-tiny-en"), "{stderr}");
+}
