@@ -31,7 +31,7 @@ use crate::sampling::{SamplingParams, TokenLogprob};
 
 mod admission;
 mod handle;
-mod worker;
+pub(crate) mod worker;
 
 pub use handle::Engine;
 

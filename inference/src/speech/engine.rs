@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use candle_core::{Device, Tensor};
 use tokio::sync::{mpsc as tmpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::engine::worker::panic_message;
 use crate::error::{Error, Result};
 use crate::speech::transcribe::{ClipJob, Segment, TranscribeOptions};
 use crate::speech::SpeechModel;
@@ -213,10 +214,7 @@ struct Worker {
 }
 
 fn caught<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-        Err(Error::Backend(format!("{what} panicked: {}", msg.unwrap_or_default())))
-    })
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Error::Backend(format!("{what} panicked: {}", panic_message(&*p)))))
 }
 
 impl Worker {

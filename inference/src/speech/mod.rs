@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::device::Resolved;
 use crate::DeviceSpec;
 pub use audio::{Audio, AudioError};
 pub use engine::{SpeechEngine, SpeechEngineConfig, Transcript};
@@ -42,15 +43,14 @@ pub struct SpeechModel {
 
 impl SpeechModel {
     /// Load a model folder (CTranslate2 or Hugging Face) onto `device`.
-    /// CUDA runs f16; the CPU f32 (candle's CPU f16 matmul is slow).
+    /// CUDA runs f16; the CPU f32 (candle's CPU f16 matmul is slow). Whisper
+    /// has no kernels of ours: where the LLM would take them, it runs on
+    /// candle's CPU backend (a CUDA device that cannot open falls back there,
+    /// with the LLM's warning).
     pub fn load(dir: &Path, device: DeviceSpec) -> Result<Self> {
-        let device = match device {
-            DeviceSpec::Cpu | DeviceSpec::CandleCpu => Device::Cpu,
-            DeviceSpec::Cuda(n) => Device::new_cuda(n).unwrap_or_else(|e| {
-                let e = e.to_string();
-                tracing::warn!(error = e.lines().next().unwrap_or_default(), "CUDA device unavailable; Whisper runs on the CPU");
-                Device::Cpu
-            }),
+        let device = match device.resolve() {
+            Resolved::Kernels => Device::Cpu,
+            Resolved::Candle(dev) => dev,
         };
         let dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
         let w = weights::Weights::open(dir)?;
