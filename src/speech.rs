@@ -87,11 +87,14 @@ pub fn transcribe(config: &Config, args: TranscribeArgs) -> Result<()> {
     let t = model.transcribe(&decoded.samples, opts)?;
     let wall = started.elapsed().as_secs_f64();
     let mut out = std::io::stdout().lock();
+    // The server's renderings, from the same verbose_json.
+    use gateway::speech::formats;
+    let verbose = formats::verbose_json(&t, if args.translate { "translate" } else { "transcribe" });
     match args.format {
         OutputFormat::Text => writeln!(out, "{}", t.text)?,
-        OutputFormat::Srt => write!(out, "{}", gateway::speech::formats::srt(&t.segments))?,
-        OutputFormat::Vtt => write!(out, "{}", gateway::speech::formats::vtt(&t.segments))?,
-        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&gateway::speech::formats::verbose_json(&t, "transcribe"))?)?,
+        OutputFormat::Srt => write!(out, "{}", formats::srt(&verbose))?,
+        OutputFormat::Vtt => write!(out, "{}", formats::vtt(&verbose))?,
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&verbose)?)?,
     }
     eprintln!(
         "[{name}: {:.2} s of audio in {:.2} s (RTF {:.3}), language {}, model loaded in {load_s:.2} s]",

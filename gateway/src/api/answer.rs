@@ -28,6 +28,11 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// The candidate that gave `routed`.
+    pub(crate) fn of(routed: &crate::routing::router::Routed) -> Self {
+        Self { provider: routed.provider.clone(), model: routed.model.clone(), attempts: routed.attempts, cache_hit: false }
+    }
+
     /// Which candidate answered, for clients and for debugging routes.
     pub(crate) fn mark(&self, res: &mut Response) {
         let h = res.headers_mut();
@@ -85,7 +90,7 @@ pub(crate) async fn answer(
         let source = Source { provider: hit.provider.clone(), model: hit.model.clone(), attempts: 0, cache_hit: true };
         return Ok((reply, source));
     }
-    let routed = match or_shutdown(app, app.0.router.answer(api, route, body, stream, local_only)).await {
+    let routed = match or_shutdown(app, app.0.router.answer(api, route, body, stream, local_only, None)).await {
         Ok(r) => r,
         Err(e) => {
             record.status = i64::from(e.status.as_u16());
@@ -98,6 +103,7 @@ pub(crate) async fn answer(
     record.provider.clone_from(&routed.provider);
     record.model.clone_from(&routed.model);
     record.attempts = i64::from(routed.attempts);
+    let source = Source::of(&routed);
     let reply = match routed.reply {
         Reply::Json(v) => {
             if let Some(k) = cache_key {
@@ -123,7 +129,7 @@ pub(crate) async fn answer(
     };
     let overhead = started.elapsed().saturating_sub(routed.upstream);
     app.0.metrics.overhead_seconds.observe(overhead.as_secs_f64());
-    Ok((reply, Source { provider: routed.provider, model: routed.model, attempts: routed.attempts, cache_hit: false }))
+    Ok((reply, source))
 }
 
 /// A request let in by its key's limits, until its record closes.

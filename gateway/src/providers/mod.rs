@@ -1,14 +1,16 @@
-//! The routed seam and everything that answers it: a provider answers chat
-//! and legacy completions in OpenAI's wire format. The router picks providers per
-//! request; each provider module translates to whatever it talks to.
+//! The routed seam and everything that answers it: a provider answers chat,
+//! legacy completions and audio transcriptions in OpenAI's wire format. The
+//! router picks providers per request; each provider module translates to
+//! whatever it talks to.
 //!
-//! - `local`: the in-process engine ([`local::LocalChat`]): chat and legacy
+//! - `local`: the in-process engines ([`local::LocalChat`]): chat and legacy
 //!   completions over the loaded models (`local::generator`: one choice at
-//!   a time, `local::choices`: `n` of them).
+//!   a time, `local::choices`: `n` of them), transcriptions over the Whisper
+//!   models (`local::speech`).
 //! - `openai_compatible`: OpenAI, Groq and any OpenAI-compatible URL.
 //! - `anthropic`: Claude's Messages API, translated both ways.
 //! - `upstream`: the HTTP/1.1 client to cloud providers; `sse` reads their
-//!   event streams.
+//!   event streams; `multipart` writes the audio APIs' uploads.
 //!
 //! Bodies stay JSON values end to end, so fields we do not model (tools,
 //! images, vendor extensions) pass through to providers that understand
@@ -16,10 +18,12 @@
 
 pub mod anthropic;
 pub mod local;
+pub(crate) mod multipart;
 pub mod openai_compatible;
 pub mod sse;
 pub(crate) mod upstream;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde_json::{Map, Value};
@@ -35,6 +39,16 @@ pub enum Api {
     Chat,
     /// `/v1/completions`: a prompt in, `text_completion` out (legacy).
     Completions,
+    /// `/v1/audio/transcriptions`: [`Call::audio`] and the form's other
+    /// fields (`language`, `prompt`, `temperature`,
+    /// `timestamp_granularities`) as the body. Whatever the client asked
+    /// for, a provider answers OpenAI's `verbose_json` object (`text`,
+    /// `language`, `duration`, `segments`), which the edge renders in the
+    /// client's `response_format`; streamed, the segments one by one, then
+    /// that whole object.
+    Transcriptions,
+    /// `/v1/audio/translations`: as [`Api::Transcriptions`], English out.
+    Translations,
 }
 
 impl Api {
@@ -43,8 +57,24 @@ impl Api {
         match self {
             Self::Chat => "chat/completions",
             Self::Completions => "completions",
+            Self::Transcriptions => "audio/transcriptions",
+            Self::Translations => "audio/translations",
         }
     }
+
+    /// Audio in: priced by the minute, not by the token.
+    pub fn is_audio(self) -> bool {
+        matches!(self, Self::Transcriptions | Self::Translations)
+    }
+}
+
+/// The uploaded file of an audio call (cheap to clone: attempts share it).
+#[derive(Debug, Clone)]
+pub struct Audio {
+    /// The file as uploaded.
+    pub bytes: Bytes,
+    /// Its name as the client sent it (the extension is a format hint).
+    pub filename: Option<String>,
 }
 
 /// One attempt of a request at one provider.
@@ -62,6 +92,8 @@ pub struct Call {
     /// rather than answered (a stream another provider broke off; only
     /// sent where [`Provider::continues_prefill`]).
     pub continuation: bool,
+    /// The file of an audio call ([`Api::is_audio`]).
+    pub audio: Option<Audio>,
 }
 
 /// `chat.completion.chunk` (or `text_completion`) objects, the usage chunk

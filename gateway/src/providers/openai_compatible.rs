@@ -2,6 +2,11 @@
 //! another Starling, vLLM, llama-server, any OpenAI-compatible base URL.
 //! They differ only in base URL, key and extra headers.
 //!
+//! Audio calls go up as OpenAI's multipart form with `response_format`
+//! `verbose_json` (what OpenAI's `whisper-1` and Groq's Whisper models
+//! answer with segments and duration), never streamed: a client's stream
+//! is made from the segments at the edge.
+//!
 //! The client's body goes upstream as it came (fields we do not model pass
 //! through), with `model` replaced and, on streams, `include_usage` forced
 //! on so usage is always known. Upstream errors keep their status where it
@@ -19,7 +24,7 @@ use serde_json::{json, Value};
 use crate::config::ProviderConfig;
 use crate::error::ApiError;
 use crate::providers::{Api, Call, Reply, ChunkValues, Provider};
-use crate::providers::{sse, upstream};
+use crate::providers::{multipart, sse, upstream};
 
 /// Why a provider could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +107,19 @@ impl Endpoint {
     /// else the upstream error as the client should see it.
     pub(crate) async fn post(&self, body: &Value) -> Result<upstream::Body, ApiError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(e.to_string()))?;
-        let resp = self.client.post(&self.headers, bytes.into(), self.total_timeout).await.map_err(|e| transport_error(&self.name, &e))?;
+        self.post_bytes(&self.headers, bytes.into()).await
+    }
+
+    /// [`Endpoint::post`] of a multipart form.
+    async fn post_form(&self, form: multipart::Form) -> Result<upstream::Body, ApiError> {
+        let mut headers = self.headers.clone();
+        let ctype = HeaderValue::from_str(&form.content_type()).map_err(|e| ApiError::internal(e.to_string()))?;
+        headers.insert(header::CONTENT_TYPE, ctype);
+        self.post_bytes(&headers, form.finish()).await
+    }
+
+    async fn post_bytes(&self, headers: &HeaderMap, bytes: bytes::Bytes) -> Result<upstream::Body, ApiError> {
+        let resp = self.client.post(headers, bytes, self.total_timeout).await.map_err(|e| transport_error(&self.name, &e))?;
         if !resp.status.is_success() {
             let body = resp.body.bytes().await.unwrap_or_default();
             return Err(upstream_error(&self.name, resp.status, &resp.headers, &body));
@@ -117,10 +134,12 @@ impl Endpoint {
     }
 }
 
-/// One OpenAI-compatible server: its chat and legacy completions APIs.
+/// One OpenAI-compatible server: its chat, legacy completions and audio APIs.
 pub struct OpenAiCompatible {
     endpoint: Endpoint,
     completions: Endpoint,
+    transcriptions: Endpoint,
+    translations: Endpoint,
     continue_final_message: bool,
 }
 
@@ -178,11 +197,34 @@ impl OpenAiCompatible {
         Ok(Self {
             endpoint: Endpoint::new(cfg, Api::Chat.path(), Auth::Bearer, &[], threads)?,
             completions: Endpoint::new(cfg, Api::Completions.path(), Auth::Bearer, &[], threads)?,
+            transcriptions: Endpoint::new(cfg, Api::Transcriptions.path(), Auth::Bearer, &[], threads)?,
+            translations: Endpoint::new(cfg, Api::Translations.path(), Auth::Bearer, &[], threads)?,
             continue_final_message: cfg.continue_final_message,
         })
     }
 
+    /// An audio call: the form up, the `verbose_json` object back.
+    async fn transcribe(&self, call: Call) -> Result<Reply, ApiError> {
+        let endpoint = if call.api == Api::Translations { &self.translations } else { &self.transcriptions };
+        let audio = call.audio.ok_or_else(|| ApiError::internal("an audio call without its file"))?;
+        let mut form = multipart::Form::new();
+        form.file("file", audio.filename.as_deref().unwrap_or("audio"), &audio.bytes);
+        for (name, value) in &call.body {
+            match value {
+                Value::Array(items) => items.iter().for_each(|v| form.text(&format!("{name}[]"), &text_of(v))),
+                Value::Null => {}
+                v => form.text(name, &text_of(v)),
+            }
+        }
+        form.text("response_format", "verbose_json");
+        let resp = endpoint.post_form(form).await?;
+        endpoint.json(resp).await.map(Reply::Json)
+    }
+
     async fn respond(&self, call: Call) -> Result<Reply, ApiError> {
+        if call.api.is_audio() {
+            return self.transcribe(call).await;
+        }
         let mut body = call.body;
         if call.continuation {
             // vLLM's and SGLang's way to ask for a prefill to be continued.
@@ -200,8 +242,8 @@ impl OpenAiCompatible {
             }
         }
         let endpoint = match call.api {
-            Api::Chat => &self.endpoint,
             Api::Completions => &self.completions,
+            _ => &self.endpoint,
         };
         let resp = endpoint.post(&Value::Object(body)).await?;
         if !call.stream {
@@ -222,6 +264,14 @@ impl Provider for OpenAiCompatible {
 
     fn answer(&self, call: Call) -> BoxFuture<'_, Result<Reply, ApiError>> {
         Box::pin(self.respond(call))
+    }
+}
+
+/// A form field's text: strings as they are, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

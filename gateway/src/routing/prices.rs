@@ -1,21 +1,27 @@
-//! What a request costs: USD per million tokens per provider and model,
-//! from `[[prices]]` in the config over a shipped default table, and the
-//! local engine's cost from the GPU's hourly price and its live load.
+//! What a request costs: USD per million tokens (or per minute of audio)
+//! per provider and model, from `[[prices]]` in the config over a shipped
+//! default table, and the local engine's cost from the GPU's hourly price
+//! and its live load.
 
 use serde::Deserialize;
 
-/// USD per million tokens.
+/// USD per million tokens, and per minute of audio for speech models.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Prompt tokens.
+    #[serde(default)]
     pub input: f64,
     /// Generated tokens.
+    #[serde(default)]
     pub output: f64,
     /// Prompt tokens served from the provider's prompt cache (default:
     /// the input price).
     #[serde(default)]
     pub cached_input: Option<f64>,
+    /// A minute of audio transcribed (speech models bill by duration).
+    #[serde(default)]
+    pub audio_minute: Option<f64>,
 }
 
 impl Price {
@@ -67,6 +73,13 @@ const DEFAULTS: &[(&str, f64, f64, f64)] = &[
     ("openai/gpt-oss-120b", 0.15, 0.75, 0.15),
 ];
 
+/// Speech models' list prices, USD per minute of audio (2026): OpenAI's
+/// `whisper-1` $0.006/min, Groq's `whisper-large-v3` $0.111/h and
+/// `-turbo` $0.04/h (Groq bills at least 10 s a request; set `[[prices]]`
+/// to model your account).
+const AUDIO_DEFAULTS: &[(&str, f64)] =
+    &[("whisper-1", 0.006), ("whisper-large-v3", 0.111 / 60.0), ("whisper-large-v3-turbo", 0.04 / 60.0)];
+
 /// The price table: config entries, then the defaults by model name.
 #[derive(Debug, Clone, Default)]
 pub struct Prices {
@@ -90,6 +103,15 @@ impl Prices {
                     input,
                     output,
                     cached_input: Some(cached),
+                    audio_minute: None,
+                })
+            })
+            .or_else(|| {
+                AUDIO_DEFAULTS.iter().find(|d| d.0 == model).map(|&(_, per_minute)| Price {
+                    input: 0.0,
+                    output: 0.0,
+                    cached_input: None,
+                    audio_minute: Some(per_minute),
                 })
             })
     }
@@ -108,7 +130,7 @@ pub fn local_price(gpu_usd_per_hour: f64, admitted: usize, max_running: usize, t
     // was measured, assume a full batch would have run.
     let per_stream = if tokens_per_second > 0.0 { tokens_per_second / admitted.clamp(1, max_running) as f64 } else { 0.0 };
     let output = if per_stream > 0.0 { gpu_usd_per_hour / 3600.0 / per_stream * 1e6 * utilisation } else { 0.0 };
-    Price { input: 0.0, output, cached_input: None }
+    Price { input: 0.0, output, cached_input: None, audio_minute: None }
 }
 
 #[cfg(test)]
@@ -120,7 +142,7 @@ mod tests {
         let prices = Prices::new(vec![PriceConfig {
             provider: "openai".into(),
             model: "gpt-4o-mini".into(),
-            price: Price { input: 1.0, output: 2.0, cached_input: None },
+            price: Price { input: 1.0, output: 2.0, cached_input: None, audio_minute: None },
         }]);
         assert_eq!(prices.get("openai", "gpt-4o-mini").map(|p| p.input), Some(1.0));
         // Another provider name serving the same model falls back to the list price.
@@ -130,6 +152,10 @@ mod tests {
         // 1000 fresh + 1000 cached input, 500 output.
         let cost = list.cost(2000, 1000, 500);
         assert!((cost - (1000.0 * 0.15 + 1000.0 * 0.075 + 500.0 * 0.60) / 1e6).abs() < 1e-12);
+        assert_eq!(prices.get("groq", "whisper-large-v3").and_then(|p| p.audio_minute), Some(0.111 / 60.0));
+        let per_minute: PriceConfig =
+            serde_json::from_value(serde_json::json!({"provider": "groq", "model": "whisper-large-v3", "audio_minute": 0.002})).expect("price");
+        assert_eq!((per_minute.price.input, per_minute.price.audio_minute), (0.0, Some(0.002)));
     }
 
     #[test]

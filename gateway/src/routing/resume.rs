@@ -176,7 +176,7 @@ impl Carry {
                     body.insert(k.into(), json!(n.saturating_sub(self.outputs.max(0) as u64).max(1)));
                 }
             }
-            let call = Call { api: Api::Chat, body, model: next.model.clone(), stream: true, continuation: true };
+            let call = Call { api: Api::Chat, body, model: next.model.clone(), stream: true, continuation: true, audio: None };
             let started = Instant::now();
             let outcome = attempt(&next.upstream, call, deadline).await;
             router.observe_attempt(&next, started.elapsed(), &outcome);

@@ -22,7 +22,7 @@ use crate::config::{GatewayConfig, Policy, RetryConfig};
 use crate::error::{ApiError, Fate};
 use crate::metrics::Metrics;
 use crate::routing::prices::{local_price, Prices};
-use crate::providers::{Api, Call, Provider, Reply};
+use crate::providers::{Api, Audio, Call, Provider, Reply};
 use crate::routing::estimate::{token_estimate, OUTPUT_ESTIMATE};
 
 /// How long one attempt at a remote provider may take to answer.
@@ -197,8 +197,8 @@ impl Router {
         self.breakers.states()
     }
 
-    /// Answer `body` (a request of `api`) over the route `model`.
-    /// `local_only`: the caller's cloud budget is spent, so only the local
+    /// Answer `body` (a request of `api`, with its `audio` file for the
+    /// audio APIs) over the route `model`. `local_only`: the caller's cloud budget is spent, so only the local
     /// engine (already paid for) may answer; 429 `insufficient_quota` when
     /// the route has no local candidate.
     pub async fn answer(
@@ -208,10 +208,11 @@ impl Router {
         body: Map<String, Value>,
         stream: bool,
         local_only: bool,
+        audio: Option<Audio>,
     ) -> Result<Routed, ApiError> {
         let deadline = Instant::now() + Duration::from_secs(self.retry.deadline_secs);
         let mut order = match self.routes.get(model) {
-            Some(route) => self.order(model, route, &body),
+            Some(route) => self.order(model, route, api, &body),
             None => {
                 let local = self.local.as_ref().ok_or_else(|| ApiError::model_not_found(model))?;
                 vec![Candidate { unrouted: true, ..Candidate::new(local, "local", model) }]
@@ -252,7 +253,7 @@ impl Router {
                 attempts += 1;
                 let mut call_body = body.clone();
                 call_body.insert("model".into(), Value::String(c.model.clone()));
-                let call = Call { api, body: call_body, model: c.model.clone(), stream, continuation: false };
+                let call = Call { api, body: call_body, model: c.model.clone(), stream, continuation: false, audio: audio.clone() };
                 let started = Instant::now();
                 let outcome = attempt(&c.upstream, call, deadline).await;
                 let took = started.elapsed();
@@ -333,8 +334,9 @@ impl Router {
     /// policy, equals shuffled by weight (an exponential race: each draws
     /// -ln(u)/weight, lowest first, so a candidate leads with probability
     /// weight / total), and a local engine predicted to miss the route's
-    /// TTFT SLO moved behind the rest.
-    fn order(&self, route_name: &str, route: &Route, body: &Map<String, Value>) -> Vec<Candidate> {
+    /// TTFT SLO moved behind the rest. Audio is ranked by its price per
+    /// minute (the local engines': nothing).
+    fn order(&self, route_name: &str, route: &Route, api: Api, body: &Map<String, Value>) -> Vec<Candidate> {
         let mut rng = rand::thread_rng();
         // Expected cost: most answers end well before a large `max_tokens`.
         let (input, output) = token_estimate(body);
@@ -343,9 +345,14 @@ impl Router {
             .candidates
             .iter()
             .map(|c| {
-                let load = c.upstream.provider.load();
+                // The engine's load is the LLM's: Whisper's queue says nothing about it.
+                let load = if api.is_audio() { None } else { c.upstream.provider.load() };
                 let score = match route.policy {
                     Policy::Priority => f64::from(c.priority),
+                    Policy::Cheapest if api.is_audio() => match c.provider.as_str() {
+                        "local" => 0.0,
+                        _ => self.prices.get(&c.provider, &c.model).and_then(|p| p.audio_minute).unwrap_or(f64::INFINITY),
+                    },
                     Policy::Cheapest => {
                         let price = match &load {
                             Some(l) => Some(local_price(
@@ -389,6 +396,15 @@ impl Router {
             None => self.prices.get(provider, model),
         };
         price.map_or(0.0, |p| p.cost(n(prompt), n(cached), n(completion)))
+    }
+
+    /// USD of `seconds` of audio at `provider`/`model` (0 locally, and
+    /// where the price is unknown).
+    pub fn audio_cost(&self, provider: &str, model: &str, seconds: f64) -> f64 {
+        if provider == "local" {
+            return 0.0;
+        }
+        self.prices.get(provider, model).and_then(|p| p.audio_minute).map_or(0.0, |per_minute| per_minute * seconds.max(0.0) / 60.0)
     }
 
     fn latency_of(&self, c: &Candidate) -> Option<f64> {

@@ -120,8 +120,8 @@ pub(crate) struct Inner {
     pub(crate) usage: OnceLock<UsageLog>,
     /// API keys, once a database is attached (shared with the auth layer).
     pub(crate) keys: Arc<OnceLock<Arc<KeyRing>>>,
-    /// The Whisper models, once loaded.
-    pub(crate) speech: OnceLock<crate::speech::SpeechModels>,
+    /// The Whisper models, once loaded (shared with the `local` provider).
+    pub(crate) speech: Arc<OnceLock<crate::speech::SpeechModels>>,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -169,7 +169,8 @@ impl App {
         let metrics = Metrics::new(registry)?;
         let generators = Arc::new(OnceLock::new());
         let fingerprint = format!("fp_starling_{}", env!("CARGO_PKG_VERSION").replace('.', "_"));
-        let local = LocalChat::new(generators.clone(), metrics.clone(), fingerprint, config.default_max_tokens);
+        let speech = Arc::new(OnceLock::new());
+        let local = LocalChat::new(generators.clone(), speech.clone(), metrics.clone(), fingerprint, config.default_max_tokens);
         let mut upstreams = HashMap::from([("local".to_owned(), Upstream::local(Arc::new(local)))]);
         let threads = config.threads();
         for p in &gateway.providers {
@@ -193,7 +194,7 @@ impl App {
             cache: ResponseCache::new(&gateway.cache),
             usage: OnceLock::new(),
             keys: Arc::new(OnceLock::new()),
-            speech: OnceLock::new(),
+            speech,
         })))
     }
 
@@ -242,6 +243,8 @@ impl App {
     pub(crate) fn record(&self, mut r: UsageRecord, admitted: &Admitted) {
         r.cost_usd = if r.cache_hit {
             0.0
+        } else if r.audio_seconds > 0.0 {
+            self.0.router.audio_cost(&r.provider, &r.model, r.audio_seconds)
         } else {
             self.0.router.cost(&r.provider, &r.model, r.prompt_tokens, r.cached_tokens, r.completion_tokens)
         };

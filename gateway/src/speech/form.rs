@@ -28,13 +28,33 @@ pub(crate) struct Form {
     pub(crate) format: Format,
     /// `None`: 0 with fallback to higher temperatures (OpenAI's "auto").
     pub(crate) temperature: Option<f32>,
+    /// `segment` and/or `word` (`verbose_json` only).
+    pub(crate) timestamp_granularities: Vec<String>,
     pub(crate) stream: bool,
 }
 
 impl Form {
-    /// The file name's extension, a hint for the audio probe.
-    pub(crate) fn extension(&self) -> Option<&str> {
-        self.filename.as_deref().and_then(|n| n.rsplit_once('.')).map(|(_, e)| e)
+    /// The fields a provider needs besides the file and the model, as the
+    /// routed call's body.
+    pub(crate) fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let mut body = serde_json::Map::new();
+        let text = |v: &Option<String>| v.clone().map(Value::String);
+        for (name, value) in [
+            ("language", text(&self.language)),
+            ("prompt", text(&self.prompt)),
+            // Through its shortest text: 0.2, not 0.20000000298 as a widened f32.
+            ("temperature", self.temperature.and_then(|t| t.to_string().parse::<f64>().ok()).map(Value::from)),
+            (
+                "timestamp_granularities",
+                (!self.timestamp_granularities.is_empty()).then(|| self.timestamp_granularities.iter().cloned().map(Value::String).collect()),
+            ),
+        ] {
+            if let Some(v) = value {
+                body.insert(name.into(), v);
+            }
+        }
+        body
     }
 }
 
@@ -110,22 +130,20 @@ pub(crate) async fn parse(body: Bytes, boundary: String, translate: bool) -> Res
             _ => return Err(ApiError::invalid("temperature", format!("`{t}` is not a number between 0 and 1"))),
         },
     };
-    let mut segment_timestamps = false;
+    let mut timestamp_granularities: Vec<String> = Vec::new();
     for (k, v) in &text {
         if k.starts_with("timestamp_granularities") {
             match v.trim() {
-                "segment" => segment_timestamps = true,
-                "word" => {
-                    return Err(ApiError::unsupported(
-                        "timestamp_granularities[]",
-                        "word timestamps are not implemented; `segment` is",
-                    ))
+                g @ ("segment" | "word") => {
+                    if !timestamp_granularities.iter().any(|t| t == g) {
+                        timestamp_granularities.push(g.to_owned());
+                    }
                 }
                 other => return Err(ApiError::invalid("timestamp_granularities[]", format!("`{other}` is not one of segment, word"))),
             }
         }
     }
-    if segment_timestamps && format != Format::VerboseJson {
+    if !timestamp_granularities.is_empty() && format != Format::VerboseJson {
         return Err(ApiError::invalid("timestamp_granularities[]", "requires `response_format` verbose_json"));
     }
     let stream = match one("stream").as_deref() {
@@ -153,6 +171,7 @@ pub(crate) async fn parse(body: Bytes, boundary: String, translate: bool) -> Res
         prompt: one("prompt").filter(|p| !p.is_empty()),
         format,
         temperature,
+        timestamp_granularities,
         stream,
     })
 }

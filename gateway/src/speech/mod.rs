@@ -1,10 +1,12 @@
 //! Speech to text over HTTP: `POST /v1/audio/transcriptions` and
-//! `/v1/audio/translations` as OpenAI defines them, served by the local
-//! Whisper engines (`inference::speech`).
+//! `/v1/audio/translations` as OpenAI defines them, routed like any model
+//! name: to the local Whisper engines (`providers::local::speech` over
+//! `inference::speech`) or to cloud providers (OpenAI's or Groq's Whisper
+//! over multipart), with fallback between them.
 //!
 //! - `form`: the multipart body read into a validated [`form::Form`].
 //! - `formats`: `json`, `text`, `srt`, `vtt`, `verbose_json` and the SSE events.
-//! - `handler`: the route: admission, decode, engine, usage record, metrics.
+//! - `handler`: the route: admission, the router, usage record, metrics.
 
 pub(crate) mod form;
 pub mod formats;
@@ -76,10 +78,14 @@ impl SpeechModels {
         self.engines.insert(name.into(), engine);
     }
 
-    /// The engine a request's `model` names (`whisper-1` is the default).
-    pub(crate) fn get(&self, model: &str) -> Option<(&str, &SpeechEngine)> {
-        let name = if model == "whisper-1" { self.config.default.as_str() } else { model };
-        self.engines.get_key_value(name).map(|(k, v)| (k.as_str(), v))
+    /// The route a request's `model` takes: `whisper-1` (OpenAI's name,
+    /// many clients' default) is `[speech] default` unless a route claims it.
+    pub(crate) fn route<'a>(&'a self, model: &'a str, router: &crate::routing::router::Router) -> &'a str {
+        if model == "whisper-1" && !router.models().any(|m| m == model) {
+            &self.config.default
+        } else {
+            model
+        }
     }
 
     /// Set the clips-waiting/running gauges from each engine, now.

@@ -11,6 +11,14 @@
 //! `{"error": {"message", "type", "param", "code"}}`. Legacy completions
 //! answer `text_completion` objects, streamed as `text_completion` chunks
 //! whose choices carry `text`.
+//!
+//! Audio: `/v1/audio/transcriptions` and `/translations` take OpenAI's
+//! multipart form and answer `json` (`text` and a `duration` usage),
+//! `text`, or `verbose_json` (task, language, duration, text, segments with
+//! tokens and their scores, `words` when asked for word timestamps), as
+//! OpenAI's `whisper-1` and Groq's Whisper models do. The file must be WAV
+//! (the fake reads its duration from the header); anything else gets
+//! OpenAI's "Invalid file format" 400.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -89,6 +97,8 @@ impl FakeOpenAi {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
+            .route("/v1/audio/transcriptions", post(transcriptions))
+            .route("/v1/audio/translations", post(translations))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
         let port = listener.local_addr().expect("addr").port();
@@ -151,19 +161,11 @@ async fn completions(
     answer(true, inner, peer, headers, body).await
 }
 
-/// A chat answer, or with `legacy` a legacy completion's.
-async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, headers: HeaderMap, body: Bytes) -> Response {
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "We could not parse the JSON body of your request.", None, None),
-    };
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    inner.seen.lock().expect("lock").push(Seen { authorization, body: body.clone(), peer });
-    let fault = inner.faults.lock().expect("lock").pop_front();
-    let stream = body["stream"].as_bool().unwrap_or(false);
-    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
-    match fault {
-        Some(Fault::RateLimited { retry_after_secs }) => {
+/// The answer a scripted fault makes instead of the normal one (after
+/// [`Fault::Slow`]'s wait, none).
+async fn scripted(fault: Option<&Fault>, model: &str) -> Option<Response> {
+    match fault? {
+        Fault::RateLimited { retry_after_secs } => {
             let mut res = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "requests",
@@ -176,27 +178,45 @@ async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, hea
             h.insert("x-ratelimit-limit-requests", "3".parse().expect("header"));
             h.insert("x-ratelimit-remaining-requests", "0".parse().expect("header"));
             h.insert("x-ratelimit-reset-requests", format!("{retry_after_secs}s").parse().expect("header"));
-            return res;
+            Some(res)
         }
-        Some(Fault::ServerError) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "The server had an error while processing your request. Sorry about that!",
-                None,
-                None,
-            )
+        Fault::ServerError => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The server had an error while processing your request. Sorry about that!",
+            None,
+            None,
+        )),
+        Fault::BadRequest { param } => Some(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("Invalid value for '{param}'."),
+            Some(param),
+            Some("invalid_value"),
+        )),
+        Fault::Slow(d) => {
+            tokio::time::sleep(*d).await;
+            None
         }
-        Some(Fault::BadRequest { param }) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!("Invalid value for '{param}'."),
-                Some(param),
-                Some("invalid_value"),
-            )
-        }
-        Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        _ => None,
+    }
+}
+
+/// A chat answer, or with `legacy` a legacy completion's.
+async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "We could not parse the JSON body of your request.", None, None),
+    };
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    inner.seen.lock().expect("lock").push(Seen { authorization, body: body.clone(), peer });
+    let fault = inner.faults.lock().expect("lock").pop_front();
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let model = body["model"].as_str().unwrap_or("unknown").to_owned();
+    if let Some(res) = scripted(fault.as_ref(), &model).await {
+        return res;
+    }
+    match fault {
         Some(Fault::Malformed) if !stream => {
             return ([("content-type", "application/json")], "{\"id\": \"chatcmpl-1\", \"choices\": [").into_response()
         }
@@ -265,6 +285,105 @@ async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, hea
         .header("connection", close)
         .body(body)
         .expect("response")
+}
+
+/// The multipart form's text fields (`[]` names collect into arrays) and
+/// the file's name and size, as [`Seen::body`]; `None` when it is not
+/// multipart.
+async fn read_form(headers: &HeaderMap, body: Bytes) -> Option<(Value, Bytes)> {
+    let ctype = headers.get("content-type")?.to_str().ok()?;
+    let boundary = multer::parse_boundary(ctype).ok()?;
+    let mut mp = multer::Multipart::new(stream::once(async move { Ok::<_, std::io::Error>(body) }), boundary);
+    let mut fields = serde_json::Map::new();
+    let mut file = None;
+    while let Some(field) = mp.next_field().await.ok()? {
+        let name = field.name()?.to_owned();
+        if name == "file" {
+            fields.insert("file_name".into(), json!(field.file_name()));
+            let bytes = field.bytes().await.ok()?;
+            fields.insert("file_bytes".into(), json!(bytes.len()));
+            file = Some(bytes);
+        } else if let Some(list) = name.strip_suffix("[]") {
+            let text = field.text().await.ok()?;
+            let entry = fields.entry(list.to_owned()).or_insert_with(|| json!([]));
+            entry.as_array_mut()?.push(json!(text));
+        } else {
+            fields.insert(name, json!(field.text().await.ok()?));
+        }
+    }
+    Some((Value::Object(fields), file?))
+}
+
+/// Seconds of a PCM WAV file, from its header.
+fn wav_seconds(wav: &[u8]) -> Option<f64> {
+    if wav.get(..4)? != b"RIFF" || wav.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let byte_rate = u32::from_le_bytes(wav.get(28..32)?.try_into().ok()?);
+    let data = wav.windows(4).position(|w| w == b"data")?;
+    let len = u32::from_le_bytes(wav.get(data + 4..data + 8)?.try_into().ok()?);
+    (byte_rate > 0).then(|| f64::from(len) / f64::from(byte_rate))
+}
+
+async fn transcriptions(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    audio("transcribe", inner, peer, headers, body).await
+}
+
+async fn translations(
+    State(inner): State<Arc<Inner>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    audio("translate", inner, peer, headers, body).await
+}
+
+/// A transcription (`task` transcribe) or translation.
+async fn audio(task: &str, inner: Arc<Inner>, peer: std::net::SocketAddr, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((form, file)) = read_form(&headers, body).await else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Could not parse multipart form", None, None);
+    };
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    inner.seen.lock().expect("lock").push(Seen { authorization, body: form.clone(), peer });
+    let fault = inner.faults.lock().expect("lock").pop_front();
+    let model = form["model"].as_str().unwrap_or("unknown").to_owned();
+    if let Some(res) = scripted(fault.as_ref(), &model).await {
+        return res;
+    }
+    let Some(duration) = wav_seconds(&file) else {
+        let msg = "Invalid file format. Supported formats: ['flac', 'm4a', 'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']";
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg, None, None);
+    };
+    let words = answer_words(&inner.name);
+    let text: String = words.concat();
+    let usage = json!({"type": "duration", "seconds": duration.ceil() as u64});
+    match form["response_format"].as_str().unwrap_or("json") {
+        "text" => text.into_response(),
+        "verbose_json" => {
+            let half = (duration / 2.0 * 100.0).round() / 100.0;
+            let segment = |id: usize, start: f64, end: f64, text: &str| {
+                json!({"id": id, "seek": 0, "start": start, "end": end, "text": text, "tokens": [50364, 15947 + id, 50464],
+                       "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 0.9, "no_speech_prob": 0.01})
+            };
+            let mut v = json!({
+                "task": task,
+                "language": "english", "duration": duration, "text": text,
+                "segments": [segment(0, 0.0, half, &words[..2].concat()), segment(1, half, duration, &words[2..].concat())],
+                "usage": usage,
+            });
+            if form["timestamp_granularities"].as_array().is_some_and(|g| g.iter().any(|x| x == "word")) {
+                let step = duration / words.len() as f64;
+                v["words"] = words.iter().enumerate().map(|(i, w)| json!({"word": w.trim(), "start": i as f64 * step, "end": (i + 1) as f64 * step})).collect();
+            }
+            axum::Json(v).into_response()
+        }
+        _ => axum::Json(json!({"text": text, "usage": usage})).into_response(),
+    }
 }
 
 /// A chunked body that sends `events` and then fails (after the test's

@@ -10,6 +10,7 @@ mod postgres;
 mod python;
 mod routing;
 mod speech;
+mod speech_routing;
 mod support;
 mod upstream;
 mod usage;

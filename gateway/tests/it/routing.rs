@@ -32,8 +32,13 @@ pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
 
 /// A route over `candidates` (provider, model), in priority order.
 pub fn route(candidates: &[(&str, &str)]) -> RouteConfig {
+    route_named(ROUTE, candidates)
+}
+
+/// [`route`] under the public name `name`.
+pub fn route_named(name: &str, candidates: &[(&str, &str)]) -> RouteConfig {
     RouteConfig {
-        model: ROUTE.into(),
+        model: name.into(),
         policy: Default::default(),
         candidates: candidates
             .iter()

@@ -7,18 +7,18 @@ use test_support::{fixture, fixture_bytes};
 
 use crate::support::{start_speech, Server};
 
-const MODEL: &str = "whisper-tiny-en";
+pub const MODEL: &str = "whisper-tiny-en";
 
-fn clip() -> Vec<u8> {
+pub fn clip() -> Vec<u8> {
     fixture_bytes("speech/mel-clip.wav")
 }
 
 /// faster-whisper's text of the clip (tiny.en, greedy; beam 5 gives the same tokens).
-fn reference() -> Value {
+pub fn reference() -> Value {
     fixture("speech/faster-whisper-tiny-en.json")
 }
 
-fn form(file: Vec<u8>, name: &str, fields: &[(&str, &str)]) -> Form {
+pub fn form(file: Vec<u8>, name: &str, fields: &[(&str, &str)]) -> Form {
     let mut f = Form::new().part("file", Part::bytes(file).file_name(name.to_owned()));
     for (k, v) in fields {
         f = f.text(k.to_string(), v.to_string());
@@ -26,7 +26,7 @@ fn form(file: Vec<u8>, name: &str, fields: &[(&str, &str)]) -> Form {
     f
 }
 
-async fn post(s: &Server, path: &str, form: Form) -> reqwest::Response {
+pub async fn post(s: &Server, path: &str, form: Form) -> reqwest::Response {
     reqwest::Client::new().post(format!("{}/audio/{path}", s.v1())).multipart(form).send().await.expect("send")
 }
 
@@ -125,7 +125,12 @@ async fn hostile_multipart_bodies_get_4xx_naming_the_field() {
         (form(clip(), "a.wav", &[("model", MODEL), ("language", "de")]), 400, "English-only"),
         (form(clip(), "a.wav", &[("model", MODEL), ("bogus", "1")]), 400, "'bogus'"),
         (form(clip(), "a.wav", &[("model", MODEL), ("model", MODEL)]), 400, "more than once"),
-        (form(clip(), "a.wav", &[("model", MODEL), ("timestamp_granularities[]", "word")]), 400, "word timestamps"),
+        (form(clip(), "a.wav", &[("model", MODEL), ("timestamp_granularities[]", "segment")]), 400, "verbose_json"),
+        (
+            form(clip(), "a.wav", &[("model", MODEL), ("response_format", "verbose_json"), ("timestamp_granularities[]", "word")]),
+            400,
+            "word timestamps",
+        ),
         (form(clip(), "a.wav", &[("model", MODEL), ("stream", "true"), ("response_format", "srt")]), 400, "'stream'"),
         (form(vec![7u8; 2 << 20], "big.wav", &[("model", MODEL)]), 413, "exceeds"),
     ];

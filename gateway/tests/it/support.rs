@@ -233,8 +233,17 @@ pub fn tiny_en() -> inference::speech::SpeechEngine {
 
 /// A server with the LLM and tiny.en as `whisper-tiny-en`; `speech` adjusts the `[speech]` settings.
 pub async fn start_speech(speech: impl FnOnce(&mut gateway::SpeechConfig), usage_url: Option<&str>) -> Server {
+    start_speech_routed(GatewayConfig::default(), speech, usage_url).await
+}
+
+/// [`start_speech`] with `gateway`'s providers and routes.
+pub async fn start_speech_routed(
+    gateway: GatewayConfig,
+    speech: impl FnOnce(&mut gateway::SpeechConfig),
+    usage_url: Option<&str>,
+) -> Server {
     let engine = engine();
-    let app = App::new(ServerConfig::default(), GatewayConfig::default()).expect("app");
+    let app = App::new(ServerConfig::default(), gateway).expect("app");
     if let Some(url) = usage_url {
         let db = platform::db::Db::open(url).await.expect("database");
         app.attach_database(&db, Some(&journal_for(url))).await.expect("attach database");

@@ -1,11 +1,13 @@
-//! The in-process engine as the `local` [`Provider`]: chat and legacy
-//! completions over the loaded models, answered in OpenAI's shapes.
+//! The in-process engines as the `local` [`Provider`]: chat and legacy
+//! completions over the loaded models, transcriptions over the Whisper
+//! models, answered in OpenAI's shapes.
 //!
 //! - `model`: [`LocalModel`], one loaded model as a [`Generator`] of single
 //!   choices (the engine's side of this provider; `generator` is that seam).
 //! - `choices`: running a request's `n` choices, merged or collected.
 //! - `chat`, `completions`: one request of each API into choices and back
 //!   into OpenAI's answer or chunks, all framed by one [`Frame`].
+//! - `speech`: transcriptions and translations on the Whisper engines.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,32 +18,42 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::providers::{Api, Call, Provider, Reply};
+use crate::speech::SpeechModels;
 
 mod chat;
 pub mod choices;
 mod completions;
 pub mod generator;
 mod model;
+mod speech;
 
 use generator::{Generators, Load};
 pub use model::LocalModel;
 
 /// The `local` provider: OpenAI chat and legacy completions over the local
-/// models.
+/// models, and transcriptions over the local Whisper models.
 #[derive(Clone, Debug)]
 pub struct LocalChat {
     /// Set once the models are loaded (503 until then, so routes fall
     /// back to cloud candidates while the engine starts).
     generators: Arc<OnceLock<Generators>>,
+    /// The Whisper engines, likewise.
+    speech: Arc<OnceLock<SpeechModels>>,
     metrics: Metrics,
     fingerprint: String,
     default_max_tokens: usize,
 }
 
 impl LocalChat {
-    /// Answers over `generators`, recording token timings in `metrics`.
-    pub fn new(generators: Arc<OnceLock<Generators>>, metrics: Metrics, fingerprint: String, default_max_tokens: usize) -> Self {
-        Self { generators, metrics, fingerprint, default_max_tokens }
+    /// Answers over `generators` and `speech`, recording token timings in `metrics`.
+    pub fn new(
+        generators: Arc<OnceLock<Generators>>,
+        speech: Arc<OnceLock<SpeechModels>>,
+        metrics: Metrics,
+        fingerprint: String,
+        default_max_tokens: usize,
+    ) -> Self {
+        Self { generators, speech, metrics, fingerprint, default_max_tokens }
     }
 
     fn generators(&self) -> Result<&Generators, ApiError> {
@@ -63,6 +75,7 @@ impl Provider for LocalChat {
         match call.api {
             Api::Chat => Box::pin(self.chat(call)),
             Api::Completions => Box::pin(self.completions(call)),
+            Api::Transcriptions | Api::Translations => Box::pin(self.transcribe(call)),
         }
     }
 
@@ -95,7 +108,8 @@ impl Frame {
         let (prefix, object) = match (api, stream) {
             (Api::Chat, false) => ("chatcmpl", "chat.completion"),
             (Api::Chat, true) => ("chatcmpl", "chat.completion.chunk"),
-            (Api::Completions, _) => ("cmpl", "text_completion"),
+            // Legacy completions: the one other API answered in frames.
+            _ => ("cmpl", "text_completion"),
         };
         Self { id: new_id(prefix), object, created: unix_now(), model: model.to_owned(), fingerprint: fingerprint.to_owned() }
     }
