@@ -8,7 +8,8 @@
 //! real-time factor (sum of wall / sum of audio at concurrency 1; round wall /
 //! audio at 8) and the mean word error rate against the spoken text. Starling
 //! runs with the 30 s encoder window (faster-whisper's) and a shorter one
-//! (`[speech] min_window_secs`) for the short clips.
+//! (`[speech] min_window_secs`) for the short clips, its linear layers in
+//! 8-bit (our kernels, the default on the CPU) and in f32 (candle).
 //!
 //! Then faster-whisper 1.2.1 (`benches/faster_whisper_anchor.sh`, a throwaway
 //! venv) on the same model folders and clips, int8 and float32,
@@ -17,7 +18,9 @@
 //!
 //! Sections (arguments filter as test names do): `short`, `long`, `anchor`.
 //! Env: `STARLING_BENCH_ANCHOR=0` skips faster-whisper; `STARLING_BENCH_WINDOW`
-//! sets the shorter window (default 10 s).
+//! sets the shorter window (default 15 s, `[speech]`'s); `STARLING_BENCH_MODELS`
+//! (`tiny.en,base`) and `STARLING_BENCH_PRECISION` (`int8,float`) pick
+//! what Starling runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +28,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use inference::speech::{audio, SpeechEngine, SpeechEngineConfig, SpeechModel, TranscribeOptions};
+use inference::speech::{audio, Precision, SpeechEngine, SpeechEngineConfig, SpeechModel, TranscribeOptions};
 use inference::DeviceSpec;
 use serde_json::{json, Value};
 use starling_benches::{median, percentile, wanted};
@@ -70,9 +73,9 @@ fn long_clip() -> Vec<Clip> {
     vec![Clip { id: "passage".into(), path: p.path, reference: p.reference, secs }]
 }
 
-fn load(name: &str, concurrency: usize) -> SpeechEngine {
+fn load(name: &str, concurrency: usize, precision: Precision) -> SpeechEngine {
     let dir = test_support::models_dir().join(name);
-    let model = SpeechModel::load(&dir, DeviceSpec::Cpu).unwrap_or_else(|e| fail(format!("{name}: {e} (run scripts/fetch-models)")));
+    let model = SpeechModel::load(&dir, DeviceSpec::Cpu, precision).unwrap_or_else(|e| fail(format!("{name}: {e} (run scripts/fetch-models)")));
     SpeechEngine::start(model, SpeechEngineConfig { max_running: concurrency, max_clips: 256 }).unwrap_or_else(|e| fail(e.to_string()))
 }
 
@@ -125,9 +128,16 @@ type Key = (String, usize, usize);
 
 fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let short_window: u32 = std::env::var("STARLING_BENCH_WINDOW").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let short_window: u32 = std::env::var("STARLING_BENCH_WINDOW").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let listed = |var: &str, all: &str| std::env::var(var).unwrap_or_else(|_| all.into()).split(',').map(str::to_owned).collect::<Vec<_>>();
+    let (only_models, precisions) = (listed("STARLING_BENCH_MODELS", "tiny.en,base"), listed("STARLING_BENCH_PRECISION", "int8,float"));
+    let precisions: Vec<Precision> = precisions
+        .iter()
+        .map(|p| serde_json::from_value(json!(p)).unwrap_or_else(|_| fail(format!("precision `{p}`: int8 or float"))))
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| fail(e.to_string()));
-    let models = [("tiny.en", "whisper-tiny-en"), ("base", "whisper-base")];
+    let models: Vec<(&str, &str)> =
+        [("tiny.en", "whisper-tiny-en"), ("base", "whisper-base")].into_iter().filter(|(l, _)| only_models.iter().any(|m| m == l)).collect();
     let mut sets: Vec<(&str, Vec<Clip>, Vec<usize>)> = Vec::new();
     if wanted("short") {
         sets.push(("short", short_clips(), vec![1, 8]));
@@ -138,10 +148,11 @@ fn main() {
     let mut ours: BTreeMap<(String, Key), Figures> = BTreeMap::new();
     for (set, clips, levels) in &sets {
         let audio: f64 = clips.iter().map(|c| c.secs).sum();
-        header(&format!("{set}: {} clips, {audio:.1} s of audio, {threads} threads (Starling, candle f32)", clips.len()));
-        for (label, name) in models {
-            for &conc in levels {
-                let engine = load(name, conc);
+        header(&format!("{set}: {} clips, {audio:.1} s of audio, {threads} threads (Starling)", clips.len()));
+        for &(label, name) in &models {
+            for (&conc, &precision) in levels.iter().flat_map(|c| precisions.iter().map(move |p| (c, p))) {
+                let engine = load(name, conc, precision);
+                let precision = if precision == Precision::Int8 { "int8" } else { "f32" };
                 // Warm up: first-touch of the weights and the allocator.
                 let _ = rt.block_on(run(&engine, &clips[..1], 1, &TranscribeOptions { beam_size: 1, ..Default::default() }));
                 for beam in [1, 5] {
@@ -152,9 +163,9 @@ fn main() {
                         let walls: Vec<f64> = out.iter().map(|o| o.0).collect();
                         let texts: Vec<String> = out.into_iter().map(|o| o.1).collect();
                         let f = figures(clips, &walls, &texts, round, conc);
-                        let engine_label = format!("starling window {w}s");
+                        let engine_label = format!("starling {precision} window {w}s");
                         row(label, beam, conc, &engine_label, f);
-                        ours.insert((set.to_string(), (format!("{label} w{w}"), beam, conc)), f);
+                        ours.insert((set.to_string(), (format!("{label} {precision} w{w}"), beam, conc)), f);
                     }
                 }
             }
@@ -199,7 +210,7 @@ fn main() {
             let model = name.split(' ').next().unwrap_or_default().to_owned();
             if let Some((_, a)) = theirs.get(&(model, *beam, *conc)) {
                 println!(
-                    "{name:<14} beam {beam} conc {conc}: p50 {:.2}x  RTF {:.2}x  WER {:.3} vs {:.3}",
+                    "{name:<18} beam {beam} conc {conc}: p50 {:.2}x  RTF {:.2}x  WER {:.3} vs {:.3}",
                     f.p50 / a.p50,
                     f.rtf / a.rtf,
                     f.wer,

@@ -16,7 +16,7 @@ pub fn load(config: &Config) -> Result<gateway::SpeechModels> {
     for name in &config.speech.models {
         let dir = config.speech_dir(name)?;
         let started = Instant::now();
-        let model = SpeechModel::load(&dir, config.engine.device).with_context(|| format!("cannot load speech model `{name}`"))?;
+        let model = SpeechModel::load(&dir, config.engine.device, config.speech.precision).with_context(|| format!("cannot load speech model `{name}`"))?;
         let engine_cfg = SpeechEngineConfig {
             max_running: config.speech.max_running,
             max_clips: config.speech.max_clips,
@@ -70,7 +70,7 @@ pub fn transcribe(config: &Config, args: TranscribeArgs) -> Result<()> {
     let decoded = audio::decode(bytes, ext.as_deref(), config.speech.max_audio_secs)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let loading = Instant::now();
-    let model = SpeechModel::load(&dir, config.engine.device).with_context(|| format!("cannot load speech model `{name}`"))?;
+    let model = SpeechModel::load(&dir, config.engine.device, config.speech.precision).with_context(|| format!("cannot load speech model `{name}`"))?;
     let load_s = loading.elapsed().as_secs_f64();
     if args.translate && !model.tokens.multilingual {
         bail!("`{name}` is English-only and cannot translate");

@@ -14,7 +14,7 @@ pub(crate) mod handler;
 
 use std::collections::BTreeMap;
 
-use inference::speech::SpeechEngine;
+use inference::speech::{Precision, SpeechEngine};
 use serde::Deserialize;
 
 /// `[speech]` of `starling.toml`.
@@ -31,6 +31,9 @@ pub struct SpeechConfig {
     pub max_audio_secs: f32,
     /// Beams at temperature 0 (faster-whisper's default 5; 1 is greedy and faster).
     pub beam_size: usize,
+    /// The linear layers on the CPU: `int8` (our 8-bit kernels, as
+    /// faster-whisper's `int8` compute type) or `float` (f32). CUDA runs f16.
+    pub precision: Precision,
     /// Shortest encoder window for audio under 30 s, seconds: the audio plus
     /// one second, at least this long; 30 is faster-whisper's fixed window.
     /// 15 by default: on the speech bench's 17 clips it gives the same word
@@ -51,6 +54,7 @@ impl Default for SpeechConfig {
             max_upload_mb: 25,
             max_audio_secs: 3600.0,
             beam_size: 5,
+            precision: Precision::Int8,
             min_window_secs: 15,
             max_running: 8,
             max_clips: 32,

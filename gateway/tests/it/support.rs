@@ -219,13 +219,14 @@ pub async fn serve_tls(listener: tokio::net::TcpListener, app: axum::Router) {
 }
 
 /// The Whisper tiny.en engine, loaded once for the whole test binary (its
-/// thread outlives each test's runtime).
+/// thread outlives each test's runtime); in f32, as the faster-whisper
+/// transcripts its answers are compared with were made.
 pub fn tiny_en() -> inference::speech::SpeechEngine {
     static ENGINE: std::sync::OnceLock<inference::speech::SpeechEngine> = std::sync::OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let dir = test_support::whisper_dir("whisper-tiny-en");
-            let model = inference::speech::SpeechModel::load(&dir, inference::DeviceSpec::Cpu).expect("load tiny.en");
+            let model = inference::speech::SpeechModel::load(&dir, inference::DeviceSpec::Cpu, inference::speech::Precision::Float).expect("load tiny.en");
             inference::speech::SpeechEngine::start(model, Default::default()).expect("speech engine")
         })
         .clone()

@@ -272,10 +272,21 @@ impl Worker {
         }
     }
 
-    /// Encode every window that waits, one batch per window length.
+    /// Encode the windows that wait, oldest clip first, one batch per window
+    /// length, up to one 30 s window's frames per step (at least one
+    /// window): a clip decodes as soon as its own window is encoded instead
+    /// of waiting for every clip that arrived with it, as the LLM's prefill
+    /// budget keeps decodes moving.
     fn encode(&mut self) {
+        let budget = 2 * self.model.model.dims.n_audio_ctx;
+        let mut taken = 0;
         let mut groups: BTreeMap<usize, Vec<(usize, Vec<f32>)>> = BTreeMap::new();
         for (i, a) in self.active.iter_mut().enumerate() {
+            let Some(frames) = a.job.window_frames() else { continue };
+            if taken > 0 && taken + frames > budget {
+                break;
+            }
+            taken += frames;
             if let Some((window, frames)) = a.job.wants_encode() {
                 groups.entry(frames).or_default().push((i, window));
             }

@@ -3,6 +3,8 @@
 //! - `ct2`: the reader for CTranslate2's `model.bin`.
 //! - `weights`: CTranslate2 or Hugging Face safetensors weights under one naming.
 //! - `model`: encoder and decoder (self-attention KV cache, cross-attention K/V once per clip).
+//! - `linear`: its linear layers, dense or on our 8-bit CPU kernels; `ops`:
+//!   softmax and GELU on our vectorised CPU kernels.
 //! - `mel`: the log-mel front end (faster-whisper's, numerically).
 //! - `tokens`: tokenizer and special tokens; `languages`: codes and names.
 //! - `decode`: one 30 s window: prompt, logit rules, greedy / sampling / beam search.
@@ -15,8 +17,10 @@ pub mod ct2;
 pub mod decode;
 pub mod engine;
 pub mod languages;
+mod linear;
 pub mod mel;
 pub mod model;
+mod ops;
 pub mod tokens;
 pub mod transcribe;
 mod weights;
@@ -30,6 +34,7 @@ use crate::device::Resolved;
 use crate::DeviceSpec;
 pub use audio::{Audio, AudioError};
 pub use engine::{SpeechEngine, SpeechEngineConfig, Transcript};
+pub use linear::Precision;
 pub use transcribe::{ClipJob, Segment, TranscribeOptions};
 
 /// A loaded Whisper model with its tokenizer and front end.
@@ -43,18 +48,19 @@ pub struct SpeechModel {
 
 impl SpeechModel {
     /// Load a model folder (CTranslate2 or Hugging Face) onto `device`.
-    /// CUDA runs f16; the CPU f32 (candle's CPU f16 matmul is slow). Whisper
-    /// has no kernels of ours: where the LLM would take them, it runs on
-    /// candle's CPU backend (a CUDA device that cannot open falls back there,
-    /// with the LLM's warning).
-    pub fn load(dir: &Path, device: DeviceSpec) -> Result<Self> {
+    /// CUDA runs f16; the CPU f32 (candle's CPU f16 matmul is slow), with
+    /// the linear layers on our 8-bit kernels at [`Precision::Int8`]. Where
+    /// the LLM would take our kernels, Whisper runs on candle's CPU backend
+    /// (a CUDA device that cannot open falls back there, with the LLM's
+    /// warning).
+    pub fn load(dir: &Path, device: DeviceSpec, precision: Precision) -> Result<Self> {
         let device = match device.resolve() {
             Resolved::Kernels => Device::Cpu,
             Resolved::Candle(dev) => dev,
         };
         let dtype = if device.is_cuda() { DType::F16 } else { DType::F32 };
         let w = weights::Weights::open(dir)?;
-        let model = model::Whisper::load(&w, &device, dtype)?;
+        let model = model::Whisper::load(&w, &device, dtype, precision)?;
         drop(w);
         let tokens = tokens::WhisperTokens::load(dir, model.dims.n_vocab)?;
         let mel = mel::MelFrontEnd::new(model.dims.n_mels);

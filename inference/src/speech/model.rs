@@ -14,9 +14,11 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv1d, Conv1dConfig, LayerNorm, Linear};
+use candle_nn::{Conv1d, Conv1dConfig, LayerNorm};
 
 use crate::error::{Error, Result};
+use crate::speech::linear::{Precision, Proj};
+use crate::speech::ops;
 use crate::speech::weights::Weights;
 
 /// Sizes read off the weights' shapes.
@@ -40,24 +42,24 @@ const LN_EPS: f64 = 1e-5;
 
 struct Attention {
     /// `[q; k; v]` fused by rows (self-attention) or `q` alone (cross-attention).
-    q_or_qkv: Linear,
+    q_or_qkv: Proj,
     /// `[k; v]` fused by rows: cross-attention only.
-    kv: Option<Linear>,
-    out: Linear,
+    kv: Option<Proj>,
+    out: Proj,
     norm: LayerNorm,
     heads: usize,
 }
 
 struct Mlp {
     norm: LayerNorm,
-    up: Linear,
-    down: Linear,
+    up: Proj,
+    down: Proj,
 }
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.up.forward(&self.norm.forward(x)?)?.gelu_erf()?;
-        Ok(self.down.forward(&h)?)
+        let h = ops::gelu_erf(self.up.forward(&self.norm.forward(x)?)?)?;
+        self.down.forward(&h)
     }
 }
 
@@ -82,7 +84,10 @@ pub struct Whisper {
     enc_pos: Tensor,
     enc_layers: Vec<EncoderLayer>,
     enc_norm: LayerNorm,
+    /// Token embeddings (rows looked up per step).
     embed: Tensor,
+    /// The same matrix as the output projection (tied), at the layers' precision.
+    logits: Proj,
     dec_pos: Tensor,
     dec_layers: Vec<DecoderLayer>,
     dec_norm: LayerNorm,
@@ -139,8 +144,9 @@ pub struct StepRow<'a> {
 }
 
 impl Whisper {
-    /// Load from a model folder (CTranslate2 `model.bin` or Hugging Face `model.safetensors`).
-    pub(crate) fn load(w: &Weights, device: &Device, dtype: DType) -> Result<Self> {
+    /// Load from a model folder (CTranslate2 `model.bin` or Hugging Face
+    /// `model.safetensors`), the linear layers at `precision`.
+    pub(crate) fn load(w: &Weights, device: &Device, dtype: DType, precision: Precision) -> Result<Self> {
         let get = |name: &str| w.get(name, dtype, device);
         let shape = |name: &str| -> Result<Vec<usize>> { Ok(w.get(name, DType::F32, &Device::Cpu)?.dims().to_vec()) };
         let bad = |reason: String| Error::InvalidModel {
@@ -174,10 +180,10 @@ impl Whisper {
         if dims.n_audio_layer == 0 || dims.n_text_layer == 0 || n_audio_state % dims.n_audio_head != 0 || n_text_state % dims.n_text_head != 0 {
             return Err(bad(format!("inconsistent Whisper dimensions {dims:?}")));
         }
-        let linear = |name: &str| -> Result<Linear> {
+        let linear = |name: &str| -> Result<Proj> {
             let b = format!("{name}/bias");
             let bias = if w.has(&b) { Some(get(&b)?) } else { None };
-            Ok(Linear::new(get(&format!("{name}/weight"))?, bias))
+            Proj::new(get(&format!("{name}/weight"))?, bias, precision)
         };
         let norm = |name: &str| -> Result<LayerNorm> {
             Ok(LayerNorm::new(get(&format!("{name}/gamma"))?, get(&format!("{name}/beta"))?, LN_EPS))
@@ -234,6 +240,7 @@ impl Whisper {
             enc_pos,
             enc_layers,
             enc_norm: norm("encoder/layer_norm")?,
+            logits: Proj::new(embed.clone(), None, precision)?,
             embed,
             dec_pos,
             dec_layers,
@@ -257,8 +264,8 @@ impl Whisper {
             return Err(Error::Backend(format!("encoder window of {frames} frames")));
         }
         let x = mel.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let x = self.conv1.forward(&x)?.gelu_erf()?;
-        let x = self.conv2.forward(&x)?.gelu_erf()?;
+        let x = ops::gelu_erf(self.conv1.forward(&x)?)?;
+        let x = ops::gelu_erf(self.conv2.forward(&x)?)?;
         let mut x = x.transpose(1, 2)?.broadcast_add(&self.enc_pos.narrow(0, 0, ctx)?)?;
         for layer in &self.enc_layers {
             let a = &layer.attn;
@@ -355,7 +362,7 @@ impl Whisper {
         }
         let last = Tensor::from_vec(last, rows.len(), &self.device)?;
         let x = self.dec_norm.forward(&x.index_select(&last, 0)?)?;
-        let logits = x.matmul(&self.embed.t()?)?;
+        let logits = self.logits.forward(&x)?;
         Ok(logits.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)
     }
 }
@@ -396,6 +403,6 @@ fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
         let mask = Tensor::from_vec(mask, (ql, kl), w.device())?.to_dtype(w.dtype())?;
         w = w.broadcast_add(&mask)?;
     }
-    let w = candle_nn::ops::softmax_last_dim(&w)?;
+    let w = ops::softmax_last_dim(w)?;
     Ok(w.matmul(v)?)
 }

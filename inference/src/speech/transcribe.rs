@@ -212,8 +212,9 @@ impl ClipJob {
         self.max_window.min(self.content_frames - self.seek)
     }
 
-    /// The mel window to encode next, `[n_mels][frames]`, and its frame count, if this clip waits for the encoder.
-    pub fn wants_encode(&mut self) -> Option<(Vec<f32>, usize)> {
+    /// The frame count of the window this clip waits to encode, if it waits
+    /// for the encoder (a clip whose audio is all consumed finishes here).
+    pub fn window_frames(&mut self) -> Option<usize> {
         if !matches!(self.stage, Stage::Encode) {
             return None;
         }
@@ -223,7 +224,12 @@ impl ClipJob {
         }
         // Whole seconds (an even frame count, for conv2's stride), one more than the audio.
         let secs = (self.segment_size() + 100).div_ceil(100).max(self.opts.min_window_secs as usize);
-        let frames = (secs * 100).min(self.max_window);
+        Some((secs * 100).min(self.max_window))
+    }
+
+    /// The mel window to encode next, `[n_mels][frames]`, and its frame count, if this clip waits for the encoder.
+    pub fn wants_encode(&mut self) -> Option<(Vec<f32>, usize)> {
+        let frames = self.window_frames()?;
         Some((self.mel.window(self.seek, frames), frames))
     }
 

@@ -161,6 +161,25 @@ impl QMatrix {
         Some(Self { format, rows, cols, data })
     }
 
+    /// Quantize a row-major `[rows, cols]` float matrix to Q8_0 (per 32
+    /// values: `d = amax / 127` as f16, `q = round(x / d)`, as llama.cpp's
+    /// `quantize_row_q8_0`), for weights that come unquantized (Whisper's).
+    /// `None` if `w` does not have that shape.
+    pub fn quantize_q8_0(rows: usize, cols: usize, w: &[f32]) -> Option<Self> {
+        if w.len() != rows * cols || !cols.is_multiple_of(QK) {
+            return None;
+        }
+        let mut raw = Vec::with_capacity(rows * cols / QK * QFormat::Q8_0.ggml_block_bytes());
+        for block in w.chunks_exact(QK) {
+            let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = half::f16::from_f32(amax / 127.0);
+            let id = if amax > 0.0 { 1.0 / d.to_f32() } else { 0.0 };
+            raw.extend_from_slice(&d.to_le_bytes());
+            raw.extend(block.iter().map(|v| (v * id).round().clamp(-127.0, 127.0) as i8 as u8));
+        }
+        Self::from_ggml(QFormat::Q8_0, rows, cols, &raw)
+    }
+
     /// The weight format.
     pub fn format(&self) -> QFormat {
         self.format
@@ -261,14 +280,19 @@ struct SendPtr(*mut f32);
 // SAFETY: used only for disjoint writes, see `matmul_with`.
 unsafe impl Sync for SendPtr {}
 
-/// Quantize `m` rows of `cols` floats (`x.len() == m * cols`) into activation
-/// blocks, as llama.cpp's `quantize_row_q8_1`: `d = amax / 127` rounded to
-/// f16, `q = round(x / d)`, `s = d * sum(q)` rounded to f16.
-pub fn quantize_rows(x: &[f32], out: &mut Vec<BlockQ8A>) {
+multiversion! {
+    /// Quantize `m` rows of `cols` floats (`x.len() == m * cols`) into activation
+    /// blocks, as llama.cpp's `quantize_row_q8_1`: `d = amax / 127` rounded to
+    /// f16, `q = round(x / d)`, `s = d * sum(q)` rounded to f16.
+    pub fn quantize_rows(x: &[f32], out: &mut Vec<BlockQ8A>) => quantize_rows_generic
+}
+
+#[inline(always)]
+fn quantize_rows_generic(x: &[f32], out: &mut Vec<BlockQ8A>) {
     out.clear();
     out.reserve(x.len() / QK);
     for chunk in x.chunks_exact(QK) {
-        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let amax = block_amax(chunk);
         let d = amax / 127.0;
         // 127 / amax rather than 1 / d: the rounding llama.cpp's SIMD path has.
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -287,6 +311,26 @@ pub fn quantize_rows(x: &[f32], out: &mut Vec<BlockQ8A>) {
             qs,
         });
     }
+}
+
+/// The largest |x| of a block, as a halving tree over lanes so that it
+/// vectorises (a running maximum is a chain LLVM keeps scalar). Exact: the
+/// order of a maximum does not change it.
+#[inline(always)]
+fn block_amax(block: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| if a > b { a } else { b };
+    let mut m = [0f32; QK / 2];
+    for (i, m) in m.iter_mut().enumerate() {
+        *m = max(block[i].abs(), block[i + QK / 2].abs());
+    }
+    let mut width = QK / 4;
+    while width > 0 {
+        for i in 0..width {
+            m[i] = max(m[i], m[i + width]);
+        }
+        width /= 2;
+    }
+    m[0]
 }
 
 /// Which instruction set the kernels use, chosen at run time.
@@ -484,6 +528,27 @@ mod tests {
         w.dequantize_row(0, &mut row);
         let want: Vec<f32> = (0..32).map(|j| 0.5 * (j % 16) as f32 - 1.0).collect();
         assert_eq!(&row[..], &want[..]);
+    }
+
+    /// Float weights quantized here multiply like the floats, to Q8's precision.
+    #[test]
+    fn quantized_float_weights_match_a_float_matmul() {
+        let (rows, cols, m) = (20, 96, 3);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let x: Vec<f32> = (0..m * cols).map(|i| ((i * 53 % 89) as f32 - 44.0) / 30.0).collect();
+        let q = QMatrix::quantize_q8_0(rows, cols, &w).expect("shape");
+        let mut xq = Vec::new();
+        quantize_rows(&x, &mut xq);
+        let mut out = vec![0f32; m * rows];
+        q.matmul(&xq, m, &mut out);
+        for r in 0..m {
+            for j in 0..rows {
+                let exact: f32 = (0..cols).map(|k| w[j * cols + k] * x[r * cols + k]).sum();
+                let scale: f32 = (0..cols).map(|k| (w[j * cols + k] * x[r * cols + k]).abs()).sum();
+                assert!((out[r * rows + j] - exact).abs() <= 0.02 * scale, "[{r}][{j}] {} vs {exact}", out[r * rows + j]);
+            }
+        }
+        assert!(QMatrix::quantize_q8_0(rows, cols + 1, &w).is_none());
     }
 
     #[test]
