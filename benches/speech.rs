@@ -91,12 +91,14 @@ async fn run(engine: &SpeechEngine, clips: &[Clip], concurrency: usize, opts: &T
             let t0 = Instant::now();
             let bytes = std::fs::read(&path).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
             let ext = path.extension().and_then(|e| e.to_str()).map(str::to_owned);
-            let samples = tokio::task::spawn_blocking(move || audio::decode(bytes, ext.as_deref(), 3600.0))
-                .await
-                .unwrap_or_else(|e| fail(e.to_string()))
-                .unwrap_or_else(|e| fail(e.to_string()))
-                .samples;
-            let t = engine.transcribe(samples, opts).unwrap_or_else(|e| fail(e.to_string())).finish().await;
+            // Decoding and the log-mel off the runtime, as the server does.
+            let stream = tokio::task::spawn_blocking(move || {
+                let samples = audio::decode(bytes, ext.as_deref(), 3600.0).unwrap_or_else(|e| fail(e.to_string())).samples;
+                engine.transcribe(&samples, opts).unwrap_or_else(|e| fail(e.to_string()))
+            })
+            .await
+            .unwrap_or_else(|e| fail(e.to_string()));
+            let t = stream.finish().await;
             drop(permit);
             (t0.elapsed().as_secs_f64(), t.unwrap_or_else(|e| fail(e.to_string())).text)
         }));

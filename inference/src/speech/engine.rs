@@ -17,6 +17,7 @@ use tokio::sync::{mpsc as tmpsc, OwnedSemaphorePermit, Semaphore};
 use crate::engine::worker::panic_message;
 use crate::error::{Error, Result};
 use crate::speech::transcribe::{ClipJob, Segment, TranscribeOptions};
+use crate::speech::mel::{LogMel, MelFrontEnd};
 use crate::speech::SpeechModel;
 
 /// Limits of one speech engine.
@@ -79,7 +80,7 @@ pub struct SpeechModelInfo {
 }
 
 struct Job {
-    samples: Vec<f32>,
+    mel: LogMel,
     opts: TranscribeOptions,
     events: tmpsc::UnboundedSender<Result<SpeechEvent>>,
     _slot: OwnedSemaphorePermit,
@@ -98,6 +99,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct SpeechEngine {
     jobs: mpsc::Sender<Job>,
+    /// The model's front end: callers compute their clip's spectrogram.
+    mel: Arc<MelFrontEnd>,
     slots: Arc<Semaphore>,
     shared: Arc<Shared>,
     info: SpeechModelInfo,
@@ -147,12 +150,14 @@ impl SpeechEngine {
             ..Default::default()
         });
         let worker_shared = Arc::clone(&shared);
+        let mel = Arc::new(model.mel.clone());
         std::thread::Builder::new()
             .name("speech-engine".into())
             .spawn(move || Worker::new(model, cfg.max_running.max(1), worker_shared).run(rx))
             .map_err(|e| Error::Backend(format!("cannot start the speech engine thread: {e}")))?;
         Ok(Self {
             jobs: tx,
+            mel,
             slots: Arc::new(Semaphore::new(cfg.max_clips.max(1))),
             shared,
             info,
@@ -168,8 +173,11 @@ impl SpeechEngine {
         (self.shared.waiting.load(Ordering::Relaxed), self.shared.running.load(Ordering::Relaxed))
     }
 
-    /// Admit a clip of 16 kHz mono samples; refused at once when the engine is full.
-    pub fn transcribe(&self, samples: Vec<f32>, opts: TranscribeOptions) -> Result<SpeechStream> {
+    /// Admit a clip of 16 kHz mono samples; refused at once when the engine
+    /// is full. The log-mel spectrogram is computed here, on the caller's
+    /// thread (an hour of audio is seconds of CPU: call it from a blocking
+    /// context), so the engine thread only steps the model.
+    pub fn transcribe(&self, samples: &[f32], opts: TranscribeOptions) -> Result<SpeechStream> {
         let slot = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
             // Time for the audio already admitted to drain at the recent speed.
             let (waiting, running) = self.queue();
@@ -180,11 +188,12 @@ impl SpeechEngine {
                 retry_after: Duration::from_secs_f64(secs),
             }
         })?;
+        let mel = self.mel.compute(samples);
         let (events, rx) = tmpsc::unbounded_channel();
         self.shared.waiting.fetch_add(1, Ordering::Relaxed);
         self.jobs
             .send(Job {
-                samples,
+                mel,
                 opts,
                 events,
                 _slot: slot,
@@ -247,7 +256,7 @@ impl Worker {
         }
     }
 
-    /// Move waiting clips into the running set (their mel computed here, off the callers' threads).
+    /// Move waiting clips into the running set.
     fn admit(&mut self) {
         while self.active.len() < self.max_running {
             let Some(job) = self.waiting.pop_front() else { break };
@@ -256,8 +265,7 @@ impl Worker {
                 continue;
             }
             let m = &self.model;
-            let mel = m.mel.compute(&job.samples);
-            match ClipJob::new(&m.tokens, mel, job.opts, m.model.dims.n_text_ctx, 2 * m.model.dims.n_audio_ctx) {
+            match ClipJob::new(&m.tokens, job.mel, job.opts, m.model.dims.n_text_ctx, 2 * m.model.dims.n_audio_ctx) {
                 Ok(clip) => self.active.push(Active {
                     job: clip,
                     events: job.events,

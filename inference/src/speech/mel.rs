@@ -39,6 +39,7 @@ impl LogMel {
 }
 
 /// The front end for one mel size (80 for Whisper up to large-v2, 128 for large-v3).
+#[derive(Clone)]
 pub struct MelFrontEnd {
     n_mels: usize,
     /// `[n_mels][N_FFT / 2 + 1]`, each row stored as (first non-zero bin, weights).

@@ -96,7 +96,7 @@ fn festival_speech_by_word_error_rate_and_batched_like_one_by_one() {
     // One by one.
     let mut alone = Vec::new();
     for s in SENTENCES {
-        let t = rt.block_on(engine.transcribe(samples(&clip(s, Variant::Base16k)), opts()).unwrap().finish()).unwrap();
+        let t = rt.block_on(engine.transcribe(&samples(&clip(s, Variant::Base16k)), opts()).unwrap().finish()).unwrap();
         alone.push(t.text);
     }
     let scores: Vec<f32> = SENTENCES.iter().zip(&alone).map(|(s, t)| wer(s.reference, t)).collect();
@@ -111,11 +111,11 @@ fn festival_speech_by_word_error_rate_and_batched_like_one_by_one() {
     let variants = [Variant::Rate8k, Variant::Rate44k, Variant::Stereo44k, Variant::Mp3, Variant::Flac, Variant::Ogg, Variant::Noisy];
     let mut jobs = Vec::new();
     for s in SENTENCES {
-        jobs.push((s, Variant::Base16k, engine.transcribe(samples(&clip(s, Variant::Base16k)), opts()).unwrap()));
+        jobs.push((s, Variant::Base16k, engine.transcribe(&samples(&clip(s, Variant::Base16k)), opts()).unwrap()));
     }
     for (i, v) in variants.iter().enumerate() {
         for s in SENTENCES.iter().cycle().skip(i * 2).take(6) {
-            jobs.push((s, *v, engine.transcribe(samples(&clip(s, *v)), opts()).unwrap()));
+            jobs.push((s, *v, engine.transcribe(&samples(&clip(s, *v)), opts()).unwrap()));
         }
     }
     let mut other = Vec::new();
@@ -270,8 +270,8 @@ fn a_full_engine_refuses_and_a_dropped_request_frees_its_slot() {
 
     let model = SpeechModel::load(&whisper_dir("whisper-tiny-en"), DeviceSpec::Cpu, Precision::Float).unwrap();
     let engine = SpeechEngine::start(model, SpeechEngineConfig { max_running: 1, max_clips: 1 }).unwrap();
-    let first = engine.transcribe(clip(), TranscribeOptions::default()).unwrap();
-    match engine.transcribe(clip(), TranscribeOptions::default()) {
+    let first = engine.transcribe(&clip(), TranscribeOptions::default()).unwrap();
+    match engine.transcribe(&clip(), TranscribeOptions::default()) {
         Err(inference::Error::Overloaded { retry_after, .. }) => assert!(retry_after >= Duration::from_secs(1)),
         other => panic!("expected Overloaded, got {other:?}"),
     }
@@ -279,7 +279,7 @@ fn a_full_engine_refuses_and_a_dropped_request_frees_its_slot() {
     // The engine notices the closed stream at its next step and releases the slot.
     let deadline = Instant::now() + Duration::from_secs(60);
     let second = loop {
-        match engine.transcribe(clip(), TranscribeOptions { beam_size: 1, ..Default::default() }) {
+        match engine.transcribe(&clip(), TranscribeOptions { beam_size: 1, ..Default::default() }) {
             Ok(s) => break s,
             Err(inference::Error::Overloaded { .. }) if Instant::now() < deadline => std::thread::yield_now(),
             Err(e) => panic!("the slot was not freed: {e}"),

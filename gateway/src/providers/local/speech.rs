@@ -37,15 +37,17 @@ impl LocalChat {
         let upload = call.audio.ok_or_else(|| ApiError::internal("an audio call without its file"))?;
         let ext = upload.filename.as_deref().and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_owned());
         let max_secs = speech.config.max_audio_secs;
-        // MP3 decoding and resampling are CPU work: off the event loop.
-        let decoded = tokio::task::spawn_blocking(move || audio::decode(upload.bytes.to_vec(), ext.as_deref(), max_secs))
-            .await
-            .map_err(|e| ApiError::internal(format!("audio decoding stopped: {e}")))?
-            .map_err(|e| match e {
+        let engine = engine.clone();
+        // MP3 decoding, resampling and the log-mel are CPU work: off the event loop.
+        let mut events = tokio::task::spawn_blocking(move || {
+            let decoded = audio::decode(upload.bytes.to_vec(), ext.as_deref(), max_secs).map_err(|e| match e {
                 audio::AudioError::Unsupported(_) => ApiError::unsupported("file", e),
                 e => ApiError::invalid("file", e),
             })?;
-        let mut events = engine.transcribe(decoded.samples, opts)?;
+            Ok::<_, ApiError>(engine.transcribe(&decoded.samples, opts)?)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("audio decoding stopped: {e}")))??;
         let task = if translate { "translate" } else { "transcribe" };
         if !call.stream {
             return Ok(Reply::Json(formats::verbose_json(&events.finish().await?, task)));
