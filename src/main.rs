@@ -270,6 +270,8 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         // metrics in it, and /metrics renders it whole.
         let registry = prometheus::Registry::new();
         let app = gateway::App::with_registry(server_cfg, gateway_cfg, &registry).context("cannot set up the gateway")?;
+        // Audio requests are read and routed (to cloud candidates) while the local Whisper models load.
+        app.set_speech_config(speech_config.speech.clone());
         if let Some(url) = &database_url {
             let attach = async {
                 // The errors name the database with its password masked.

@@ -7,7 +7,7 @@
 //! - [`extract`]: URLs, hashtags, mentions and cashtags as twitter-text
 //!   finds them.
 //! - [`platform`]: every platform's length rule and limit as data (X,
-//!   Bluesky 300 graphemes, Mastodon 500 characters, LinkedIn 3,000), one
+//!   Bluesky 300 graphemes, Mastodon 500 graphemes, LinkedIn 3,000), one
 //!   [`platform::Platform::check`] for the posting service's pre-flight gate.
 //!
 //! Nothing here allocates models, talks to networks or knows about posts'

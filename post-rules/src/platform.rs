@@ -7,7 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 
-use crate::extract;
+use twitter_text::extractor::{Extract, Extractor};
+
 use crate::x::{XRules, X_URL_WEIGHT};
 
 /// A platform a post goes to.
@@ -18,8 +19,9 @@ pub enum Platform {
     X,
     /// Bluesky: 300 grapheme clusters of the record's text.
     Bluesky,
-    /// Mastodon: 500 characters, every URL counting 23 and a remote
-    /// mention `@user@domain` counting as `@user` (the server's rule).
+    /// Mastodon: 500 grapheme clusters, every URL with a scheme counting
+    /// 23 and a remote mention `@user@domain` counting as `@user` (the
+    /// server's `StatusLengthValidator`).
     Mastodon,
     /// LinkedIn: 3,000 characters.
     LinkedIn,
@@ -72,24 +74,39 @@ impl Platform {
     }
 }
 
-/// Mastodon's count: characters, a URL as 23, `@user@domain` as `@user`.
+/// Mastodon's count (its `StatusLengthValidator`): grapheme clusters of the
+/// text after every URL with a scheme becomes 23 characters and every
+/// `@user@domain` becomes `@user`.
 fn mastodon_length(text: &str) -> usize {
-    let mut length = text.chars().count();
+    let mut urls = Extractor::new();
+    urls.set_extract_url_without_protocol(false);
+    let text = replace_each(text, &urls.extract_urls(text), |_| "x".repeat(X_URL_WEIGHT));
+    let remote: Vec<String> = Extractor::new()
+        .extract_federated_mentions(&text)
+        .into_iter()
+        .filter(|m| m.trim_start_matches(['@', '＠']).contains('@'))
+        .collect();
+    let text = replace_each(&text, &remote, |m| {
+        let body = m.trim_start_matches(['@', '＠']);
+        let lead = &m[..m.len() - body.len()];
+        format!("{lead}{}", body.split_once('@').map_or(body, |(user, _)| user))
+    });
+    text.graphemes(true).count()
+}
+
+/// `text` with each of `found` (entities in order of appearance) replaced by `with(entity)`.
+fn replace_each(text: &str, found: &[String], with: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    for url in extract::urls(text) {
-        if let Some(at) = rest.find(url.as_str()) {
-            length = length - url.chars().count() + X_URL_WEIGHT;
-            rest = &rest[at + url.len()..];
+    for f in found {
+        if let Some(at) = rest.find(f.as_str()) {
+            out.push_str(&rest[..at]);
+            out.push_str(&with(f));
+            rest = &rest[at + f.len()..];
         }
     }
-    for word in text.split_whitespace() {
-        if let Some(handle) = word.strip_prefix('@') {
-            if let Some((_, domain)) = handle.split_once('@') {
-                length -= domain.chars().count() + 1;
-            }
-        }
-    }
-    length
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for Platform {
@@ -137,6 +154,12 @@ mod tests {
         let url = "https://example.com/an/extremely/long/path/for/this/test";
         assert_eq!(Platform::Mastodon.length(&format!("see {url}")), 4 + 23);
         assert_eq!(Platform::Mastodon.length("hi @alice@example.social"), "hi @alice".len());
+        // Without a scheme a link is text, as Mastodon counts it.
+        assert_eq!(Platform::Mastodon.length("see acme.com"), 12);
+        assert_eq!(Platform::Mastodon.length(family), 1);
+        // A URL and a remote mention that overlap never count below zero.
+        let hostile = format!("@a@(https://example.com/{})", "a".repeat(100));
+        assert!(Platform::Mastodon.length(&hostile) <= hostile.chars().count());
         assert!(Platform::Bluesky.check(&"é".repeat(300), None).valid);
         assert!(!Platform::Bluesky.check(&"é".repeat(301), None).valid);
         assert!(!Platform::Mastodon.check("   ", None).valid);

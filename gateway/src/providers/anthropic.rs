@@ -57,7 +57,8 @@ impl Anthropic {
         if call.api != Api::Chat {
             // Anthropic retired its text completions API: another candidate
             // of the route may have one.
-            return Err(ApiError::unsupported("model", format!("`{}` (Anthropic) has no legacy completions; use chat", self.endpoint.name)));
+            let what = if call.api.is_audio() { "audio transcription" } else { "legacy completions" };
+            return Err(ApiError::unsupported("model", format!("`{}` (Anthropic) has no {what}; use chat", self.endpoint.name)));
         }
         let body = to_messages(&call.body, self.default_max_tokens, call.stream)?;
         let resp = self.endpoint.post(&body).await?;

@@ -434,10 +434,15 @@ impl Router {
 
 /// One attempt: a JSON answer (within the upstream's total timeout), or a
 /// stream whose first chunk has arrived (within its first-chunk timeout).
-/// Bounded by the request deadline.
+/// Bounded by the request deadline, except audio: a transcription is
+/// answered whole (cloud Whisper never streams; the local engine's first
+/// segment comes with its first window), so it gets the upstream's total
+/// timeout, and none at the local engine, which admitted the clip or
+/// refused it at once.
 pub(super) async fn attempt(up: &Upstream, call: Call, deadline: Instant) -> Result<Reply, ApiError> {
     let name = up.provider.name().to_owned();
-    let allowed = up.timeouts.map(|t| if call.stream { t.first_chunk } else { t.total });
+    let audio = call.api.is_audio();
+    let allowed = up.timeouts.map(|t| if call.stream && !audio { t.first_chunk } else { t.total });
     let fut = async {
         match up.provider.answer(call).await? {
             Reply::Json(v) => Ok(Reply::Json(v)),
@@ -448,7 +453,12 @@ pub(super) async fn attempt(up: &Upstream, call: Call, deadline: Instant) -> Res
             },
         }
     };
-    let limit = allowed.and_then(|t| Instant::now().checked_add(t)).map_or(deadline, |t| deadline.min(t));
+    let limit = match (allowed.and_then(|t| Instant::now().checked_add(t)), audio) {
+        (Some(t), true) => t,
+        (None, true) => return fut.await,
+        (Some(t), false) => deadline.min(t),
+        (None, false) => deadline,
+    };
     match tokio::time::timeout_at(limit.into(), fut).await {
         Ok(r) => r,
         Err(_) => Err(ApiError::gateway_timeout(format!("`{}` sent nothing in time", up.provider.name()))),

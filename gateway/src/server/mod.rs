@@ -122,6 +122,9 @@ pub(crate) struct Inner {
     pub(crate) keys: Arc<OnceLock<Arc<KeyRing>>>,
     /// The Whisper models, once loaded (shared with the `local` provider).
     pub(crate) speech: Arc<OnceLock<crate::speech::SpeechModels>>,
+    /// `[speech]`, known before the models load: audio requests are read
+    /// and routed (to cloud candidates) while the local models load.
+    pub(crate) speech_config: OnceLock<crate::speech::SpeechConfig>,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -195,6 +198,7 @@ impl App {
             usage: OnceLock::new(),
             keys: Arc::new(OnceLock::new()),
             speech,
+            speech_config: OnceLock::new(),
         })))
     }
 
@@ -205,15 +209,25 @@ impl App {
         }
     }
 
+    /// `[speech]` before its models load (else [`App::set_speech`] brings
+    /// it): `/v1/audio/*` reads and routes requests from now on, the local
+    /// candidates answering 503 until their models are in. Later calls are
+    /// ignored.
+    pub fn set_speech_config(&self, config: crate::speech::SpeechConfig) {
+        let _ = self.0.speech_config.set(config);
+    }
+
     /// Speech models are loaded: serve `/v1/audio/*`. Later calls are ignored.
     pub fn set_speech(&self, speech: crate::speech::SpeechModels) {
+        self.set_speech_config(speech.config.clone());
         if self.0.speech.set(speech).is_err() {
             tracing::warn!("set_speech called twice; keeping the first models");
         }
     }
 
-    pub(crate) fn speech(&self) -> Result<&crate::speech::SpeechModels, ApiError> {
-        self.0.speech.get().ok_or_else(|| ApiError::not_ready("Speech models are still loading; retry shortly."))
+    /// `[speech]` as set (its defaults before anything set it).
+    pub(crate) fn speech_config(&self) -> crate::speech::SpeechConfig {
+        self.0.speech_config.get().cloned().unwrap_or_default()
     }
 
     /// Keep usage records and read API keys in `db` from now on (a second

@@ -38,13 +38,13 @@ pub(crate) async fn translations(State(app): State<App>, caller: Caller, headers
 
 async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, api: Api) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let speech = app.speech()?.clone();
+    let speech = app.speech_config();
     let ctype = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)"));
     let boundary = ctype
         .filter(|c| c.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
         .and_then(|c| multer::parse_boundary(c).ok())
         .ok_or_else(|| ApiError::unsupported_media_type("multipart/form-data", ctype))?;
-    let limit = speech.config.max_upload_mb << 20;
+    let limit = speech.max_upload_mb << 20;
     let bytes = read_bytes(&app, &headers, body, limit).await?;
     let form = form::parse(bytes, boundary, api == Api::Translations).await?;
     let route = speech.route(&form.model, &app.0.router).to_owned();

@@ -46,6 +46,18 @@ pub struct SpeechConfig {
     pub max_clips: usize,
 }
 
+impl SpeechConfig {
+    /// The route a request's `model` takes: `whisper-1` (OpenAI's name,
+    /// many clients' default) is `default` unless a route claims it.
+    pub(crate) fn route<'a>(&'a self, model: &'a str, router: &crate::routing::router::Router) -> &'a str {
+        if model == "whisper-1" && !router.models().any(|m| m == model) {
+            &self.default
+        } else {
+            model
+        }
+    }
+}
+
 impl Default for SpeechConfig {
     fn default() -> Self {
         Self {
@@ -82,15 +94,6 @@ impl SpeechModels {
         self.engines.insert(name.into(), engine);
     }
 
-    /// The route a request's `model` takes: `whisper-1` (OpenAI's name,
-    /// many clients' default) is `[speech] default` unless a route claims it.
-    pub(crate) fn route<'a>(&'a self, model: &'a str, router: &crate::routing::router::Router) -> &'a str {
-        if model == "whisper-1" && !router.models().any(|m| m == model) {
-            &self.config.default
-        } else {
-            model
-        }
-    }
 
     /// Set the clips-waiting/running gauges from each engine, now.
     pub(crate) fn observe_queues(&self, metrics: &crate::metrics::Metrics) {

@@ -135,3 +135,50 @@ async fn usage_records_price_cloud_audio_by_the_minute() {
     drop(s2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// While the local Whisper models load, requests are read and routed: a
+/// cloud candidate answers, and a name only the local engine serves gets 503.
+#[tokio::test]
+async fn cloud_candidates_answer_while_the_local_models_load() {
+    let groq = FakeOpenAi::start("groq").await;
+    let gw = gateway_for(vec![provider("groq", &groq.base_url)], vec![route(ROUTE, &[("local", MODEL), ("groq", "whisper-large-v3")])]);
+    let app = gateway::App::new(gateway::ServerConfig::default(), gw).expect("app");
+    app.set_speech_config(gateway::SpeechConfig::default());
+    let s = crate::support::start_app(app, crate::support::engine()).await;
+    let res = post(&s, "transcriptions", form(clip(), "clip.wav", &[("model", ROUTE)])).await;
+    assert_eq!((res.status().as_u16(), header(&res, "x-starling-provider")), (200, "groq"));
+    let res = post(&s, "transcriptions", form(clip(), "clip.wav", &[("model", MODEL)])).await;
+    assert_eq!(res.status(), 503);
+}
+
+/// A client's stream from a cloud Whisper waits for the whole answer: the
+/// provider's total timeout applies, not its first-token one, and the file
+/// is sent once.
+#[tokio::test]
+async fn a_streamed_cloud_transcription_may_take_longer_than_a_first_token() {
+    let openai = FakeOpenAi::start("openai").await;
+    let mut p = provider("openai", &openai.base_url);
+    p.ttft_timeout_ms = 100;
+    let s = start_speech_routed(gateway_for(vec![p], vec![route(ROUTE, &[("openai", "whisper-1")])]), |_| {}, None).await;
+    openai.fail_next([Fault::Slow(std::time::Duration::from_millis(500))]);
+    let res = post(&s, "transcriptions", form(clip(), "clip.wav", &[("model", ROUTE), ("stream", "true")])).await;
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("transcript.text.done") && body.contains("Hello from openai."), "{body}");
+    assert_eq!(openai.seen().len(), 1, "the upload went up once");
+}
+
+/// The local engine answers a clip however long it takes: the retry
+/// deadline bounds retries, not the work of an admitted clip.
+#[tokio::test]
+async fn a_local_transcription_outlives_the_retry_deadline() {
+    let mut gw = gateway_for(vec![], vec![]);
+    gw.retry.deadline_secs = 1;
+    let s = start_speech_routed(gw, |_| {}, None).await;
+    let passage = test_support::speech::long_passage();
+    let wav = std::fs::read(&passage.path).expect("passage");
+    let res = post(&s, "transcriptions", form(wav, "passage.wav", &[("model", MODEL), ("response_format", "verbose_json")])).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert!(v["duration"].as_f64().unwrap_or(0.0) > 60.0, "{v}");
+}

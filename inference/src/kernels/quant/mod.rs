@@ -162,8 +162,9 @@ impl QMatrix {
     }
 
     /// Quantize a row-major `[rows, cols]` float matrix to Q8_0 (per 32
-    /// values: `d = amax / 127` as f16, `q = round(x / d)`, as llama.cpp's
-    /// `quantize_row_q8_0`), for weights that come unquantized (Whisper's).
+    /// values: `d = amax / 127` as f16, `q = round(x / d)` with the f16 `d`
+    /// that is stored, so the quants reproduce what dequantization sees),
+    /// for weights that come unquantized (Whisper's).
     /// `None` if `w` does not have that shape.
     pub fn quantize_q8_0(rows: usize, cols: usize, w: &[f32]) -> Option<Self> {
         if w.len() != rows * cols || !cols.is_multiple_of(QK) {
@@ -315,13 +316,16 @@ fn quantize_rows_generic(x: &[f32], out: &mut Vec<BlockQ8A>) {
 
 /// The largest |x| of a block, as a halving tree over lanes so that it
 /// vectorises (a running maximum is a chain LLVM keeps scalar). Exact: the
-/// order of a maximum does not change it.
+/// order of a maximum does not change it, and a NaN counts as 0, as in the
+/// `f32::max` fold from 0 it replaces.
 #[inline(always)]
 fn block_amax(block: &[f32]) -> f32 {
     let max = |a: f32, b: f32| if a > b { a } else { b };
+    // NaN > 0 is false: NaN (and -0) become 0.
+    let abs = |v: f32| if v.abs() > 0.0 { v.abs() } else { 0.0 };
     let mut m = [0f32; QK / 2];
     for (i, m) in m.iter_mut().enumerate() {
-        *m = max(block[i].abs(), block[i + QK / 2].abs());
+        *m = max(abs(block[i]), abs(block[i + QK / 2]));
     }
     let mut width = QK / 4;
     while width > 0 {
