@@ -27,11 +27,6 @@ pub fn entities(text: &str) -> Entities {
     }
 }
 
-/// The URLs of `text`.
-pub fn urls(text: &str) -> Vec<String> {
-    Extractor::new().extract_urls(text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,13 +92,7 @@ pub(crate) async fn answer(
     }
     let routed = match or_shutdown(app, app.0.router.answer(api, route, body, stream, local_only, None)).await {
         Ok(r) => r,
-        Err(e) => {
-            record.status = i64::from(e.status.as_u16());
-            record.error = Some(e.message.clone());
-            record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-            app.record(record, &admitted);
-            return Err(e);
-        }
+        Err(e) => return Err(failed(app, record, &admitted, e, started)),
     };
     record.provider.clone_from(&routed.provider);
     record.model.clone_from(&routed.model);
@@ -130,6 +124,15 @@ pub(crate) async fn answer(
     let overhead = started.elapsed().saturating_sub(routed.upstream);
     app.0.metrics.overhead_seconds.observe(overhead.as_secs_f64());
     Ok((reply, source))
+}
+
+/// Close `record` as failed with `e` (its status and message) and return `e`.
+pub(crate) fn failed(app: &App, mut record: UsageRecord, admitted: &Admitted, e: ApiError, started: Instant) -> ApiError {
+    record.status = i64::from(e.status.as_u16());
+    record.error = Some(e.message.clone());
+    record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    app.record(record, admitted);
+    e
 }
 
 /// A request let in by its key's limits, until its record closes.

@@ -15,7 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::accounting::usage::{self, UsageRecord};
-use crate::api::answer::{admit, Admitted, Source};
+use crate::api::answer::{admit, failed, Admitted, Source};
 use crate::error::ApiError;
 use crate::providers::{Api, Audio, ChunkValues, Reply};
 use crate::server::auth::Caller;
@@ -54,7 +54,7 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, api: Api)
     let routing = app.0.router.answer(api, &route, form.fields(), form.stream, admitted.local_only, Some(audio));
     let routed = match or_shutdown(&app, routing).await {
         Ok(r) => r,
-        Err(e) => return Err(fail(&app, record, &admitted, e, started)),
+        Err(e) => return Err(failed(&app, record, &admitted, e, started)),
     };
     record.provider.clone_from(&routed.provider);
     record.model.clone_from(&routed.model);
@@ -70,7 +70,7 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, api: Api)
         Reply::Json(v) => v,
         Reply::Stream(items) => match or_shutdown(&app, last(items)).await {
             Ok(v) => v,
-            Err(e) => return Err(fail(&app, record, &admitted, e, started)),
+            Err(e) => return Err(failed(&app, record, &admitted, e, started)),
         },
     };
     finished(&app, &mut record, &admitted, &answer, started);
@@ -97,14 +97,6 @@ async fn last(mut items: ChunkValues) -> Result<Value, ApiError> {
         last = Some(item?);
     }
     last.ok_or_else(|| ApiError::bad_gateway("the transcription ended without an answer"))
-}
-
-fn fail(app: &App, mut record: UsageRecord, admitted: &Admitted, e: ApiError, started: Instant) -> ApiError {
-    record.status = i64::from(e.status.as_u16());
-    record.error = Some(e.message.clone());
-    record.latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    app.record(record, admitted);
-    e
 }
 
 /// Record a transcription (`verbose_json`) and observe its audio seconds and real-time factor.
@@ -149,10 +141,10 @@ fn stream_events(app: App, items: ChunkValues, record: UsageRecord, admitted: Ad
                 finished(&s.app, &mut s.record, &s.admitted, &v, started);
                 Ok(event(&formats::done(&v)))
             }
-            Some(Err(e)) => Ok(event(&fail(&s.app, s.record, &s.admitted, e, started).body())),
+            Some(Err(e)) => Ok(event(&failed(&s.app, s.record, &s.admitted, e, started).body())),
             None => {
                 let e = ApiError::bad_gateway("the transcription ended without an answer");
-                Ok(event(&fail(&s.app, s.record, &s.admitted, e, started).body()))
+                Ok(event(&failed(&s.app, s.record, &s.admitted, e, started).body()))
             }
         };
         Some((item, None))

@@ -154,10 +154,8 @@ async fn hostile_multipart_bodies_get_4xx_naming_the_field() {
 
 #[tokio::test]
 async fn whisper_is_listed_and_usage_records_carry_audio_seconds() {
-    let dir = std::env::temp_dir().join(format!("starling-speech-usage-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("usage.db").display());
+    let db = crate::usage::TempDb::new();
+    let url = db.url();
     let mut s = start_speech(|_| {}, Some(&url)).await;
     let models: Value = reqwest::get(format!("{}/models", s.v1())).await.unwrap().json().await.unwrap();
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == MODEL), "{models}");
@@ -174,10 +172,9 @@ async fn whisper_is_listed_and_usage_records_carry_audio_seconds() {
     s.done.take().expect("serve task").await.expect("join").expect("serve");
     let s2 = start_speech(|_| {}, Some(&url)).await;
     let v: Value = reqwest::get(format!("{}/usage?group_by=model", s2.v1())).await.unwrap().json().await.unwrap();
-    let row = v["data"].as_array().and_then(|d| d.iter().find(|r| r["group"] == MODEL).cloned()).expect("a record for the model");
+    let row = crate::usage::group(&v, MODEL);
     assert_eq!(row["requests"], 1, "{row}");
     let seconds = row["audio_seconds"].as_f64().unwrap_or(0.0);
     assert!((seconds - 3.21).abs() < 0.01, "audio_seconds {seconds}");
     drop(s2);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -112,10 +112,8 @@ async fn a_stream_from_a_cloud_whisper_is_made_of_its_segments() {
 /// Cloud transcriptions cost their list price per minute of audio; local ones nothing.
 #[tokio::test]
 async fn usage_records_price_cloud_audio_by_the_minute() {
-    let dir = std::env::temp_dir().join(format!("starling-speech-routing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("usage.db").display());
+    let db = crate::usage::TempDb::new();
+    let url = db.url();
     let (mut s, _openai, _groq) = routed(Some(&url)).await;
     for model in [ROUTE, "local-first"] {
         let res = post(&s, "transcriptions", form(clip(), "clip.wav", &[("model", model)])).await;
@@ -125,15 +123,13 @@ async fn usage_records_price_cloud_audio_by_the_minute() {
     s.done.take().expect("serve task").await.expect("join").expect("serve");
     let (s2, _, _) = routed(Some(&url)).await;
     let v: Value = reqwest::get(format!("{}/usage?group_by=model", s2.v1())).await.unwrap().json().await.unwrap();
-    let row = |group: &str| v["data"].as_array().and_then(|d| d.iter().find(|r| r["group"] == group).cloned()).unwrap_or_default();
-    let (cloud, local) = (row("whisper-1"), row(MODEL));
+    let (cloud, local) = (crate::usage::group(&v, "whisper-1"), crate::usage::group(&v, MODEL));
     // The fake reads the clip's duration from its header: 3.21 s at $0.006 a minute.
     let cost = cloud["cost_usd"].as_f64().unwrap_or(-1.0);
     assert!((cost - 0.006 * 3.21 / 60.0).abs() < 1e-9, "{cloud}");
     assert!((cloud["audio_seconds"].as_f64().unwrap_or(0.0) - 3.21).abs() < 1e-6, "{cloud}");
     assert_eq!((local["requests"].as_i64(), local["cost_usd"].as_f64()), (Some(1), Some(0.0)), "{local}");
     drop(s2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// While the local Whisper models load, requests are read and routed: a

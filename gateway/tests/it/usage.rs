@@ -33,7 +33,8 @@ impl Drop for TempDb {
     }
 }
 
-fn group<'a>(data: &'a Value, name: &str) -> &'a Value {
+/// The `GET /v1/usage?group_by=...` row of `name` (asserted present).
+pub fn group<'a>(data: &'a Value, name: &str) -> &'a Value {
     let found = data["data"].as_array().and_then(|a| a.iter().find(|g| g["group"] == name));
     assert!(found.is_some(), "no group `{name}` in {data}");
     found.expect("checked above")
