@@ -45,6 +45,10 @@ pub enum Error {
         /// What is wrong with its value.
         message: String,
     },
+    /// The request's output constraint (grammar, schema, post rules)
+    /// cannot be compiled or satisfied; the caller knows which field held it.
+    #[error("invalid constraint: {0}")]
+    Constraint(String),
     /// The engine is at one of its configured limits; try again after `retry_after`.
     #[error("engine overloaded ({reason}); retry after {retry_after:?}")]
     Overloaded {

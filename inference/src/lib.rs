@@ -9,6 +9,7 @@
 //! - `kernels`: CPU SIMD kernels (quantized matmul, norms, RoPE, attention).
 //! - `kv_cache`: per-sequence key/value buffers.
 //! - `sampling`: logits processing and seeded sampling.
+//! - `constraint`: constrained decoding (grammars on llguidance, post rules).
 //! - `detok`: streaming detokenization (whole UTF-8 only) and stop strings.
 //! - `speech`: Whisper speech to text (its own engine thread; see its module docs).
 //! - `tokenizer`, `chat`, `gguf`: tokenizer, chat template and metadata from the GGUF.
@@ -16,6 +17,7 @@
 //! The crate knows nothing about HTTP or providers.
 
 pub mod chat;
+pub mod constraint;
 pub mod detok;
 pub mod device;
 pub mod engine;
@@ -30,6 +32,7 @@ pub mod speech;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, Role};
+pub use constraint::{Constraint, Grammar, PostRules};
 pub use device::DeviceSpec;
 pub use engine::{
     Done, Engine, EngineConfig, EngineStats, Event, FinishReason, GenerateRequest, GenerationStream, LogprobInfo,

@@ -128,6 +128,37 @@ pub struct Sampler {
     idx: Vec<u32>,
     /// Scratch: log-softmax of the raw logits.
     lp: Vec<f32>,
+    /// Scratch: weights of a draw that may be refused.
+    work: Vec<f32>,
+}
+
+/// Most drawn tokens a constraint may refuse for one position before the
+/// sequence gives up on it (each refusal costs a draw and a check).
+pub const MAX_REFUSALS: usize = 32;
+
+/// What a constraint says of a drawn token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// Keep it.
+    Take,
+    /// Draw again without it.
+    Refuse,
+    /// Stop drawing (the constraint decides the token itself).
+    Stop,
+}
+
+/// A constraint on the next token, as the sampler sees it.
+pub trait Restrict {
+    /// Send forbidden tokens to -inf (after penalties, before the draw).
+    fn mask(&mut self, _logits: &mut [f32]) {}
+    /// Whether [`Restrict::judge`] may refuse anything.
+    fn judges(&self) -> bool {
+        false
+    }
+    /// Judge a drawn token.
+    fn judge(&mut self, _id: u32) -> Judgement {
+        Judgement::Take
+    }
 }
 
 impl Sampler {
@@ -149,6 +180,7 @@ impl Sampler {
             seen,
             idx: Vec::new(),
             lp: Vec::new(),
+            work: Vec::new(),
         }
     }
 
@@ -173,11 +205,63 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], logprobs: Option<usize>) -> Sampled {
         let top = logprobs.map(|n| self.raw_logprobs(logits, n));
         self.apply_penalties(logits);
-        let id = if self.params.temperature == 0.0 || self.params.top_k == 1 {
+        let id = self.pick(logits);
+        self.record(id, top)
+    }
+
+    /// As [`Sampler::sample`], within a constraint: `restrict` masks the
+    /// logits after penalties, then judges each drawn token; a refused one
+    /// leaves the distribution and the draw is repeated (which draws from
+    /// the distribution without it). `None` when no token is acceptable
+    /// or [`MAX_REFUSALS`] were refused, or `restrict` stops the draw.
+    /// Logprobs stay the model's own, before the constraint.
+    pub fn sample_within(&mut self, logits: &mut [f32], logprobs: Option<usize>, restrict: &mut dyn Restrict) -> Option<Sampled> {
+        let top = logprobs.map(|n| self.raw_logprobs(logits, n));
+        self.apply_penalties(logits);
+        restrict.mask(logits);
+        let judged = restrict.judges();
+        let mut refused = 0;
+        let id = loop {
+            if !logits.iter().any(|&l| l > f32::NEG_INFINITY) {
+                return None;
+            }
+            let id = if judged {
+                // `draw` turns logits into weights in place; keep them for a redraw.
+                let mut work = std::mem::take(&mut self.work);
+                work.clear();
+                work.extend_from_slice(logits);
+                let id = self.pick(&mut work);
+                self.work = work;
+                id
+            } else {
+                self.pick(logits)
+            };
+            match restrict.judge(id) {
+                Judgement::Take => break id,
+                Judgement::Stop => return None,
+                Judgement::Refuse => {
+                    refused += 1;
+                    if refused >= MAX_REFUSALS {
+                        return None;
+                    }
+                    logits[id as usize] = f32::NEG_INFINITY;
+                }
+            }
+        };
+        Some(self.record(id, top))
+    }
+
+    /// Greedy or drawn, as the parameters say.
+    fn pick(&mut self, logits: &mut [f32]) -> u32 {
+        if self.params.temperature == 0.0 || self.params.top_k == 1 {
             argmax(logits)
         } else {
             self.draw(logits)
-        };
+        }
+    }
+
+    /// Note `id` as generated (penalties) and report its logprobs.
+    fn record(&mut self, id: u32, top: Option<Vec<TokenLogprob>>) -> Sampled {
         *self.generated.entry(id).or_insert(0) += 1;
         if self.params.repetition_penalty != 1.0 {
             self.seen.insert(id);
@@ -224,11 +308,13 @@ impl Sampler {
         let vocab = logits.len();
         if p.top_k == 0 && p.top_p >= 1.0 {
             // No ordering needed: one pass to weigh, one to draw.
-            let mass: f32 = logits.iter().filter(|&&w| w >= floor).sum();
+            // Weight 0 (a masked token) is never drawn, even when u is 0.
+            let kept = |w: f32| w >= floor && w > 0.0;
+            let mass: f32 = logits.iter().filter(|&&w| kept(w)).sum();
             let mut u = self.rng.gen::<f32>() * mass;
             let mut last = 0;
             for (i, &w) in logits.iter().enumerate() {
-                if w >= floor {
+                if kept(w) {
                     last = i;
                     u -= w;
                     if u <= 0.0 {

@@ -38,6 +38,7 @@ pub struct SpecialTokens {
 }
 
 /// Encoder and byte-level decoder for one model.
+#[derive(Clone)]
 pub struct Tokenizer {
     /// Recognises special tokens written in the text (for rendered chat prompts).
     with_special: HfTokenizer,

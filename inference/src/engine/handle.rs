@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::constraint::{Grammars, Guide};
 use crate::error::{Error, Result};
 use crate::device::{DeviceSpec, Resolved};
 use crate::gguf::GgufFile;
@@ -29,6 +30,8 @@ pub(super) struct Shared {
     pub(super) template: Option<ChatTemplate>,
     pub(super) info: ModelInfo,
     pub(super) admission: Arc<Admission>,
+    /// Grammar compilation for constrained requests (built on first use).
+    pub(super) grammars: Grammars,
 }
 
 /// A request accepted by a handle, on its way to the engine thread.
@@ -40,6 +43,7 @@ pub(super) struct NewSequence {
     pub(super) logprobs: Option<usize>,
     pub(super) prompt_logprobs: Option<usize>,
     pub(super) ignore_eos: bool,
+    pub(super) guide: Option<Guide>,
     pub(super) tx: mpsc::UnboundedSender<Event>,
     pub(super) reservation: Reservation,
     pub(super) span: tracing::Span,
@@ -150,6 +154,7 @@ impl Loaded {
             template,
             info,
             admission,
+            grammars: Grammars::default(),
         });
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -257,6 +262,19 @@ impl Engine {
                 });
             }
         }
+        let guide = match &req.constraint {
+            None => None,
+            Some(_) if req.ignore_eos => {
+                return Err(Error::InvalidRequest {
+                    param: "ignore_eos",
+                    message: "ignore_eos cannot be combined with a constrained output, which ends where its grammar does".into(),
+                })
+            }
+            Some(c) => Some(
+                Guide::new(c, &self.shared.grammars, &self.shared.tokenizer, info.vocab_size, max_tokens)
+                    .map_err(|e| Error::Constraint(e.0))?,
+            ),
+        };
         let kv_bytes = (prompt.len() + max_tokens) * info.kv_bytes_per_token;
         if kv_bytes > self.shared.admission.kv_budget {
             return Err(Error::InvalidRequest {
@@ -281,6 +299,7 @@ impl Engine {
             logprobs: req.logprobs,
             prompt_logprobs: req.prompt_logprobs,
             ignore_eos: req.ignore_eos,
+            guide,
             tx,
             reservation,
             span: tracing::Span::current(),

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::chat::ChatMessage;
+use crate::constraint::Constraint;
 use crate::device::DeviceSpec;
 use crate::kernels::quant::Kernel;
 use crate::sampling::{SamplingParams, TokenLogprob};
@@ -116,6 +117,8 @@ pub struct GenerateRequest {
     /// Reduce `max_tokens` to the room the context leaves instead of
     /// refusing it: for a server's default, which the client never chose.
     pub clamp_max_tokens: bool,
+    /// What the output must be (a grammar, a post's rules).
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerateRequest {
@@ -130,6 +133,7 @@ impl GenerateRequest {
             prompt_logprobs: None,
             ignore_eos: false,
             clamp_max_tokens: false,
+            constraint: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::constraint::{Guide, Pick};
 use crate::detok::{StopMatcher, Utf8Stream};
 use crate::error::Error;
 use crate::models::{BatchSeq, Decoder, Logits, SequenceCache};
@@ -31,6 +32,8 @@ pub(super) struct Sequence<C> {
     logprobs: Option<usize>,
     prompt_logprobs: Option<(usize, Vec<Option<LogprobInfo>>)>,
     ignore_eos: bool,
+    /// What the output must be, when constrained.
+    guide: Option<Guide>,
     tx: mpsc::UnboundedSender<Event>,
     /// Released (slot, KV reservation) when the sequence is dropped.
     _reservation: Reservation,
@@ -54,6 +57,7 @@ impl<C: SequenceCache> Sequence<C> {
             logprobs: n.logprobs,
             prompt_logprobs: n.prompt_logprobs.map(|k| (k, vec![None])),
             ignore_eos: n.ignore_eos,
+            guide: n.guide,
             tx: n.tx,
             _reservation: n.reservation,
             span: n.span,
@@ -71,8 +75,16 @@ impl<C: SequenceCache> Sequence<C> {
     fn done(&mut self, finish: FinishReason, mut flush: String) {
         if finish != FinishReason::Stop {
             let tail = self.utf8.finish();
-            flush.push_str(&self.stop.push(&tail).emit);
+            // A constrained output cut short drops a character it never
+            // finished rather than end in U+FFFD.
+            if self.guide.is_none() || finish != FinishReason::Length {
+                flush.push_str(&self.stop.push(&tail).emit);
+            }
             flush.push_str(&self.stop.finish());
+        }
+        if let Some(g) = &mut self.guide {
+            flush = g.emit(flush);
+            flush.push_str(&g.finish(finish == FinishReason::Length));
         }
         let usage = Usage {
             prompt_tokens: self.prompt_len,
@@ -115,8 +127,27 @@ impl<C: SequenceCache> Sequence<C> {
         }
         let last = first + count - 1;
         let r = &mut logits[last * vocab..(last + 1) * vocab];
-        let sampled = self.sampler.sample(r, self.logprobs);
+        let sampled = match &mut self.guide {
+            None => self.sampler.sample(r, self.logprobs),
+            Some(g) => match g.pick(&mut self.sampler, r, self.logprobs, tok) {
+                Pick::Token(s) => s,
+                Pick::End => {
+                    self.done(FinishReason::Length, String::new());
+                    return Step::Sampled { done: true };
+                }
+                Pick::Fail(message) => {
+                    let _ = self.tx.send(Event::Error(format!("constrained decoding failed: {message}")));
+                    return Step::Sampled { done: true };
+                }
+            },
+        };
         let info = sampled.logprobs.map(|(logprob, top)| LogprobInfo { logprob, top });
+        if let Some(g) = &mut self.guide {
+            if let Err(e) = g.commit(sampled.id, tok) {
+                let _ = self.tx.send(Event::Error(format!("constrained decoding failed: {e}")));
+                return Step::Sampled { done: true };
+            }
+        }
         Step::Sampled { done: self.accept(tok, sampled.id, info) }
     }
 
@@ -128,7 +159,10 @@ impl<C: SequenceCache> Sequence<C> {
             return true;
         }
         let piece = if tok.is_control(id) { String::new() } else { self.utf8.push(tok.token_bytes(id)) };
-        let check = self.stop.push(&piece);
+        let mut check = self.stop.push(&piece);
+        if let Some(g) = &mut self.guide {
+            check.emit = g.emit(std::mem::take(&mut check.emit));
+        }
         if check.stopped {
             // The matched stop string and anything after it are dropped.
             let sent = self.tx.send(Event::Token(TokenEvent { id, text: check.emit, logprob }));
@@ -266,12 +300,16 @@ impl<M: Decoder> Worker<M> {
     /// One forward pass and its sampling. Returns tokens generated.
     fn step(&mut self, plan: &[usize], scratch: &mut M::Scratch, logits: &mut Vec<f32>) -> usize {
         let mut batch: Vec<BatchSeq<'_, M::Cache>> = Vec::with_capacity(self.running.len());
+        let mut grammars = Vec::new();
         for (s, &n) in self.running.iter_mut().zip(plan) {
             if n == 0 {
                 continue;
             }
             let start = s.cache.len();
             let finishes_prompt = start + n >= s.prompt_len;
+            if finishes_prompt {
+                grammars.extend(s.guide.as_mut().and_then(Guide::grammar));
+            }
             let kind = match (&s.prompt_logprobs, start < s.prompt_len) {
                 (Some(_), true) => Logits::All,
                 _ if finishes_prompt => Logits::Last,
@@ -287,8 +325,24 @@ impl<M: Decoder> Worker<M> {
         let kinds: Vec<(Logits, usize)> = batch.iter().map(|b| (b.logits, b.tokens.len())).collect();
         // A panic inside a backend (a CUDA error candle did not turn into a
         // Result) fails this step's requests like an error; the engine goes on.
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward(&mut batch, scratch, logits)))
-            .unwrap_or_else(|panic| Err(Error::Backend(panic_message(&panic))));
+        let mut forward = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward(&mut batch, scratch, logits)))
+                .unwrap_or_else(|panic| Err(Error::Backend(panic_message(&panic))))
+        };
+        // Grammar masks for the tokens this pass will sample are computed
+        // beside it: the jobs wait in this thread's queue for a pool thread
+        // between the pass's parallel pieces (or this one, at the end), so
+        // they stall nobody while they are shorter than the pass.
+        let ran = if grammars.is_empty() {
+            forward()
+        } else {
+            rayon::in_place_scope(|scope| {
+                for g in grammars {
+                    scope.spawn(move |_| g.prepare());
+                }
+                forward()
+            })
+        };
         if let Err(e) = ran {
             drop(batch);
             // Fail the sequences of this step; the engine itself goes on.

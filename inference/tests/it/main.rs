@@ -4,12 +4,14 @@
 //!
 //! - `tokenizer`: ids and round trips against llama.cpp's tokenizer.
 //! - `model`: greedy decode against llama.cpp; load errors.
+//! - `constraint`: JSON schemas, regex, choices, Lark and post rules hold.
 //! - `engine`: the batching engine: determinism, batch equivalence, stop
 //!   strings, UTF-8 streaming, cancellation, admission control.
 
 // Test code: a failed expectation is a panic.
 #![allow(clippy::panic, clippy::unwrap_used)]
 
+mod constraint;
 mod engine;
 mod model;
 mod speech;
