@@ -13,5 +13,6 @@ pub(crate) mod chat;
 pub mod messages;
 pub(crate) mod models;
 pub mod openai;
+pub mod structured;
 pub(crate) mod tokenize;
 pub(crate) mod usage;

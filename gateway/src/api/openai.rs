@@ -8,6 +8,7 @@ use inference::{ChatMessage, Role, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::structured::Structured;
 use crate::error::ApiError;
 use crate::providers::local::generator::{CompletionRequest, Input};
 
@@ -29,9 +30,12 @@ pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, A
         let mut inner = e.into_inner().to_string();
         if path == "." {
             // serde loses the path inside `#[serde(flatten)]`; the shared
-            // sampling fields are the only flattened part of our bodies, so
-            // read them alone to name the field.
+            // sampling and output-constraint fields are the flattened parts
+            // of our bodies, so read them alone to name the field.
             if let Err(e) = serde_path_to_error::deserialize::<_, Sampling>(value) {
+                path = e.path().to_string();
+                inner = e.into_inner().to_string();
+            } else if let Err(e) = serde_path_to_error::deserialize::<_, Structured>(value) {
                 path = e.path().to_string();
                 inner = e.into_inner().to_string();
             }
@@ -60,14 +64,6 @@ pub struct StreamOptions {
     /// Send a final chunk with usage and no choices.
     #[serde(default)]
     pub include_usage: bool,
-}
-
-/// `response_format`.
-#[derive(Debug, Deserialize)]
-pub struct ResponseFormat {
-    /// `text`, `json_object` or `json_schema`.
-    #[serde(rename = "type")]
-    pub kind: String,
 }
 
 /// A message's `content`: a string or an array of parts.
@@ -152,8 +148,6 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     /// Alternatives per token (needs `logprobs`).
     pub top_logprobs: Option<u64>,
-    /// Only `text` is supported for now.
-    pub response_format: Option<ResponseFormat>,
     /// Tools are not supported: refused when non-empty.
     pub tools: Option<Vec<serde_json::Value>>,
     /// Legacy function calling: refused when non-empty.
@@ -168,6 +162,9 @@ pub struct ChatCompletionRequest {
     /// The shared sampling fields.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// What the output must be (`response_format`, `guided_*`, `x_post`).
+    #[serde(flatten)]
+    pub structured: Structured,
 }
 
 /// A legacy `prompt`: text, texts, token ids, or lists of token ids.
@@ -205,6 +202,9 @@ pub struct CompletionsRequest {
     /// The shared sampling fields.
     #[serde(flatten)]
     pub sampling: Sampling,
+    /// What the output must be (`response_format`, `guided_*`, `x_post`).
+    #[serde(flatten)]
+    pub structured: Structured,
 }
 
 /// What a request asks of the server beyond one choice.
@@ -347,14 +347,6 @@ fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
 impl ChatCompletionRequest {
     /// The provider request for one choice, checked.
     pub fn to_completion(&self, default_max_tokens: usize) -> Result<CompletionRequest, ApiError> {
-        if let Some(f) = &self.response_format {
-            if f.kind != "text" {
-                return Err(ApiError::unsupported(
-                    "response_format",
-                    format!("response_format `{}` is not supported yet; only `text` is", f.kind),
-                ));
-            }
-        }
         for (param, list) in [("tools", &self.tools), ("functions", &self.functions)] {
             if list.as_ref().is_some_and(|l| !l.is_empty()) {
                 return Err(ApiError::unsupported(param, format!("{param} are not supported")));
@@ -383,6 +375,7 @@ impl ChatCompletionRequest {
             logprobs,
             prompt_logprobs: None,
             ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
+            constraint: self.structured.constraint()?,
         })
     }
 }
@@ -420,6 +413,7 @@ impl CompletionsRequest {
         };
         let max = max_tokens("max_tokens", self.max_tokens, LEGACY_DEFAULT_MAX_TOKENS)?;
         let (sampling, stop) = self.sampling.params()?;
+        let constraint = self.structured.constraint()?;
         Ok(inputs
             .into_iter()
             .map(|input| CompletionRequest {
@@ -432,6 +426,7 @@ impl CompletionsRequest {
                 logprobs,
                 prompt_logprobs: if self.echo { logprobs } else { None },
                 ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
+                constraint: constraint.clone(),
             })
             .collect())
     }

@@ -11,6 +11,7 @@ mod python;
 mod routing;
 mod speech;
 mod speech_routing;
+mod structured;
 mod support;
 mod upstream;
 mod usage;

@@ -42,6 +42,12 @@ async fn the_openai_python_sdk_gets_answers_and_typed_errors() {
 }
 
 #[tokio::test]
+async fn the_openai_python_sdk_parses_structured_outputs_of_the_local_model() {
+    let s = start(|_| {}, |_| {}).await;
+    run_script("openai_structured_check.py", &s.v1()).await;
+}
+
+#[tokio::test]
 async fn the_anthropic_python_sdk_gets_messages_streams_and_typed_errors() {
     let s = start(|_| {}, |_| {}).await;
     run_script("anthropic_sdk_check.py", &s.base).await;

@@ -14,6 +14,7 @@ use futures_util::stream::BoxStream;
 use inference::{ChatMessage, SamplingParams};
 use serde::Serialize;
 
+use crate::api::structured::Tagged;
 use crate::error::ApiError;
 
 /// What to complete.
@@ -51,6 +52,8 @@ pub struct CompletionRequest {
     pub prompt_logprobs: Option<usize>,
     /// Generate past the end-of-sequence token (vLLM's `ignore_eos`).
     pub ignore_eos: bool,
+    /// What the output must be, and the field that said so.
+    pub constraint: Option<Tagged>,
 }
 
 /// A token's logprob as clients see it: text and bytes, not ids.

@@ -147,7 +147,17 @@ impl Generator for LocalModel {
             g.logprobs = req.logprobs;
             g.prompt_logprobs = req.prompt_logprobs;
             g.ignore_eos = req.ignore_eos;
-            let gen = self.prepare(bytes, move |e| e.generate(g)).await?;
+            let field = req.constraint.as_ref().map_or_else(String::new, |t| t.field.clone());
+            // Compiling a grammar takes milliseconds (the first one, with
+            // the tokenizer's trie, ~200): never on an HTTP thread.
+            let bytes = if req.constraint.is_some() { usize::MAX } else { bytes };
+            g.constraint = req.constraint.map(|t| t.constraint);
+            let gen = match self.prepare(bytes, move |e| Ok(e.generate(g))).await? {
+                Ok(gen) => gen,
+                // The engine cannot tell which field held the schema or rules; the request can.
+                Err(inference::Error::Constraint(m)) => return Err(ApiError::invalid(field, m)),
+                Err(e) => return Err(e.into()),
+            };
             let this = self.clone();
             let chunks = stream::unfold(Some((gen, this, prompt_ids)), |state| async move {
                 let (mut gen, this, prompt_ids) = state?;
