@@ -14,5 +14,6 @@ pub mod messages;
 pub(crate) mod models;
 pub mod openai;
 pub mod structured;
+pub mod tools;
 pub(crate) mod tokenize;
 pub(crate) mod usage;

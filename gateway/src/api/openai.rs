@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 
-use inference::{ChatMessage, Role, SamplingParams};
+use inference::{ChatMessage, Constraint, Role, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::structured::Structured;
+use super::structured::{Structured, Tagged};
+use super::tools::{self, ToolTurn, Tools};
 use crate::error::ApiError;
 use crate::providers::local::generator::{CompletionRequest, Input};
 
@@ -89,10 +90,14 @@ pub struct ContentPart {
 /// One chat message.
 #[derive(Debug, Deserialize)]
 pub struct Message {
-    /// `system`, `developer`, `user`, `assistant` (`tool` is unsupported).
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// The content (null only on assistant tool-call turns, unsupported here).
+    /// The content (null only on assistant turns that call tools).
     pub content: Option<Content>,
+    /// An assistant turn's calls.
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` turn's call.
+    pub tool_call_id: Option<String>,
 }
 
 /// Sampling fields shared by chat and legacy completions, plus the
@@ -148,8 +153,12 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     /// Alternatives per token (needs `logprobs`).
     pub top_logprobs: Option<u64>,
-    /// Tools are not supported: refused when non-empty.
+    /// Functions the model may call.
     pub tools: Option<Vec<serde_json::Value>>,
+    /// `none`, `auto`, `required` or a named function.
+    pub tool_choice: Option<serde_json::Value>,
+    /// More than one call per answer (default true).
+    pub parallel_tool_calls: Option<bool>,
     /// Legacy function calling: refused when non-empty.
     pub functions: Option<Vec<serde_json::Value>>,
     /// vLLM's extension: continue the last message (the assistant's answer
@@ -290,31 +299,38 @@ fn max_tokens(param: &str, v: Option<u64>, default: usize) -> Result<usize, ApiE
     }
 }
 
-/// Chat messages from their wire form: roles checked, text parts joined.
-fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
+/// Chat messages from their wire form: roles checked, text parts joined,
+/// tools, tool calls and results written in as `tools` describes.
+fn chat_messages(messages: &[Message], tools: Option<&Tools>) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "at least one message is required"));
     }
-    let mut out = Vec::with_capacity(messages.len());
+    let mut turns = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
-        let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            "tool" | "function" => {
+        match m.role.as_str() {
+            "system" | "developer" | "user" | "assistant" | "tool" => {}
+            "function" => {
                 return Err(ApiError::unsupported(
                     &format!("messages[{i}].role"),
-                    format!("role `{}` is not supported (no tool calling)", m.role),
+                    "role `function` (legacy function calling) is not supported; use tools",
                 ))
             }
             other => {
                 return Err(ApiError::invalid(
                     format!("messages[{i}].role"),
-                    format!("`{other}` is not one of system, developer, user, assistant"),
+                    format!("`{other}` is not one of system, developer, user, assistant, tool"),
                 ))
             }
-        };
+        }
+        if m.role == "tool" && m.tool_call_id.is_none() {
+            return Err(ApiError::invalid(format!("messages[{i}].tool_call_id"), "a tool message answers a call: tool_call_id is required"));
+        }
+        let calls = m.tool_calls.as_deref().filter(|c| !c.is_empty());
+        if calls.is_some() && m.role != "assistant" {
+            return Err(ApiError::invalid(format!("messages[{i}].tool_calls"), "only assistant messages carry tool_calls"));
+        }
         let text = match &m.content {
+            None if calls.is_some() => String::new(),
             None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is required")),
             Some(Content::Text(t)) => t.clone(),
             Some(Content::Parts(parts)) => {
@@ -339,20 +355,19 @@ fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
                 text
             }
         };
-        out.push(ChatMessage::new(role, text));
+        turns.push(ToolTurn { role: &m.role, text, tool_calls: calls });
     }
-    Ok(out)
+    Ok(tools::conversation(turns, tools))
 }
 
 impl ChatCompletionRequest {
     /// The provider request for one choice, checked.
     pub fn to_completion(&self, default_max_tokens: usize) -> Result<CompletionRequest, ApiError> {
-        for (param, list) in [("tools", &self.tools), ("functions", &self.functions)] {
-            if list.as_ref().is_some_and(|l| !l.is_empty()) {
-                return Err(ApiError::unsupported(param, format!("{param} are not supported")));
-            }
+        if self.functions.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(ApiError::unsupported("functions", "functions (legacy function calling) are not supported; use tools"));
         }
-        let messages = chat_messages(&self.messages)?;
+        let tools = self.tools()?;
+        let messages = chat_messages(&self.messages, tools.as_ref())?;
         let input = chat_input(messages, self.continue_final_message, self.add_generation_prompt)?;
         let asked = self.max_completion_tokens.or(self.max_tokens);
         let max = max_tokens("max_completion_tokens", asked, default_max_tokens)?;
@@ -365,6 +380,7 @@ impl ChatCompletionRequest {
             (false, None) => None,
         };
         let (sampling, stop) = self.sampling.params()?;
+        let constraint = self.constraint(tools.as_ref())?;
         Ok(CompletionRequest {
             model: self.model.clone(),
             input,
@@ -375,8 +391,26 @@ impl ChatCompletionRequest {
             logprobs,
             prompt_logprobs: None,
             ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
-            constraint: self.structured.constraint()?,
+            constraint,
         })
+    }
+
+    /// The request's tools, checked; `None` without any.
+    pub fn tools(&self) -> Result<Option<Tools>, ApiError> {
+        Tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls)
+    }
+
+    /// The output constraint: the tools' grammar or `response_format` and
+    /// its kin (not both: which would win is not for us to guess).
+    fn constraint(&self, tools: Option<&Tools>) -> Result<Option<Tagged>, ApiError> {
+        let structured = self.structured.constraint()?;
+        let Some(grammar) = tools.and_then(Tools::grammar) else {
+            return Ok(structured);
+        };
+        if let Some(s) = structured {
+            return Err(ApiError::unsupported(&s.field, "an output constraint together with tools is not supported"));
+        }
+        Ok(Some(Tagged { constraint: Constraint::Grammar(grammar), field: "tools".into() }))
     }
 }
 
@@ -484,7 +518,7 @@ impl TokenizeRequest {
     pub fn input(&self) -> Result<Input, ApiError> {
         match (&self.prompt, &self.messages) {
             (Some(p), None) => Ok(Input::Text(p.clone())),
-            (None, Some(m)) => chat_input(chat_messages(m)?, self.continue_final_message, None),
+            (None, Some(m)) => chat_input(chat_messages(m, None)?, self.continue_final_message, None),
             _ => Err(ApiError::invalid("prompt", "give exactly one of `prompt` and `messages`")),
         }
     }

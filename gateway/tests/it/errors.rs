@@ -72,7 +72,7 @@ async fn unsupported_options_are_refused_not_ignored() {
     let http = reqwest::Client::new();
     let url = format!("{}/chat/completions", s.v1());
     for (extra, param) in [
-        (json!({"tools": [{"type": "function", "function": {"name": "f"}}]}), "tools"),
+        (json!({"functions": [{"name": "f"}]}), "functions"),
         (json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}), "messages[0].content[0].type"),
     ] {
         let (status, err, _) = send(http.post(&url).json(&chat_body(extra.clone()))).await;

@@ -13,5 +13,6 @@ mod speech;
 mod speech_routing;
 mod structured;
 mod support;
+mod tools;
 mod upstream;
 mod usage;

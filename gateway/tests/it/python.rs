@@ -42,7 +42,7 @@ async fn the_openai_python_sdk_gets_answers_and_typed_errors() {
 }
 
 #[tokio::test]
-async fn the_openai_python_sdk_parses_structured_outputs_of_the_local_model() {
+async fn the_openai_python_sdk_parses_structured_outputs_and_calls_tools_on_the_local_model() {
     let s = start(|_| {}, |_| {}).await;
     run_script("openai_structured_check.py", &s.v1()).await;
 }

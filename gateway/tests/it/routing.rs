@@ -396,13 +396,21 @@ async fn local_first_and_cloud_for_what_local_cannot_do() {
     let v: Value = res.json().await.expect("json");
     assert_eq!(v["usage"]["completion_tokens"], 8);
     assert!(groq.seen().is_empty());
-    // Tools are not something the local engine does: the cloud answers,
-    // and the tools reach it untouched.
+    // Tools are the local engine's too now.
     let tools = json!([{"type": "function", "function": {"name": "post_tweet", "parameters": {"type": "object"}}}]);
-    let res = post_json(&url, &chat(json!({"tools": tools}))).await;
+    let res = post_json(&url, &chat(json!({"tools": tools, "tool_choice": "required", "max_tokens": 64}))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-starling-provider"), "local");
+    let v: Value = res.json().await.expect("json");
+    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "post_tweet", "{v}");
+    assert!(groq.seen().is_empty());
+    // Images are not something the local engine does: the cloud answers,
+    // and the content reaches it untouched.
+    let image = json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]);
+    let res = post_json(&url, &chat(json!({"messages": image}))).await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "x-starling-provider"), "groq");
-    assert_eq!(groq.seen()[0].body["tools"], tools);
+    assert_eq!(groq.seen()[0].body["messages"], image);
     // The local model is still reachable by its own name.
     let res = post_json(&url, &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})).await;
     assert_eq!(header(&res, "x-starling-provider"), "local");

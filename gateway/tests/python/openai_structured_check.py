@@ -1,4 +1,4 @@
-"""The official OpenAI Python SDK's structured outputs against Starling's
+"""The official OpenAI Python SDK's structured outputs and tool calls against Starling's
 local model.
 
 Usage: python openai_structured_check.py BASE_URL MODEL
@@ -8,6 +8,7 @@ model: a wrong schema, a wrong shape or an output that breaks the schema
 fails here.
 """
 
+import json
 import sys
 from typing import List, Literal
 
@@ -50,5 +51,28 @@ with client.chat.completions.stream(
 ) as stream:
     final = stream.get_final_completion()
 assert isinstance(final.choices[0].message.parsed, Tweet), final
+
+# A tool-calling round trip: the call, its result sent back, an answer.
+weather = openai.pydantic_function_tool(
+    type("GetWeather", (BaseModel,), {"__annotations__": {"city": str}, "__doc__": "Current weather in a city."})
+)
+messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+r = client.chat.completions.create(model=model, messages=messages, tools=[weather], tool_choice="required", max_tokens=100, seed=1)
+msg = r.choices[0].message
+assert r.choices[0].finish_reason == "tool_calls", r
+call = msg.tool_calls[0]
+assert call.type == "function" and call.function.name == "GetWeather" and call.id.startswith("call_"), call
+assert isinstance(json.loads(call.function.arguments)["city"], str), call
+messages += [msg, {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18}'}]
+r = client.chat.completions.create(model=model, messages=messages, tools=[weather], max_tokens=40, seed=1)
+assert r.choices[0].message.content or r.choices[0].message.tool_calls, r
+
+# The same call streamed: the SDK's stream helper assembles it.
+with client.chat.completions.stream(
+    model=model, messages=messages[:1], tools=[weather], tool_choice="required", max_tokens=100, seed=1
+) as stream:
+    final = stream.get_final_completion()
+streamed = final.choices[0].message.tool_calls[0]
+assert (streamed.function.name, streamed.function.arguments) == (call.function.name, call.function.arguments), (streamed, call)
 
 print("all checks passed")

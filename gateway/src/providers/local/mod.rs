@@ -8,6 +8,7 @@
 //! - `chat`, `completions`: one request of each API into choices and back
 //!   into OpenAI's answer or chunks, all framed by one [`Frame`].
 //! - `speech`: transcriptions and translations on the Whisper engines.
+//! - `tool_calls`: the model's tool calls read back from its text.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ mod completions;
 pub mod generator;
 mod model;
 mod speech;
+mod tool_calls;
 
 use generator::{Generators, Load};
 pub use model::LocalModel;
