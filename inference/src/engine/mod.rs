@@ -246,6 +246,13 @@ pub struct EngineStats {
     pub generated_tokens: u64,
     /// Recent generation rate over all sequences (EWMA).
     pub tokens_per_second: f64,
+    /// Grammar masks computed since start (one per constrained token).
+    pub masks: u64,
+    /// Time spent computing them, summed over threads.
+    pub mask_seconds: f64,
+    /// Time steps waited for masks after their forward pass had finished:
+    /// what constrained sequences cost the batch.
+    pub mask_stall_seconds: f64,
 }
 
 /// Facts about the loaded model.

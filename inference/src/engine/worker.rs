@@ -2,7 +2,7 @@
 //! admits, plans, runs one forward pass and samples per step.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -336,12 +336,26 @@ impl<M: Decoder> Worker<M> {
         let ran = if grammars.is_empty() {
             forward()
         } else {
-            rayon::in_place_scope(|scope| {
+            let masks = grammars.len();
+            let mask_nanos = AtomicU64::new(0);
+            let mut forward_done = Instant::now();
+            let ran = rayon::in_place_scope(|scope| {
                 for g in grammars {
-                    scope.spawn(move |_| g.prepare());
+                    let nanos = &mask_nanos;
+                    scope.spawn(move |_| {
+                        let started = Instant::now();
+                        g.prepare();
+                        nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    });
                 }
-                forward()
-            })
+                let ran = forward();
+                forward_done = Instant::now();
+                ran
+            });
+            self.stats.masks += masks as u64;
+            self.stats.mask_seconds += mask_nanos.load(Ordering::Relaxed) as f64 * 1e-9;
+            self.stats.mask_stall_seconds += forward_done.elapsed().as_secs_f64();
+            ran
         };
         if let Err(e) = ran {
             drop(batch);
