@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub database: RawDatabase,
     /// `[speech]`: Whisper models served on `/v1/audio/*` and their limits.
     pub speech: gateway::SpeechConfig,
+    /// `[scoring]`: the weight of each part of a post's quality score.
+    pub scoring: content::Weights,
 }
 
 /// `[database]`.
@@ -341,6 +343,7 @@ impl Config {
                 cache: raw.gateway.cache,
                 prices: raw.prices,
                 gpu_usd_per_hour: raw.gateway.gpu_usd_per_hour,
+                scoring: raw.scoring,
             },
         })
     }
@@ -423,6 +426,7 @@ mod tests {
         assert_eq!(format!("{:?}", ex.gateway), format!("{:?}", d.gateway));
         assert_eq!(format!("{:?}", ex.database), format!("{:?}", d.database));
         assert_eq!(format!("{:?}", ex.speech), format!("{:?}", d.speech));
+        assert_eq!(ex.scoring, d.scoring);
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {
@@ -433,6 +437,7 @@ mod tests {
             cache: ex.gateway.cache,
             prices: ex.prices,
             gpu_usd_per_hour: ex.gateway.gpu_usd_per_hour,
+            scoring: ex.scoring,
         };
         assert!(!gw.routes.is_empty());
         gateway::App::new(ex.server, gw).expect("the example's providers and routes build");

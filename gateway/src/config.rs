@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     /// What the GPU costs per hour, USD: the local engine's price under
     /// `cheapest` (see `prices::local_price`).
     pub gpu_usd_per_hour: f64,
+    /// `[scoring]`: the weights of a post's quality score.
+    pub scoring: content::Weights,
 }
 
 /// A credential: its `Debug` never shows it, so it cannot end up in logs.

@@ -23,6 +23,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod posts;
 pub mod providers;
 pub mod routing;
 pub mod server;

@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     /// `[speech]`, known before the models load: audio requests are read
     /// and routed (to cloud candidates) while the local models load.
     pub(crate) speech_config: OnceLock<crate::speech::SpeechConfig>,
+    /// The weights of `/v1/posts/score`.
+    pub(crate) scoring: content::Weights,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -147,6 +149,9 @@ pub enum SetupError {
     /// Two providers share a name, or one is called `local`.
     #[error("provider name `{0}` is used twice (`local` is the engine's)")]
     DuplicateProvider(String),
+    /// `[scoring]` has a weight that cannot be.
+    #[error("[scoring]: {0}")]
+    Scoring(String),
 }
 
 /// The application state: cheap to clone, shared by every handler.
@@ -187,6 +192,7 @@ impl App {
                 return Err(SetupError::DuplicateProvider(p.name.clone()));
             }
         }
+        gateway.scoring.validate().map_err(SetupError::Scoring)?;
         let router = Arc::new(Router::new(&gateway, &upstreams, metrics.clone())?);
         Ok(Self(Arc::new(Inner {
             config,
@@ -199,6 +205,7 @@ impl App {
             keys: Arc::new(OnceLock::new()),
             speech,
             speech_config: OnceLock::new(),
+            scoring: gateway.scoring.clone(),
         })))
     }
 
@@ -320,7 +327,8 @@ impl App {
             .route("/v1/usage", get(api::usage::usage_summary))
             .route("/v1/models/{*id}", get(api::models::get_model))
             .route("/tokenize", post(api::tokenize::tokenize))
-            .route("/detokenize", post(api::tokenize::detokenize));
+            .route("/detokenize", post(api::tokenize::detokenize))
+            .route("/v1/posts/score", post(crate::posts::score::score_posts));
         let mut open = axum::Router::new()
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/ready", get(ready));

@@ -7,6 +7,7 @@ mod fake_anthropic;
 mod fake_openai;
 mod keys;
 mod postgres;
+mod posts;
 mod python;
 mod routing;
 mod speech;

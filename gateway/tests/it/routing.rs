@@ -59,6 +59,7 @@ pub fn gateway_for(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> 
         cache: Default::default(),
         prices: vec![],
         gpu_usd_per_hour: 2.0,
+        scoring: Default::default(),
     }
 }
 
