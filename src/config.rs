@@ -31,6 +31,23 @@ pub struct RawConfig {
     pub speech: gateway::SpeechConfig,
     /// `[scoring]`: the weight of each part of a post's quality score.
     pub scoring: content::Weights,
+    /// `[posts]`: the content pipeline's files.
+    pub posts: RawPosts,
+}
+
+/// `[posts]`.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPosts {
+    /// The prompt templates of `/v1/posts/generate`, one file each; the
+    /// built-in copies of the shipped ones where the folder does not exist.
+    pub prompts_dir: PathBuf,
+}
+
+impl Default for RawPosts {
+    fn default() -> Self {
+        Self { prompts_dir: "prompts".into() }
+    }
 }
 
 /// `[database]`.
@@ -344,6 +361,7 @@ impl Config {
                 prices: raw.prices,
                 gpu_usd_per_hour: raw.gateway.gpu_usd_per_hour,
                 scoring: raw.scoring,
+                prompts_dir: raw.posts.prompts_dir,
             },
         })
     }
@@ -427,6 +445,7 @@ mod tests {
         assert_eq!(format!("{:?}", ex.database), format!("{:?}", d.database));
         assert_eq!(format!("{:?}", ex.speech), format!("{:?}", d.speech));
         assert_eq!(ex.scoring, d.scoring);
+        assert_eq!(ex.posts, d.posts);
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {
@@ -438,6 +457,7 @@ mod tests {
             prices: ex.prices,
             gpu_usd_per_hour: ex.gateway.gpu_usd_per_hour,
             scoring: ex.scoring,
+            prompts_dir: ex.posts.prompts_dir,
         };
         assert!(!gw.routes.is_empty());
         gateway::App::new(ex.server, gw).expect("the example's providers and routes build");

@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     pub gpu_usd_per_hour: f64,
     /// `[scoring]`: the weights of a post's quality score.
     pub scoring: content::Weights,
+    /// `[posts] prompts_dir`: the prompt templates (the shipped ones where
+    /// the folder does not exist).
+    pub prompts_dir: std::path::PathBuf,
 }
 
 /// A credential: its `Debug` never shows it, so it cannot end up in logs.

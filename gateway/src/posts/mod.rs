@@ -2,7 +2,10 @@
 //!
 //! - `score`: `POST /v1/posts/score`, candidates scored for a context
 //!   (`content::score`), fluency measured by the model.
+//! - `generate`: `POST /v1/posts/generate`, candidates written under the
+//!   post constraint (validated on cloud models), scored, deduplicated, ranked.
 
+pub mod generate;
 pub(crate) mod score;
 
 use futures_util::future::try_join_all;

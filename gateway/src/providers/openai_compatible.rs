@@ -226,6 +226,9 @@ impl OpenAiCompatible {
             return self.transcribe(call).await;
         }
         let mut body = call.body;
+        // Starling's own extension, which no upstream knows: a cloud model
+        // cannot be masked, so `/v1/posts/generate` checks its answers instead.
+        body.remove("x_post");
         if call.continuation {
             // vLLM's and SGLang's way to ask for a prefill to be continued.
             body.insert("continue_final_message".into(), Value::Bool(true));

@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) speech_config: OnceLock<crate::speech::SpeechConfig>,
     /// The weights of `/v1/posts/score`.
     pub(crate) scoring: content::Weights,
+    /// The prompt templates of `/v1/posts/generate`.
+    pub(crate) prompts: content::prompts::Prompts,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -152,6 +154,9 @@ pub enum SetupError {
     /// `[scoring]` has a weight that cannot be.
     #[error("[scoring]: {0}")]
     Scoring(String),
+    /// A prompt template does not compile or names an unknown variable.
+    #[error(transparent)]
+    Prompts(#[from] content::prompts::TemplateError),
 }
 
 /// The application state: cheap to clone, shared by every handler.
@@ -193,6 +198,7 @@ impl App {
             }
         }
         gateway.scoring.validate().map_err(SetupError::Scoring)?;
+        let prompts = content::prompts::Prompts::load(&gateway.prompts_dir)?;
         let router = Arc::new(Router::new(&gateway, &upstreams, metrics.clone())?);
         Ok(Self(Arc::new(Inner {
             config,
@@ -206,6 +212,7 @@ impl App {
             speech,
             speech_config: OnceLock::new(),
             scoring: gateway.scoring.clone(),
+            prompts,
         })))
     }
 
@@ -328,7 +335,8 @@ impl App {
             .route("/v1/models/{*id}", get(api::models::get_model))
             .route("/tokenize", post(api::tokenize::tokenize))
             .route("/detokenize", post(api::tokenize::detokenize))
-            .route("/v1/posts/score", post(crate::posts::score::score_posts));
+            .route("/v1/posts/score", post(crate::posts::score::score_posts))
+            .route("/v1/posts/generate", post(crate::posts::generate::generate_posts));
         let mut open = axum::Router::new()
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/ready", get(ready));

@@ -230,14 +230,20 @@ async fn answer(legacy: bool, inner: Arc<Inner>, peer: std::net::SocketAddr, hea
     let usage = json!({"prompt_tokens": 9, "completion_tokens": words.len(), "total_tokens": 9 + words.len()});
     let close = if matches!(fault, Some(Fault::CloseConnection)) { "close" } else { "keep-alive" };
     if !stream {
-        let choice = if legacy {
-            json!({"index": 0, "text": text, "logprobs": null, "finish_reason": "stop"})
-        } else {
-            json!({"index": 0, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"})
-        };
+        // `n` choices, as OpenAI answers them (whole answers only).
+        let n = body["n"].as_u64().unwrap_or(1);
+        let choices: Vec<Value> = (0..n)
+            .map(|index| {
+                if legacy {
+                    json!({"index": index, "text": text, "logprobs": null, "finish_reason": "stop"})
+                } else {
+                    json!({"index": index, "message": {"role": "assistant", "content": text, "refusal": null}, "logprobs": null, "finish_reason": "stop"})
+                }
+            })
+            .collect();
         let mut res = axum::Json(json!({
             "id": id, "object": object, "created": created, "model": model,
-            "system_fingerprint": "fp_fake", "choices": [choice], "usage": usage,
+            "system_fingerprint": "fp_fake", "choices": choices, "usage": usage,
         }))
         .into_response();
         res.headers_mut().insert("connection", close.parse().expect("header"));

@@ -111,3 +111,86 @@ async fn bad_score_requests_name_their_field() {
     let res = post_json(&url, &json!({"candidates": ["hi"], "model": "nope"})).await;
     assert_eq!(res.status(), 404);
 }
+
+fn brief(extra: Value) -> Value {
+    let mut b = json!({
+        "product": {"name": "Burrly burr grinder", "price": "89", "currency": "USD", "features": ["40 grind settings", "quiet motor"]},
+        "audience": "home baristas", "tone": "warm", "disclosure": "#ad", "link": "https://shop.example.com/grinder",
+        "banned_terms": ["guaranteed"], "n": 6, "seed": 11,
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        b[k] = v.clone();
+    }
+    b
+}
+
+/// On the local model: every candidate obeys the rules (the engine's
+/// constraint, checked here by `post-rules`), carries the disclosure and
+/// the link, and the list is ranked by score with duplicates removed.
+#[tokio::test]
+async fn generate_ranks_constrained_candidates_on_the_local_model() {
+    let s = default_server().await;
+    let res = post_json(&format!("{}/posts/generate", s.v1()), &brief(json!({}))).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.expect("json");
+    assert_eq!((v["provider"].as_str(), v["constraint"].as_str()), (Some("local"), Some("engine")), "{v}");
+    let candidates = v["candidates"].as_array().expect("candidates");
+    let removed = v["removed"].as_array().expect("removed");
+    assert_eq!(candidates.len() + removed.len(), 6, "{v}");
+    assert!(!candidates.is_empty());
+    let mut rules = inference::PostRules::new(post_rules::Platform::X);
+    rules.require = vec!["#ad".into(), "https://shop.example.com/grinder".into()];
+    rules.forbid = vec!["guaranteed".into()];
+    let mut last = f64::INFINITY;
+    for (i, c) in candidates.iter().enumerate() {
+        let text = c["text"].as_str().expect("text");
+        assert!(rules.check(text).is_ok(), "{:?}: {text}", rules.check(text));
+        assert_eq!(c["rank"], i + 1);
+        let score = c["score"].as_f64().expect("score");
+        assert!(score <= last, "{v}");
+        last = score;
+    }
+    for r in removed {
+        assert!(r["reason"].as_str().is_some_and(|m| m.starts_with("near-duplicate")), "{r}");
+    }
+    assert!(v["usage"]["completion_tokens"].as_u64().is_some_and(|t| t > 0));
+    assert_eq!(v["cost_usd"], 0.0);
+
+    let bad = post_json(&format!("{}/posts/generate", s.v1()), &json!({"n": 3})).await;
+    let err: Value = bad.json().await.expect("json");
+    assert_eq!(err["error"]["param"], "topic", "{err}");
+    let bad = post_json(&format!("{}/posts/generate", s.v1()), &brief(json!({"n": 17}))).await;
+    let err: Value = bad.json().await.expect("json");
+    assert_eq!(err["error"]["param"], "n", "{err}");
+}
+
+/// Through a route to a cloud model (a fake of OpenAI's API): no `x_post`
+/// goes upstream, the answers are checked with the same rules, the ones
+/// that break them are asked for again (bounded) and reported, and
+/// identical answers are kept once.
+#[tokio::test]
+async fn generate_validates_and_retries_on_a_cloud_route() {
+    use crate::fake_openai::FakeOpenAi;
+    use crate::routing::{gateway_for, provider, route, ROUTE};
+    let openai = FakeOpenAi::start("openai").await;
+    let s = crate::support::start_routed(gateway_for(vec![provider("openai", &openai.base_url)], vec![route(&[("openai", "gpt-4o-mini")])])).await;
+    let url = format!("{}/posts/generate", s.v1());
+
+    // The fake answers "Hello from openai." to everything: no disclosure.
+    let v: Value = post_json(&url, &brief(json!({"model": ROUTE, "n": 3}))).await.json().await.expect("json");
+    assert_eq!((v["provider"].as_str(), v["constraint"].as_str()), (Some("openai"), Some("validated")), "{v}");
+    assert_eq!(v["candidates"].as_array().map(Vec::len), Some(0), "{v}");
+    let removed = v["removed"].as_array().expect("removed");
+    assert_eq!(removed.len(), 3 * (1 + gateway::posts::generate::MAX_RETRIES), "{v}");
+    assert!(removed.iter().all(|r| r["reason"].as_str().is_some_and(|m| m.contains("`#ad` is missing"))), "{v}");
+    let seen = openai.seen();
+    assert_eq!(seen.len(), 1 + gateway::posts::generate::MAX_RETRIES);
+    assert!(seen.iter().all(|s| s.body.get("x_post").is_none() && s.body["n"] == 3), "{:?}", seen[0].body);
+
+    // Without rules it cannot meet, the first answer is kept once and its copies removed.
+    let v: Value = post_json(&url, &json!({"topic": "coffee", "model": ROUTE, "n": 3})).await.json().await.expect("json");
+    assert_eq!(v["candidates"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["candidates"][0]["text"], "Hello from openai.");
+    assert_eq!(v["removed"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(v["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "{v}");
+}

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::fake_openai::{Fault, FakeOpenAi};
 use crate::support::{long_stream, post_json, start_routed, start_with, Server, MODEL};
 
-const ROUTE: &str = "tweet-writer";
+pub const ROUTE: &str = "tweet-writer";
 
 pub fn provider(name: &str, base_url: &str) -> ProviderConfig {
     ProviderConfig {
@@ -60,6 +60,7 @@ pub fn gateway_for(providers: Vec<ProviderConfig>, routes: Vec<RouteConfig>) -> 
         prices: vec![],
         gpu_usd_per_hour: 2.0,
         scoring: Default::default(),
+        prompts_dir: Default::default(),
     }
 }
 
