@@ -11,6 +11,11 @@
 //! - `post`: 8 candidates of a tweet with the post constraint (X, 280,
 //!   `#ad` required, at most 3 hashtags) against 8 free ones of at most 100
 //!   tokens: candidates per second and tokens per second, median of 3.
+//! - `prefill`: 8 choices of one ~250-token prompt (a generation brief),
+//!   sharing its prefill (the engine's default) against an engine that
+//!   prefills each: time to the first token of every choice, median of 3.
+//! - `score`: the time to score 100 candidates (the engine's prompt
+//!   logprobs for fluency, in one batch, then `content::score`), median of 3.
 //!
 //! Nothing is asserted; the figures are compared within one run.
 
@@ -22,6 +27,7 @@ use inference::{
     SamplingParams,
 };
 use serde_json::json;
+use std::time::Duration;
 use starling_benches::{block_on, fail, median, smollm2_path, wanted};
 
 const ROUNDS: usize = 3;
@@ -78,12 +84,37 @@ fn mask_figures(before: &EngineStats, after: &EngineStats) -> String {
     )
 }
 
+/// Seconds until every stream of `reqs` (started together) has its first token.
+async fn all_first_tokens(engine: &Engine, reqs: Vec<GenerateRequest>) -> f64 {
+    let started = Instant::now();
+    let streams: Vec<_> = reqs.into_iter().map(|r| engine.generate(r).unwrap_or_else(|e| fail(e))).collect();
+    join_all(streams.into_iter().map(|mut s| async move {
+        match s.next().await {
+            Some(Event::Token(_) | Event::Done(_)) => {}
+            Some(Event::Error(e)) => fail(e),
+            None => fail("the stream ended without a token"),
+        }
+    }))
+    .await;
+    started.elapsed().as_secs_f64()
+}
+
+const BRIEF: &str = "You write social media posts for x. A post is at most 280 characters (a link counts as 23, an emoji as 2): \
+one or two short, concrete sentences that a person would want to read. Tone: warm and direct. Write for home baristas \
+who care about flavour and hate noise in the morning. Use at most two hashtags and at most two emoji. Never invent facts, \
+prices or claims. This is paid promotion: include #ad. Never use these words: guaranteed, miracle, cheapest. Answer with \
+the post only. Write a post about the Burrly burr coffee grinder (89 USD). What it offers: forty grind settings from \
+French press to Turkish; a quiet motor that will not wake the house; a removable chamber that cleans in a minute; a \
+two-year warranty. Include this link: https://shop.example.com/grinder";
+
 fn main() {
     let path = smollm2_path();
     if !path.exists() {
         fail(format!("{} is missing: run scripts/fetch-models", path.display()));
     }
-    let engine = Engine::start(EngineConfig::new(path, "smollm2")).unwrap_or_else(|e| fail(e));
+    let mut cfg = EngineConfig::new(path, "smollm2");
+    cfg.max_waiting = 128;
+    let engine = Engine::start(cfg.clone()).unwrap_or_else(|e| fail(e));
     println!("constrained decoding, SmolLM2-135M Q4_1, {} threads, kernel {:?}", engine.info().threads, engine.info().kernel);
     block_on(async {
         // The grammar engine is built on the first constrained request; not timed.
@@ -122,6 +153,60 @@ fn main() {
                 "post   8 candidates: constrained {on_cand:.2} cand/s ({on_tok:.1} tok/s), free {off_cand:.2} cand/s ({off_tok:.1} tok/s); tok/s ratio {:.2}x",
                 on_tok / off_tok
             );
+        }
+        if wanted("prefill") {
+            let mut solo_cfg = cfg.clone();
+            solo_cfg.share_prompts = false;
+            let solo = Engine::start(solo_cfg).unwrap_or_else(|e| fail(e));
+            let prompt_len = engine.encode_prompt(&Prompt::Chat(vec![ChatMessage::new(Role::User, BRIEF)])).map_or(0, |p| p.len());
+            let choices = |r: usize| (0..8).map(|i| request(BRIEF, (r * 10 + i) as u64, 1, None)).collect::<Vec<_>>();
+            let mut shared = Vec::new();
+            let mut each = Vec::new();
+            for r in 0..ROUNDS {
+                shared.push(all_first_tokens(&engine, choices(r)).await);
+                each.push(all_first_tokens(&solo, choices(r)).await);
+            }
+            let (s, e) = (median(shared), median(each));
+            println!("prefill 8 choices of a {prompt_len}-token prompt: first token of all {:.0} ms shared, {:.0} ms each prefilled ({:.2}x)", s * 1e3, e * 1e3, e / s);
+        }
+        if wanted("score") {
+            let texts: Vec<String> = (0..100)
+                .map(|i| format!("Post {i}: the Burrly grinder has forty settings and a quiet motor, so mornings stay calm. #coffee #ad https://shop.example.com/grinder"))
+                .collect();
+            let ctx = content::Context { link: Some("https://shop.example.com/grinder".into()), affiliate: true, ..Default::default() };
+            let mut times = Vec::new();
+            for _ in 0..ROUNDS {
+                let started = Instant::now();
+                let streams: Vec<_> = texts
+                    .iter()
+                    .map(|t| {
+                        let mut r = GenerateRequest::new(Prompt::Text(t.clone()));
+                        r.max_tokens = Some(1);
+                        r.prompt_logprobs = Some(0);
+                        r.sampling = SamplingParams::greedy();
+                        engine.generate(r).unwrap_or_else(|e| fail(e))
+                    })
+                    .collect();
+                let fluency = join_all(streams.into_iter().map(|mut s| async move {
+                    loop {
+                        match s.next().await {
+                            Some(Event::Done(d)) => {
+                                let lps: Vec<f64> = d.prompt_logprobs.iter().flatten().flatten().map(|l| f64::from(l.logprob)).collect();
+                                return lps.iter().sum::<f64>() / lps.len().max(1) as f64;
+                            }
+                            Some(Event::Error(e)) => fail(e),
+                            None => fail("the stream ended without Done"),
+                            Some(Event::Token(_)) => {}
+                        }
+                    }
+                }))
+                .await;
+                let scores: Vec<f64> = texts.iter().zip(fluency).map(|(t, f)| content::score(t, Some(f), &ctx, &content::Weights::default()).score).collect();
+                std::hint::black_box(scores);
+                times.push(started.elapsed());
+            }
+            let t = median(times.iter().map(Duration::as_secs_f64).collect());
+            println!("score 100 candidates: {:.0} ms (fluency in one batch, then the formula)", t * 1e3);
         }
     });
 }

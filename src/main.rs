@@ -4,6 +4,7 @@
 
 mod config;
 mod http_threads;
+mod posts;
 mod pull;
 mod user_manifest;
 mod speech;
@@ -56,6 +57,17 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Posts: generate ranked candidates.
+    Posts {
+        #[command(subcommand)]
+        command: PostsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PostsCommand {
+    /// Write n candidates under the post rules, scored and ranked, best first.
+    Generate(posts::GenerateArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
             pull::pull(&config, pull::PullArgs { repo, files, name, revision })
         }
         Command::Keys { command } => keys(&config, command),
+        Command::Posts { command: PostsCommand::Generate(args) } => posts::generate_posts(&config, args),
     }
 }
 

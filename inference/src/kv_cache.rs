@@ -98,6 +98,19 @@ impl crate::models::SequenceCache for KvCache {
     fn allocated_bytes(&self) -> usize {
         KvCache::allocated_bytes(self)
     }
+
+    fn copy_prefix(&mut self, from: &Self, len: usize) -> crate::error::Result<()> {
+        if from.len < len || from.kv_dim != self.kv_dim || from.k.len() != self.k.len() {
+            return Err(crate::error::Error::Backend(format!("cannot copy {len} positions from a cache of {}", from.len)));
+        }
+        self.reserve(len);
+        let n = len * self.kv_dim;
+        for (dst, src) in self.k.iter_mut().zip(&from.k).chain(self.v.iter_mut().zip(&from.v)) {
+            dst[..n].copy_from_slice(&src[..n]);
+        }
+        self.len = len;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub struct Budget {
 pub struct SeqView {
     /// Prompt tokens not yet in the cache (0: the sequence is generating).
     pub prompt_left: usize,
+    /// Waiting for another sequence to prefill the same prompt, to copy
+    /// it: runs nothing this step.
+    pub waiting: bool,
 }
 
 /// Tokens each sequence runs this step (same order as the input; 0: skip).
@@ -32,14 +35,14 @@ pub fn plan(seqs: &[SeqView], budget: Budget, out: &mut Vec<usize>) {
     out.resize(seqs.len(), 0);
     let mut left = budget.max_batch_tokens;
     for (n, s) in out.iter_mut().zip(seqs) {
-        if s.prompt_left == 0 && left > 0 {
+        if s.prompt_left == 0 && !s.waiting && left > 0 {
             *n = 1;
             left -= 1;
         }
     }
     // Water-filling: smallest need first, each taking at most an equal
     // share of what is left (ties keep arrival order).
-    let mut prefilling: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].prompt_left > 0).collect();
+    let mut prefilling: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].prompt_left > 0 && !seqs[i].waiting).collect();
     prefilling.sort_by_key(|&i| seqs[i].prompt_left);
     let count = prefilling.len();
     for (k, i) in prefilling.into_iter().enumerate() {
@@ -60,7 +63,7 @@ mod tests {
     const B: Budget = Budget { max_batch_tokens: 100, prefill_chunk: 64 };
 
     fn run(prompts: &[usize], budget: Budget) -> Vec<usize> {
-        let seqs: Vec<SeqView> = prompts.iter().map(|&p| SeqView { prompt_left: p }).collect();
+        let seqs: Vec<SeqView> = prompts.iter().map(|&p| SeqView { prompt_left: p, waiting: false }).collect();
         let mut out = Vec::new();
         plan(&seqs, budget, &mut out);
         out

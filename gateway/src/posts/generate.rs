@@ -34,7 +34,7 @@ pub const MAX_RETRIES: usize = 2;
 pub const DUPLICATE_SIMILARITY: f64 = 0.8;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     /// What to write about (or `product`).
@@ -133,6 +133,11 @@ struct Candidate {
 
 pub(crate) async fn generate_posts(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: GenerateRequest = parse(&app, &headers, body).await?;
+    generate(&app, &req).await.map(Json)
+}
+
+/// Candidates for `req`, ranked: the endpoint's answer (and the CLI's).
+pub async fn generate(app: &App, req: &GenerateRequest) -> Result<Value, ApiError> {
     let n = req.n.unwrap_or(4);
     if n == 0 || n > MAX_N {
         return Err(ApiError::invalid("n", format!("{n} is not between 1 and {MAX_N}")));
@@ -155,7 +160,7 @@ pub(crate) async fn generate_posts(State(app): State<App>, headers: HeaderMap, b
         if want == 0 {
             break;
         }
-        let body = chat_body(&req, &model, &messages, &rules, want, round);
+        let body = chat_body(req, &model, &messages, &rules, want, round);
         let routed = app.0.router.answer(Api::Chat, &model, body, false, false, None).await?;
         let Reply::Json(answer) = routed.reply else {
             return Err(ApiError::internal("a whole answer was asked for"));
@@ -216,7 +221,7 @@ pub(crate) async fn generate_posts(State(app): State<App>, headers: HeaderMap, b
         .enumerate()
         .map(|(i, (c, s))| json!({"rank": i + 1, "text": c.text, "score": s.score, "parts": s.parts, "finish_reason": c.finish}))
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "object": "post.generation",
         "model": model,
         "provider": provider,
@@ -226,5 +231,5 @@ pub(crate) async fn generate_posts(State(app): State<App>, headers: HeaderMap, b
         "removed": removed,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens, "scoring_tokens": scoring_tokens},
         "cost_usd": cost,
-    })))
+    }))
 }

@@ -181,6 +181,8 @@ impl Loaded {
             running: Vec::new(),
             waiting: VecDeque::new(),
             stats: EngineStats::default(),
+            next_id: 0,
+            share_prompts: cfg.share_prompts,
         };
         std::thread::Builder::new()
             .name("starling-engine".into())

@@ -62,6 +62,9 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Where the forward pass runs.
     pub device: DeviceSpec,
+    /// Sequences with the same prompt (`n` choices) prefill it once and
+    /// copy it (off: each prefills its own, for comparison).
+    pub share_prompts: bool,
 }
 
 impl EngineConfig {
@@ -77,6 +80,7 @@ impl EngineConfig {
             max_batch_tokens: 512,
             prefill_chunk: 256,
             device: DeviceSpec::Cpu,
+            share_prompts: true,
         }
     }
 }
@@ -253,6 +257,9 @@ pub struct EngineStats {
     /// Time steps waited for masks after their forward pass had finished:
     /// what constrained sequences cost the batch.
     pub mask_stall_seconds: f64,
+    /// Prompt tokens copied from another sequence's cache instead of
+    /// prefilled (`n` choices share their prompt's prefill).
+    pub shared_prompt_tokens: u64,
 }
 
 /// Facts about the loaded model.

@@ -19,8 +19,16 @@ use super::{Done, EngineStats, Event, FinishReason, LogprobInfo, TokenEvent, Usa
 use super::admission::Reservation;
 use super::handle::{NewSequence, Shared};
 
+/// Shortest prompt worth prefilling once for several sequences.
+const MIN_SHARED_PROMPT: usize = 8;
+
 /// A sequence inside the engine thread.
 pub(super) struct Sequence<C> {
+    /// Its number in this engine (sequences sharing a prompt name their source by it).
+    id: u64,
+    /// The sequence prefilling this one's prompt, whose cache it will copy
+    /// instead of prefilling it again (`n` choices of one request).
+    follows: Option<u64>,
     /// Prompt then generated tokens.
     tokens: Vec<u32>,
     prompt_len: usize,
@@ -41,12 +49,14 @@ pub(super) struct Sequence<C> {
 }
 
 impl<C: SequenceCache> Sequence<C> {
-    fn new(n: NewSequence, cache: C) -> Self {
+    fn new(id: u64, n: NewSequence, cache: C) -> Self {
         let sampler = Sampler::new(n.sampling, &n.prompt);
         let prompt_len = n.prompt.len();
         let mut tokens = n.prompt;
         tokens.reserve(n.max_tokens);
         Self {
+            id,
+            follows: None,
             tokens,
             prompt_len,
             max_tokens: n.max_tokens,
@@ -70,6 +80,16 @@ impl<C: SequenceCache> Sequence<C> {
 
     fn prompt_left(&self) -> usize {
         self.prompt_len.saturating_sub(self.cache.len())
+    }
+
+    /// Whether `other` could prefill this sequence's prompt for it: the
+    /// same prompt, and neither needs every prompt row's logits.
+    fn shares_prompt_with(&self, other: &Self) -> bool {
+        self.prompt_len >= MIN_SHARED_PROMPT
+            && other.follows.is_none()
+            && self.prompt_logprobs.is_none()
+            && other.prompt_logprobs.is_none()
+            && other.tokens.get(..other.prompt_len) == Some(&self.tokens[..self.prompt_len])
     }
 
     fn done(&mut self, finish: FinishReason, mut flush: String) {
@@ -232,6 +252,10 @@ pub(super) struct Worker<M: Decoder> {
     pub(super) running: Vec<Sequence<M::Cache>>,
     pub(super) waiting: VecDeque<Sequence<M::Cache>>,
     pub(super) stats: EngineStats,
+    /// The next sequence's id.
+    pub(super) next_id: u64,
+    /// Whether sequences with the same prompt share its prefill.
+    pub(super) share_prompts: bool,
 }
 
 impl<M: Decoder> Worker<M> {
@@ -275,8 +299,9 @@ impl<M: Decoder> Worker<M> {
                 self.publish(0, Duration::ZERO);
                 continue;
             }
+            self.share_prompts();
             views.clear();
-            views.extend(self.running.iter().map(|s| SeqView { prompt_left: s.prompt_left() }));
+            views.extend(self.running.iter().map(|s| SeqView { prompt_left: s.prompt_left(), waiting: s.follows.is_some() }));
             scheduler::plan(&views, self.budget, &mut plan);
             let started = Instant::now();
             let produced = self.step(&plan, &mut scratch, &mut logits);
@@ -287,12 +312,54 @@ impl<M: Decoder> Worker<M> {
 
     fn enqueue(&mut self, n: NewSequence) {
         match self.model.new_cache(n.prompt.len() + n.max_tokens) {
-            Ok(cache) => self.waiting.push_back(Sequence::new(n, cache)),
+            Ok(cache) => {
+                self.next_id += 1;
+                let mut s = Sequence::new(self.next_id, n, cache);
+                // Arrival order is start order, so the source, admitted
+                // earlier, runs no later than this one.
+                if self.share_prompts {
+                    s.follows = self.running.iter().chain(&self.waiting).find(|o| s.shares_prompt_with(o)).map(|o| o.id);
+                }
+                self.waiting.push_back(s);
+            }
             // Out of device memory, say: this request fails, the engine goes on.
             Err(e) => {
                 let _enter = n.span.enter();
                 tracing::error!(error = %e, "cannot allocate the KV cache of a sequence");
                 let _ = n.tx.send(Event::Error(format!("inference failed: {e}")));
+            }
+        }
+    }
+
+    /// Give every sequence that follows another's prefill the prompt its
+    /// source has cached (all but the last token: the follower runs that
+    /// one itself, for logits of its own to sample from). A follower whose
+    /// source left, or whose copy failed, prefills for itself.
+    fn share_prompts(&mut self) {
+        for i in 0..self.running.len() {
+            let Some(source) = self.running[i].follows else { continue };
+            let Some(j) = self.running.iter().position(|s| s.id == source) else {
+                self.running[i].follows = None;
+                continue;
+            };
+            let len = self.running[i].prompt_len - 1;
+            if self.running[j].cache.len() < len {
+                continue;
+            }
+            let (follower, source) = if i < j {
+                let (a, b) = self.running.split_at_mut(j);
+                (&mut a[i], &b[0])
+            } else {
+                let (a, b) = self.running.split_at_mut(i);
+                (&mut b[0], &a[j])
+            };
+            follower.follows = None;
+            match follower.cache.copy_prefix(&source.cache, len) {
+                Ok(()) => self.stats.shared_prompt_tokens += len as u64,
+                Err(e) => {
+                    let _enter = follower.span.enter();
+                    tracing::warn!(error = %e, "cannot copy a shared prompt; prefilling it");
+                }
             }
         }
     }

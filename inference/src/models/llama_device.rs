@@ -129,6 +129,19 @@ impl SequenceCache for DeviceKvCache {
     fn allocated_bytes(&self) -> usize {
         2 * self.n_layer * self.cap * self.n_head_kv * self.head_dim * std::mem::size_of::<f32>()
     }
+
+    fn copy_prefix(&mut self, from: &Self, len: usize) -> Result<()> {
+        if from.len < len || from.n_layer != self.n_layer {
+            return Err(Error::Backend(format!("cannot copy {len} positions from a cache of {}", from.len)));
+        }
+        self.reserve(len)?;
+        for ((k, v), (fk, fv)) in self.layers.iter().zip(&from.layers) {
+            k.slice_set(&fk.narrow(1, 0, len)?, 1, 0)?;
+            v.slice_set(&fv.narrow(1, 0, len)?, 1, 0)?;
+        }
+        self.len = len;
+        Ok(())
+    }
 }
 
 struct Loader<'a> {

@@ -45,6 +45,11 @@ pub trait SequenceCache: Send {
     }
     /// Bytes currently allocated.
     fn allocated_bytes(&self) -> usize;
+    /// Make this empty cache hold the first `len` positions of `from`: a
+    /// prompt prefilled once, copied into the other sequences that share it.
+    fn copy_prefix(&mut self, from: &Self, len: usize) -> crate::error::Result<()>
+    where
+        Self: Sized;
 }
 
 /// A loaded decoder the engine can drive: stateless across calls, every

@@ -408,3 +408,27 @@ async fn device_kv_cache_is_allocated_up_front_within_the_reservation() {
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|&a| a == reserved), "allocated {seen:?}, reserved {reserved}");
 }
+
+/// Choices of one prompt share its prefill: the first prefills it, the
+/// others copy its cache and run only the last prompt token themselves.
+/// Their answers are the ones each gives alone.
+#[tokio::test]
+async fn choices_of_one_prompt_share_its_prefill_and_answer_as_alone() {
+    let engine = engine_with(|_| {});
+    let user = "Write a short poem about the sea and the wind over the harbour.";
+    let prompt_len = engine.encode_prompt(&chat(user)).expect("encode").len();
+    let mut alone = Vec::new();
+    for seed in 0..4 {
+        let (toks, done) = collect(engine.generate(sampled(user, seed, 24)).expect("admit")).await;
+        alone.push(text(&toks, &done));
+    }
+    assert_eq!(engine.stats().shared_prompt_tokens, 0, "one at a time, nothing to share");
+    let streams: Vec<_> = (0..4).map(|seed| engine.generate(sampled(user, seed, 24)).expect("admit")).collect();
+    let mut together = Vec::new();
+    for s in streams {
+        let (toks, done) = collect(s).await;
+        together.push(text(&toks, &done));
+    }
+    assert_eq!(together, alone);
+    assert_eq!(engine.stats().shared_prompt_tokens, 3 * (prompt_len as u64 - 1));
+}
