@@ -33,6 +33,21 @@ impl Source {
         Self { provider: routed.provider.clone(), model: routed.model.clone(), attempts: routed.attempts, cache_hit: false }
     }
 
+    /// The provider that answered.
+    pub(crate) fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// Its model.
+    pub(crate) fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Attempts made.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// Which candidate answered, for clients and for debugging routes.
     pub(crate) fn mark(&self, res: &mut Response) {
         let h = res.headers_mut();

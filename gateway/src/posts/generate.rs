@@ -3,11 +3,14 @@
 //! each under the post constraint, scored, near-duplicates removed,
 //! returned best first with their scores and reasons, usage and cost.
 //!
-//! The call goes through the router like any chat request, so `model` may
-//! be the local model or a route. The local engine applies `x_post` as it
+//! Each round is a chat request through `api::answer` like any other (the
+//! key's limits and budget, the router, a usage record), so `model` may be
+//! the local model or a route. The local engine applies `x_post` as it
 //! samples (`"constraint": "engine"`); a cloud model cannot be masked, so
 //! its answers are checked with the same rules and the invalid ones asked
 //! for again, at most [`MAX_RETRIES`] times (`"constraint": "validated"`).
+
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -21,7 +24,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{fluency, local_model};
+use crate::api::answer::answer;
 use crate::error::ApiError;
+use crate::server::auth::Caller;
 use crate::providers::{Api, Reply};
 use crate::server::body::parse;
 use crate::server::App;
@@ -131,13 +136,14 @@ struct Candidate {
     finish: String,
 }
 
-pub(crate) async fn generate_posts(State(app): State<App>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn generate_posts(State(app): State<App>, caller: Caller, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let req: GenerateRequest = parse(&app, &headers, body).await?;
-    generate(&app, &req).await.map(Json)
+    generate(&app, &caller, &req).await.map(Json)
 }
 
-/// Candidates for `req`, ranked: the endpoint's answer (and the CLI's).
-pub async fn generate(app: &App, req: &GenerateRequest) -> Result<Value, ApiError> {
+/// Candidates for `req`, ranked: the endpoint's answer (and the CLI's,
+/// with no key).
+pub async fn generate(app: &App, caller: &Caller, req: &GenerateRequest) -> Result<Value, ApiError> {
     let n = req.n.unwrap_or(4);
     if n == 0 || n > MAX_N {
         return Err(ApiError::invalid("n", format!("{n} is not between 1 and {MAX_N}")));
@@ -161,17 +167,17 @@ pub async fn generate(app: &App, req: &GenerateRequest) -> Result<Value, ApiErro
             break;
         }
         let body = chat_body(req, &model, &messages, &rules, want, round);
-        let routed = app.0.router.answer(Api::Chat, &model, body, false, false, None).await?;
-        let Reply::Json(answer) = routed.reply else {
+        let (reply, source) = answer(app, caller, Api::Chat, &model, body, false, Instant::now()).await?;
+        let Reply::Json(answer) = reply else {
             return Err(ApiError::internal("a whole answer was asked for"));
         };
-        attempts += routed.attempts;
+        attempts += source.attempts();
         let usage = &answer["usage"];
         let (p, c) = (usage["prompt_tokens"].as_u64().unwrap_or(0), usage["completion_tokens"].as_u64().unwrap_or(0));
         prompt_tokens += p;
         completion_tokens += c;
-        cost += app.0.router.cost(&routed.provider, &routed.model, p as i64, 0, c as i64);
-        provider = routed.provider;
+        cost += app.0.router.cost(source.provider(), source.model(), p as i64, 0, c as i64);
+        provider = source.provider().to_owned();
         for choice in answer["choices"].as_array().into_iter().flatten() {
             let text = choice["message"]["content"].as_str().unwrap_or_default().trim().to_owned();
             let finish = choice["finish_reason"].as_str().unwrap_or_default().to_owned();

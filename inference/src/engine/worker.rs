@@ -476,6 +476,12 @@ impl<M: Decoder> Worker<M> {
                 }
             }
         }
+        // Before the finished leave: a source that ended with this step
+        // (one token was all it wanted) still holds the prompt its
+        // followers wait for.
+        if finished.iter().any(|&f| f) {
+            self.share_prompts();
+        }
         remove_marked(&mut self.running, |i| finished[i]);
         produced
     }

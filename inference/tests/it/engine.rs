@@ -432,3 +432,22 @@ async fn choices_of_one_prompt_share_its_prefill_and_answer_as_alone() {
     assert_eq!(together, alone);
     assert_eq!(engine.stats().shared_prompt_tokens, 3 * (prompt_len as u64 - 1));
 }
+
+/// A source that ends with its first token (max_tokens 1) still hands its
+/// prompt on before it leaves.
+#[tokio::test]
+async fn a_source_that_ends_at_once_still_shares_its_prompt() {
+    let engine = engine_with(|_| {});
+    let user = "Name three rivers of Europe and say which is the longest of them.";
+    let prompt_len = engine.encode_prompt(&chat(user)).expect("encode").len() as u64;
+    // A long prompt keeps the engine in its prefill while the three arrive,
+    // so they join the batch together: the source cannot finish before its
+    // followers are there.
+    let busy = engine.generate(sampled(&"The tide comes in and goes out. ".repeat(60), 9, 1)).expect("admit");
+    let streams: Vec<_> = (0..3).map(|seed| engine.generate(sampled(user, seed, 1)).expect("admit")).collect();
+    collect(busy).await;
+    for s in streams {
+        collect(s).await;
+    }
+    assert_eq!(engine.stats().shared_prompt_tokens, 2 * (prompt_len - 1));
+}
