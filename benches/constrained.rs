@@ -26,7 +26,6 @@ use inference::{
     ChatMessage, Constraint, Engine, EngineConfig, EngineStats, Event, GenerateRequest, Grammar, PostRules, Prompt, Role,
     SamplingParams,
 };
-use serde_json::json;
 use std::time::Duration;
 use starling_benches::{block_on, fail, median, smollm2_path, wanted};
 
@@ -120,17 +119,7 @@ fn main() {
         // The grammar engine is built on the first constrained request; not timed.
         tokens(&engine, request("Hi", 0, 8, Some(Constraint::Grammar(Grammar::JsonObject)))).await;
         if wanted("json") {
-            let schema = json!({
-                "type": "object",
-                "properties": {
-                    "name": {"type": "string", "maxLength": 40},
-                    "price_cents": {"type": "integer", "minimum": 100, "maximum": 100000},
-                    "category": {"enum": ["shoes", "coffee", "audio"]},
-                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3}
-                },
-                "required": ["name", "price_cents", "category", "tags"],
-                "additionalProperties": false
-            });
+            let schema = test_support::fixture("posts/product.schema.json");
             let user = "Describe our new running shoes as a JSON product record.";
             for n in [1, 16] {
                 let c = Some(Constraint::Grammar(Grammar::JsonSchema(schema.clone())));

@@ -17,6 +17,8 @@ pub enum Role {
     User,
     /// The model's earlier turns.
     Assistant,
+    /// A tool's result, answering one of the assistant's calls.
+    Tool,
 }
 
 /// One turn of a conversation.
@@ -26,6 +28,13 @@ pub struct ChatMessage {
     pub role: Role,
     /// Its text.
     pub content: String,
+    /// An assistant turn's tool calls, as OpenAI writes them but with
+    /// `function.arguments` an object (what chat templates expect).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<serde_json::Value>,
+    /// A tool turn's call id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -34,7 +43,14 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
+    }
+
+    /// Whether it is part of a tool exchange (a call or a result).
+    pub fn is_tool_turn(&self) -> bool {
+        self.role == Role::Tool || !self.tool_calls.is_empty()
     }
 }
 
@@ -43,6 +59,9 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Whether it renders `tools` and answers calls as `<tool_call>` blocks
+    /// (the Hermes format of Qwen2.5, Hermes and many more).
+    speaks_tools: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -70,12 +89,25 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            speaks_tools: source.contains("tools") && source.contains("<tool_call>"),
         })
+    }
+
+    /// Whether the template renders tools itself, in the Hermes
+    /// `<tool_call>` format the gateway constrains calls to.
+    pub fn speaks_tools(&self) -> bool {
+        self.speaks_tools
     }
 
     /// Render a conversation, ending with the assistant's turn opened when
     /// `add_generation_prompt` is set.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, &[], add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with `tools` (OpenAI's `{"type":
+    /// "function", "function": {...}}` objects) in the template's context.
+    pub fn render_with_tools(&self, messages: &[ChatMessage], tools: &[serde_json::Value], add_generation_prompt: bool) -> Result<String> {
         if messages.is_empty() {
             return Err(Error::InvalidRequest {
                 param: "messages",
@@ -86,8 +118,11 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        // HF's renderer passes `tools=None` without tools; so do we.
+        let tools = (!tools.is_empty()).then_some(tools);
         tmpl.render(context! {
             messages => messages,
+            tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
@@ -125,6 +160,44 @@ mod tests {
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "")?;
         let err = t.render(&[ChatMessage::new(Role::User, "Hi")], true);
         assert!(matches!(err, Err(Error::InvalidRequest { param: "messages", .. })), "{err:?}");
+        Ok(())
+    }
+
+    /// The tool parts of Qwen2.5's template: tools in the system turn,
+    /// calls as `<tool_call>` blocks, results as `<tool_response>` user turns.
+    const HERMES: &str = r#"{%- if tools %}<|im_start|>system
+# Tools
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools><|im_end|>
+{% endif %}{%- for message in messages %}{%- if message.role == "assistant" and message.tool_calls %}<|im_start|>assistant{% for tool_call in message.tool_calls %}
+<tool_call>
+{"name": "{{ tool_call.function.name }}", "arguments": {{ tool_call.function.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% else %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endif %}{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
+
+    #[test]
+    fn a_tool_template_gets_tools_calls_and_results() -> Result<()> {
+        let t = ChatTemplate::new(HERMES, "", "<|im_end|>")?;
+        assert!(t.speaks_tools());
+        assert!(!ChatTemplate::new(CHATML, "", "")?.speaks_tools());
+        let tools = [serde_json::json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}})];
+        let mut call = ChatMessage::new(Role::Assistant, "");
+        call.tool_calls = vec![serde_json::json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}})];
+        let mut result = ChatMessage::new(Role::Tool, "18 C");
+        result.tool_call_id = Some("call_1".into());
+        let out = t.render_with_tools(&[ChatMessage::new(Role::User, "Weather?"), call, result], &tools, true)?;
+        assert!(out.starts_with("<|im_start|>system\n# Tools\n<tools>\n{") && out.contains("\"get_weather\""), "{out}");
+        assert!(out.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":"), "{out}");
+        assert!(out.contains("<|im_start|>user\n<tool_response>\n18 C\n</tool_response>"), "{out}");
+        assert!(out.ends_with("<|im_start|>assistant\n"));
         Ok(())
     }
 

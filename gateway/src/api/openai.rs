@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::structured::{Structured, Tagged};
-use super::tools::{self, ToolTurn, Tools};
+use super::tools::{self, Tools};
 use crate::error::ApiError;
 use crate::providers::local::generator::{CompletionRequest, Input};
 
@@ -300,12 +300,12 @@ fn max_tokens(param: &str, v: Option<u64>, default: usize) -> Result<usize, ApiE
 }
 
 /// Chat messages from their wire form: roles checked, text parts joined,
-/// tools, tool calls and results written in as `tools` describes.
-fn chat_messages(messages: &[Message], tools: Option<&Tools>) -> Result<Vec<ChatMessage>, ApiError> {
+/// tool calls and results kept (the provider decides how to write them).
+fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::invalid("messages", "at least one message is required"));
     }
-    let mut turns = Vec::with_capacity(messages.len());
+    let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         match m.role.as_str() {
             "system" | "developer" | "user" | "assistant" | "tool" => {}
@@ -355,9 +355,18 @@ fn chat_messages(messages: &[Message], tools: Option<&Tools>) -> Result<Vec<Chat
                 text
             }
         };
-        turns.push(ToolTurn { role: &m.role, text, tool_calls: calls });
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            _ => Role::User,
+        };
+        let mut message = ChatMessage::new(role, text);
+        message.tool_calls = calls.unwrap_or_default().iter().map(tools::call_with_object_arguments).collect();
+        message.tool_call_id.clone_from(&m.tool_call_id);
+        out.push(message);
     }
-    Ok(tools::conversation(turns, tools))
+    Ok(out)
 }
 
 impl ChatCompletionRequest {
@@ -367,7 +376,7 @@ impl ChatCompletionRequest {
             return Err(ApiError::unsupported("functions", "functions (legacy function calling) are not supported; use tools"));
         }
         let tools = self.tools()?;
-        let messages = chat_messages(&self.messages, tools.as_ref())?;
+        let messages = chat_messages(&self.messages)?;
         let input = chat_input(messages, self.continue_final_message, self.add_generation_prompt)?;
         let asked = self.max_completion_tokens.or(self.max_tokens);
         let max = max_tokens("max_completion_tokens", asked, default_max_tokens)?;
@@ -392,6 +401,7 @@ impl ChatCompletionRequest {
             prompt_logprobs: None,
             ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
             constraint,
+            tools,
         })
     }
 
@@ -461,6 +471,7 @@ impl CompletionsRequest {
                 prompt_logprobs: if self.echo { logprobs } else { None },
                 ignore_eos: self.sampling.ignore_eos.unwrap_or(false),
                 constraint: constraint.clone(),
+                tools: None,
             })
             .collect())
     }
@@ -518,7 +529,7 @@ impl TokenizeRequest {
     pub fn input(&self) -> Result<Input, ApiError> {
         match (&self.prompt, &self.messages) {
             (Some(p), None) => Ok(Input::Text(p.clone())),
-            (None, Some(m)) => chat_input(chat_messages(m, None)?, self.continue_final_message, None),
+            (None, Some(m)) => chat_input(chat_messages(m)?, self.continue_final_message, None),
             _ => Err(ApiError::invalid("prompt", "give exactly one of `prompt` and `messages`")),
         }
     }

@@ -1,9 +1,12 @@
 //! Tool calling on the local model: OpenAI's `tools`, `tool_choice` and
 //! `parallel_tool_calls`, and `tool` messages, as a prompt and a grammar.
 //!
-//! The prompt is the Hermes format (what Qwen2.5, Hermes and many GGUF
-//! chat templates are trained on), written into the system message: the
-//! functions as JSON inside `<tools></tools>`, each call answered as
+//! A model whose GGUF chat template renders tools itself in the Hermes
+//! format gets them through its template (the local provider asks the
+//! engine). Otherwise the prompt is written here, in the same format (what
+//! Qwen2.5, Hermes and many GGUF chat templates are trained on), into the
+//! system message: the functions as JSON inside `<tools></tools>`, each
+//! call answered as
 //!
 //! ```text
 //! <tool_call>
@@ -123,19 +126,33 @@ impl Tools {
             "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
              You are provided with function signatures within <tools></tools> XML tags:\n<tools>",
         );
-        for t in &self.tools {
-            let mut f = json!({"name": t.name, "parameters": t.parameters});
-            if let Some(d) = &t.description {
-                f["description"] = json!(d);
-            }
+        for f in self.functions() {
             s.push('\n');
-            s.push_str(&json!({"type": "function", "function": f}).to_string());
+            s.push_str(&f.to_string());
         }
         s.push_str(
             "\n</tools>\n\nFor each function call, return a json object with function name and arguments within \
              <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>",
         );
         s
+    }
+
+    /// The functions as OpenAI and chat templates write them; none under
+    /// `tool_choice: none` (the model is not shown what it may not call).
+    pub fn functions(&self) -> Vec<Value> {
+        if self.choice == ToolChoice::None {
+            return Vec::new();
+        }
+        self.tools
+            .iter()
+            .map(|t| {
+                let mut f = json!({"name": t.name, "parameters": t.parameters});
+                if let Some(d) = &t.description {
+                    f["description"] = json!(d);
+                }
+                json!({"type": "function", "function": f})
+            })
+            .collect()
     }
 
     /// The grammar the answer follows; `None` under `tool_choice: none`.
@@ -167,61 +184,54 @@ impl Tools {
     }
 }
 
+/// OpenAI's call with `function.arguments` (a JSON string) as the object it
+/// holds: what chat templates and the Hermes format write.
+pub fn call_with_object_arguments(call: &Value) -> Value {
+    let mut c = call.clone();
+    if let Some(args) = call["function"]["arguments"].as_str().and_then(|a| serde_json::from_str::<Value>(a).ok()) {
+        c["function"]["arguments"] = args;
+    }
+    c
+}
+
 /// A call written back into the conversation as the model writes one.
 fn written_call(call: &Value) -> String {
     let f = &call["function"];
-    // OpenAI carries arguments as a JSON string; the model wrote an object.
-    let args = f["arguments"].as_str().and_then(|a| serde_json::from_str::<Value>(a).ok()).unwrap_or_else(|| f["arguments"].clone());
-    format!("{OPEN}{{\"name\": {}, \"arguments\": {args}{CLOSE}", f["name"])
+    format!("{OPEN}{{\"name\": {}, \"arguments\": {}{CLOSE}", f["name"], f["arguments"])
 }
 
-/// One wire message, as far as tools are concerned.
-pub struct ToolTurn<'a> {
-    /// Its role.
-    pub role: &'a str,
-    /// Its text.
-    pub text: String,
-    /// An assistant turn's calls.
-    pub tool_calls: Option<&'a [Value]>,
-}
-
-/// The conversation with tools written in: the tools' description in the
-/// system message, earlier calls in their assistant turns, results as user
-/// turns of `<tool_response>` blocks (consecutive results in one turn).
-pub fn conversation(turns: Vec<ToolTurn<'_>>, tools: Option<&Tools>) -> Vec<ChatMessage> {
-    let mut out: Vec<ChatMessage> = Vec::with_capacity(turns.len() + 1);
-    let shown = tools.filter(|t| t.choice != ToolChoice::None);
+/// The conversation with tools written in as the documented prompt (for a
+/// chat template that does not render tools itself): the tools'
+/// description in the system message, earlier calls in their assistant
+/// turns, results as user turns of `<tool_response>` blocks (consecutive
+/// results in one turn).
+pub fn conversation(messages: &[ChatMessage], tools: Option<&Tools>) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
     let mut results_open = false;
-    for turn in turns {
-        match turn.role {
-            "tool" => {
-                let block = format!("<tool_response>\n{}\n</tool_response>", turn.text);
-                match out.last_mut() {
-                    Some(last) if results_open => {
-                        last.content.push('\n');
-                        last.content.push_str(&block);
-                    }
-                    _ => out.push(ChatMessage::new(Role::User, block)),
+    for m in messages {
+        if m.role == Role::Tool {
+            let block = format!("<tool_response>\n{}\n</tool_response>", m.content);
+            match out.last_mut() {
+                Some(last) if results_open => {
+                    last.content.push('\n');
+                    last.content.push_str(&block);
                 }
-                results_open = true;
-                continue;
+                _ => out.push(ChatMessage::new(Role::User, block)),
             }
-            "assistant" => {
-                let mut text = turn.text;
-                for call in turn.tool_calls.unwrap_or_default() {
-                    if !text.is_empty() {
-                        text.push('\n');
-                    }
-                    text.push_str(&written_call(call));
-                }
-                out.push(ChatMessage::new(Role::Assistant, text));
-            }
-            "system" | "developer" => out.push(ChatMessage::new(Role::System, turn.text)),
-            _ => out.push(ChatMessage::new(Role::User, turn.text)),
+            results_open = true;
+            continue;
         }
+        let mut text = m.content.clone();
+        for call in &m.tool_calls {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&written_call(call));
+        }
+        out.push(ChatMessage::new(m.role, text));
         results_open = false;
     }
-    if let Some(t) = shown {
+    if let Some(t) = tools.filter(|t| t.choice != ToolChoice::None) {
         let prompt = t.system_prompt();
         match out.first_mut() {
             Some(first) if first.role == Role::System => first.content = format!("{}\n\n{prompt}", first.content),
@@ -257,14 +267,16 @@ mod tests {
     #[test]
     fn results_follow_calls_in_the_hermes_format() {
         let tools = Tools::parse(weather().as_array().map(Vec::as_slice), None, None).expect("ok");
-        let call = [json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}})];
-        let turns = vec![
-            ToolTurn { role: "user", text: "Weather in Paris?".into(), tool_calls: None },
-            ToolTurn { role: "assistant", text: String::new(), tool_calls: Some(&call) },
-            ToolTurn { role: "tool", text: "18 C".into(), tool_calls: None },
-            ToolTurn { role: "tool", text: "sunny".into(), tool_calls: None },
+        let call = json!({"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}});
+        let mut assistant = ChatMessage::new(Role::Assistant, "");
+        assistant.tool_calls = vec![call_with_object_arguments(&call)];
+        let turns = [
+            ChatMessage::new(Role::User, "Weather in Paris?"),
+            assistant,
+            ChatMessage::new(Role::Tool, "18 C"),
+            ChatMessage::new(Role::Tool, "sunny"),
         ];
-        let m = conversation(turns, tools.as_ref());
+        let m = conversation(&turns, tools.as_ref());
         assert_eq!(m[0].role, Role::System);
         assert!(m[0].content.contains("\"name\":\"get_weather\""), "{}", m[0].content);
         assert_eq!(m[2].content, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>");

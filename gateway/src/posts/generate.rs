@@ -104,7 +104,8 @@ impl GenerateRequest {
         r.require = self.disclosure.iter().map(String::clone).chain(link.map(str::to_owned)).collect();
         r.forbid = self.banned_terms.clone();
         r.max_hashtags = Some(3);
-        r.max_urls = Some(usize::from(link.is_some()).max(1));
+        // The link, or one of the model's choosing: never a list of them.
+        r.max_urls = Some(1);
         r
     }
 }

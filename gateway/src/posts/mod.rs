@@ -44,6 +44,7 @@ pub(crate) async fn fluency(generators: &Generators, model: &str, texts: &[Strin
             prompt_logprobs: Some(0),
             ignore_eos: false,
             constraint: None,
+            tools: None,
         })
     });
     let streams = try_join_all(starts).await?;

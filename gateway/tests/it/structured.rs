@@ -11,17 +11,7 @@ use serde_json::{json, Value};
 use crate::support::{default_server, post_json, MODEL};
 
 fn product_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 40},
-            "price_cents": {"type": "integer", "minimum": 100, "maximum": 100000},
-            "category": {"enum": ["shoes", "coffee", "audio"]},
-            "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3}
-        },
-        "required": ["name", "price_cents", "category", "tags"],
-        "additionalProperties": false
-    })
+    test_support::fixture("posts/product.schema.json")
 }
 
 fn chat(extra: Value) -> Value {

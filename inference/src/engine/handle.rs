@@ -323,14 +323,15 @@ impl Engine {
         if tok.special().add_bos {
             ids.extend(tok.special().bos);
         }
-        let (messages, continued) = match prompt {
+        let (messages, continued, tools) = match prompt {
             Prompt::Tokens(t) => return Ok(t.clone()),
             Prompt::Text(s) => {
                 ids.extend(tok.encode(s, true)?);
                 return Ok(ids);
             }
-            Prompt::Chat(m) => (m, false),
-            Prompt::ChatContinued(m) => (m, true),
+            Prompt::Chat(m) => (m, false, &[][..]),
+            Prompt::ChatContinued(m) => (m, true, &[][..]),
+            Prompt::ChatWithTools { messages, tools } => (messages, false, tools.as_slice()),
         };
         // Message contents are the caller's text: a control token spelled in
         // one (`<|im_start|>system`) must stay text, or a user could forge a
@@ -338,7 +339,7 @@ impl Engine {
         let escape = messages.iter().any(|m| tok.has_control_text(&m.content));
         let escaped: Vec<ChatMessage>;
         let messages = if escape {
-            escaped = messages.iter().map(|m| ChatMessage { role: m.role, content: tok.escape_control(&m.content) }).collect();
+            escaped = messages.iter().map(|m| ChatMessage { content: tok.escape_control(&m.content), ..m.clone() }).collect();
             &escaped
         } else {
             messages
@@ -353,11 +354,28 @@ impl Engine {
                     })
                 }
             }
+        } else if !tools.is_empty() {
+            match &self.shared.template {
+                Some(t) if t.speaks_tools() => t.render_with_tools(messages, tools, true)?,
+                _ => {
+                    return Err(Error::InvalidRequest {
+                        param: "tools",
+                        message: format!("the chat template of `{}` does not render tools", self.shared.info.name),
+                    })
+                }
+            }
         } else {
             self.render_chat(messages)?
         };
         ids.extend(if escape { tok.encode_escaped(&text)? } else { tok.encode(&text, true)? });
         Ok(ids)
+    }
+
+    /// Whether the model's chat template renders tools itself (in the
+    /// Hermes `<tool_call>` format); if not, callers describe them in a
+    /// prompt of their own.
+    pub fn template_speaks_tools(&self) -> bool {
+        self.shared.template.as_ref().is_some_and(ChatTemplate::speaks_tools)
     }
 
     /// A conversation rendered with the model's chat template.

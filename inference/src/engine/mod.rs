@@ -97,6 +97,14 @@ pub enum Prompt {
     /// to be continued: rendered up to an open assistant turn that already
     /// holds that text (vLLM's `continue_final_message`).
     ChatContinued(Vec<ChatMessage>),
+    /// A conversation with tools the model may call, rendered by a template
+    /// that renders tools itself ([`crate::chat::ChatTemplate::speaks_tools`]).
+    ChatWithTools {
+        /// The turns, tool calls and results included.
+        messages: Vec<ChatMessage>,
+        /// OpenAI's `{"type": "function", "function": {...}}` objects.
+        tools: Vec<serde_json::Value>,
+    },
     /// Token ids as they are.
     Tokens(Vec<u32>),
 }

@@ -451,3 +451,14 @@ async fn a_source_that_ends_at_once_still_shares_its_prompt() {
     }
     assert_eq!(engine.stats().shared_prompt_tokens, 2 * (prompt_len - 1));
 }
+
+/// SmolLM2's template renders no tools: the engine says so, and refuses
+/// to pretend (callers write the documented tool prompt instead).
+#[tokio::test]
+async fn a_template_without_tools_refuses_them() {
+    let engine = engine_with(|_| {});
+    assert!(!engine.template_speaks_tools());
+    let tools = vec![serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})];
+    let prompt = Prompt::ChatWithTools { messages: vec![ChatMessage::new(Role::User, "Hi")], tools };
+    assert!(matches!(engine.encode_prompt(&prompt), Err(Error::InvalidRequest { param: "tools", .. })));
+}

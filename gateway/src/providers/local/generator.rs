@@ -15,6 +15,7 @@ use inference::{ChatMessage, SamplingParams};
 use serde::Serialize;
 
 use crate::api::structured::Tagged;
+use crate::api::tools::Tools;
 use crate::error::ApiError;
 
 /// What to complete.
@@ -54,6 +55,8 @@ pub struct CompletionRequest {
     pub ignore_eos: bool,
     /// What the output must be, and the field that said so.
     pub constraint: Option<Tagged>,
+    /// Functions the model may call (chat with `tools`).
+    pub tools: Option<Tools>,
 }
 
 /// A token's logprob as clients see it: text and bytes, not ids.

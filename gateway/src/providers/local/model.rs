@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use inference::{Engine, Event, FinishReason, GenerateRequest, LogprobInfo, Prompt};
+use inference::{ChatMessage, Engine, Event, FinishReason, GenerateRequest, LogprobInfo, Prompt};
 
+use crate::api::tools::{self, Tools};
 use crate::error::ApiError;
 use crate::providers::local::generator::{
     Chunk, ChunkStream, CompletionRequest, Finish, Generator, Input, Load, ModelCard, TokenLogprob, Usage,
@@ -71,12 +72,27 @@ impl LocalModel {
         &self.engine
     }
 
-    fn prompt(input: &Input) -> Prompt {
-        match input {
-            Input::Chat(m) => Prompt::Chat(m.clone()),
-            Input::ChatContinued(m) => Prompt::ChatContinued(m.clone()),
-            Input::Text(t) => Prompt::Text(t.clone()),
-            Input::Tokens(t) => Prompt::Tokens(t.clone()),
+    /// The engine's prompt for `input`. Tools, calls and results go
+    /// through the model's chat template where it renders tools itself,
+    /// else into the documented Hermes prompt (`api::tools`).
+    fn prompt(&self, input: &Input, tools: Option<&Tools>) -> Prompt {
+        let (messages, continued) = match input {
+            Input::Chat(m) => (m, false),
+            Input::ChatContinued(m) => (m, true),
+            Input::Text(t) => return Prompt::Text(t.clone()),
+            Input::Tokens(t) => return Prompt::Tokens(t.clone()),
+        };
+        let functions = tools.map(Tools::functions).unwrap_or_default();
+        let with_tools = !functions.is_empty() || messages.iter().any(ChatMessage::is_tool_turn);
+        if with_tools && !continued && self.engine.template_speaks_tools() {
+            // The template's own tool format: it renders calls and results too.
+            return Prompt::ChatWithTools { messages: messages.clone(), tools: functions };
+        }
+        let messages = if with_tools { tools::conversation(messages, tools) } else { messages.clone() };
+        if continued {
+            Prompt::ChatContinued(messages)
+        } else {
+            Prompt::Chat(messages)
         }
     }
 
@@ -129,7 +145,7 @@ impl Generator for LocalModel {
 
     fn complete(&self, req: CompletionRequest) -> BoxFuture<'_, Result<ChunkStream, ApiError>> {
         Box::pin(async move {
-            let prompt = Self::prompt(&req.input);
+            let prompt = self.prompt(&req.input, req.tools.as_ref());
             let bytes = text_bytes(&req.input);
             // Prompt ids are needed only to name the tokens of an echo.
             let prompt_ids = match req.prompt_logprobs {
@@ -200,10 +216,10 @@ impl Generator for LocalModel {
     }
 
     fn tokenize(&self, _model: &str, input: &Input, add_special_tokens: bool) -> BoxFuture<'_, Result<Vec<u32>, ApiError>> {
-        let (bytes, input) = (text_bytes(input), input.clone());
-        Box::pin(self.prepare(bytes, move |e| match (&input, add_special_tokens) {
-            (Input::Text(t), false) => e.tokenizer().encode(t, false),
-            _ => e.encode_prompt(&Self::prompt(&input)),
+        let (bytes, prompt) = (text_bytes(input), self.prompt(input, None));
+        Box::pin(self.prepare(bytes, move |e| match (&prompt, add_special_tokens) {
+            (Prompt::Text(t), false) => e.tokenizer().encode(t, false),
+            _ => e.encode_prompt(&prompt),
         }))
     }
 
