@@ -240,6 +240,28 @@ impl Tokenizer {
         out
     }
 
+    /// Whether any string in `v` spells a control token.
+    pub fn has_control_json(&self, v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => self.has_control_text(s),
+            serde_json::Value::Array(a) => a.iter().any(|v| self.has_control_json(v)),
+            serde_json::Value::Object(o) => o.iter().any(|(k, v)| self.has_control_text(k) || self.has_control_json(v)),
+            _ => false,
+        }
+    }
+
+    /// `v` with every string (keys too) escaped as [`Tokenizer::escape_control`]
+    /// does: tool calls and tool definitions a chat template renders are
+    /// the caller's text as much as message contents are.
+    pub fn escape_control_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::String(s) => serde_json::Value::String(self.escape_control(s)),
+            serde_json::Value::Array(a) => a.iter().map(|v| self.escape_control_json(v)).collect(),
+            serde_json::Value::Object(o) => o.iter().map(|(k, v)| (self.escape_control(k), self.escape_control_json(v))).collect(),
+            other => other.clone(),
+        }
+    }
+
     /// Encode a rendered prompt whose message contents were escaped with
     /// [`Tokenizer::escape_control`]: the template's text with special
     /// tokens recognised, each escape as its control token's text in plain

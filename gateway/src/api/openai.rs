@@ -406,7 +406,7 @@ impl ChatCompletionRequest {
     }
 
     /// The request's tools, checked; `None` without any.
-    pub fn tools(&self) -> Result<Option<Tools>, ApiError> {
+    fn tools(&self) -> Result<Option<Tools>, ApiError> {
         Tools::parse(self.tools.as_deref(), self.tool_choice.as_ref(), self.parallel_tool_calls)
     }
 

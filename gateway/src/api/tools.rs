@@ -137,10 +137,15 @@ impl Tools {
         s
     }
 
+    /// Whether the model may call anything (not under `tool_choice: none`).
+    pub fn may_call(&self) -> bool {
+        self.choice != ToolChoice::None
+    }
+
     /// The functions as OpenAI and chat templates write them; none under
     /// `tool_choice: none` (the model is not shown what it may not call).
     pub fn functions(&self) -> Vec<Value> {
-        if self.choice == ToolChoice::None {
+        if !self.may_call() {
             return Vec::new();
         }
         self.tools
@@ -231,7 +236,7 @@ pub fn conversation(messages: &[ChatMessage], tools: Option<&Tools>) -> Vec<Chat
         out.push(ChatMessage::new(m.role, text));
         results_open = false;
     }
-    if let Some(t) = tools.filter(|t| t.choice != ToolChoice::None) {
+    if let Some(t) = tools.filter(|t| t.may_call()) {
         let prompt = t.system_prompt();
         match out.first_mut() {
             Some(first) if first.role == Role::System => first.content = format!("{}\n\n{prompt}", first.content),

@@ -79,8 +79,18 @@ impl Guide {
         }
     }
 
-    /// Choose the next token from this step's `logits`.
+    /// Choose the next token from this step's `logits` and advance past it.
     pub(crate) fn pick(&mut self, sampler: &mut Sampler, logits: &mut [f32], logprobs: Option<usize>, tok: &Tokenizer) -> Pick {
+        let pick = self.choose(sampler, logits, logprobs, tok);
+        if let Pick::Token(s) = &pick {
+            if let Err(e) = self.commit(s.id, tok) {
+                return Pick::Fail(e.0);
+            }
+        }
+        pick
+    }
+
+    fn choose(&mut self, sampler: &mut Sampler, logits: &mut [f32], logprobs: Option<usize>, tok: &Tokenizer) -> Pick {
         match self {
             Self::Grammar(g) => {
                 let mut r = GrammarRestrict { guide: g, error: None };
@@ -111,8 +121,8 @@ impl Guide {
         }
     }
 
-    /// Advance past a token that joined the sequence.
-    pub(crate) fn commit(&mut self, id: u32, tok: &Tokenizer) -> Result<(), ConstraintError> {
+    /// Advance past a token that joins the sequence.
+    fn commit(&mut self, id: u32, tok: &Tokenizer) -> Result<(), ConstraintError> {
         match self {
             Self::Grammar(g) => g.commit(id, tok.is_eos(id)),
             Self::Post(p) => {

@@ -336,13 +336,24 @@ impl Engine {
         // Message contents are the caller's text: a control token spelled in
         // one (`<|im_start|>system`) must stay text, or a user could forge a
         // turn. Only the template's own markers become control tokens.
-        let escape = messages.iter().any(|m| tok.has_control_text(&m.content));
-        let escaped: Vec<ChatMessage>;
-        let messages = if escape {
-            escaped = messages.iter().map(|m| ChatMessage { content: tok.escape_control(&m.content), ..m.clone() }).collect();
-            &escaped
+        // The same holds for the tool calls and tool definitions a template
+        // renders from the caller's JSON.
+        let escape = messages.iter().any(|m| tok.has_control_text(&m.content) || m.tool_calls.iter().any(|c| tok.has_control_json(c)))
+            || tools.iter().any(|t| tok.has_control_json(t));
+        let (escaped, escaped_tools): (Vec<ChatMessage>, Vec<serde_json::Value>);
+        let (messages, tools) = if escape {
+            escaped = messages
+                .iter()
+                .map(|m| ChatMessage {
+                    content: tok.escape_control(&m.content),
+                    tool_calls: m.tool_calls.iter().map(|c| tok.escape_control_json(c)).collect(),
+                    ..m.clone()
+                })
+                .collect();
+            escaped_tools = tools.iter().map(|t| tok.escape_control_json(t)).collect();
+            (&escaped[..], &escaped_tools[..])
         } else {
-            messages
+            (&messages[..], tools)
         };
         let text = if continued {
             match messages.split_last() {

@@ -162,12 +162,6 @@ impl<C: SequenceCache> Sequence<C> {
             },
         };
         let info = sampled.logprobs.map(|(logprob, top)| LogprobInfo { logprob, top });
-        if let Some(g) = &mut self.guide {
-            if let Err(e) = g.commit(sampled.id, tok) {
-                let _ = self.tx.send(Event::Error(format!("constrained decoding failed: {e}")));
-                return Step::Sampled { done: true };
-            }
-        }
         Step::Sampled { done: self.accept(tok, sampled.id, info) }
     }
 

@@ -9,6 +9,7 @@ use super::generator::{Chunk, Finish, Usage};
 use super::tool_calls::{self, CallReader};
 use super::LocalChat;
 use crate::api::openai::{from_value, ChatCompletionRequest};
+use crate::api::tools::Tools;
 use crate::error::ApiError;
 use crate::providers::{Call, Reply};
 
@@ -22,7 +23,7 @@ impl LocalChat {
         let shape = req.sampling.shape()?;
         let creq = req.to_completion(self.default_max_tokens)?;
         // Calls are read back only where the grammar made the model write them.
-        let reads_calls = req.tools()?.is_some_and(|t| t.grammar().is_some());
+        let reads_calls = creq.tools.as_ref().is_some_and(Tools::may_call);
         let generator = self.generators()?.resolve(&call.model)?.clone();
         let want_logprobs = creq.logprobs.is_some();
         let choices = open_choices(&self.metrics, &generator, vec![creq], shape.n).await?;
