@@ -89,7 +89,7 @@ enum KeysCommand {
         /// Models or routes it may use, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
-        /// Scopes, comma-separated: `admin` sees every key's usage.
+        /// Scopes, comma-separated: `admin` sees every key's usage and posting data, `posting:read` makes the posting API read-only, `campaign:ID` limits it to one campaign.
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
     },

@@ -16,22 +16,28 @@ use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::AnyPool;
 
-/// The migrations, in order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// A service's migrations: (version, description, SQL) in order. Each
+/// service owns a range of versions (platform 1..1000, posting 1001..2000)
+/// and its own folder of SQL files, so one database holds every service's
+/// tables in one `_sqlx_migrations` history without a service knowing the
+/// others' files.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations(pub &'static [(i64, &'static str, &'static str)]);
+
+/// Platform's own: usage records and API keys.
+pub const MIGRATIONS: Migrations = Migrations(&[
     (1, "usage records and api keys", include_str!("../migrations/0001_usage_records_and_api_keys.sql")),
     (2, "key scopes", include_str!("../migrations/0002_key_scopes.sql")),
     (3, "usage audio seconds", include_str!("../migrations/0003_usage_audio_seconds.sql")),
-];
+]);
 
-/// [`MIGRATIONS`] as sqlx's migrator reads them (what `sqlx::migrate!`
+/// Migrations as sqlx's migrator reads them (what `sqlx::migrate!`
 /// builds, without its proc-macro: the SQL is in the binary either way).
-#[derive(Debug)]
-struct Embedded;
-
-impl MigrationSource<'static> for Embedded {
+impl MigrationSource<'static> for Migrations {
     fn resolve(self) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send>> {
-        Box::pin(async {
-            Ok(MIGRATIONS
+        Box::pin(async move {
+            Ok(self
+                .0
                 .iter()
                 .map(|&(version, description, sql)| {
                     Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
@@ -82,6 +88,8 @@ pub fn redacted(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// The URL, password masked.
+    url: String,
 }
 
 impl Db {
@@ -89,9 +97,25 @@ impl Db {
     /// and apply the migrations it lacks.
     pub async fn open(url: &str) -> Result<Self, DbError> {
         let pool = Self::connect(url).await.map_err(|source| DbError::Connect { url: redacted(url), source })?;
-        let migrator = Migrator::new(Embedded).await.map_err(|source| DbError::Migrate { url: redacted(url), source })?;
-        migrator.run(&pool).await.map_err(|source| DbError::Migrate { url: redacted(url), source })?;
-        Ok(Self { pool })
+        let db = Self { pool, url: redacted(url) };
+        db.migrate(MIGRATIONS).await?;
+        Ok(db)
+    }
+
+    /// Apply those of a service's `migrations` the database lacks (each
+    /// service calls this for its own when it attaches to the database).
+    pub async fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
+        let url = || self.url.clone();
+        let mut migrator = Migrator::new(migrations).await.map_err(|source| DbError::Migrate { url: url(), source })?;
+        // The other services' versions are in the same history.
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await.map_err(|source| DbError::Migrate { url: url(), source })
+    }
+
+    /// Whether this is a PostgreSQL database (else SQLite), for the few
+    /// statements the two spell differently.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres")
     }
 
     async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
@@ -176,7 +200,7 @@ mod tests {
         for _ in 0..2 {
             let db = Db::open(&url).await.expect("open");
             let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(db.pool()).await.expect("count");
-            assert_eq!(applied, MIGRATIONS.len() as i64);
+            assert_eq!(applied, MIGRATIONS.0.len() as i64);
             sqlx::query("SELECT scopes FROM api_keys").fetch_all(db.pool()).await.expect("scopes column");
         }
         let _ = std::fs::remove_file(&dir);

@@ -30,10 +30,21 @@ use crate::db::Db;
 /// How stale the in-memory key table may get.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-/// The scope that sees every key's records (`GET /v1/usage` of all keys).
+/// The scope that sees every key's records (`GET /v1/usage` of all keys,
+/// every key's posting data).
 pub const ADMIN: &str = "admin";
-/// Every scope a key can be given.
-pub const SCOPES: &[&str] = &[ADMIN];
+/// The scope that makes a key read-only on the posting API.
+pub const POSTING_READ: &str = "posting:read";
+/// The prefix of a scope that limits a key to one campaign
+/// (`campaign:cmp_...`) on the posting API.
+pub const CAMPAIGN: &str = "campaign:";
+/// Every scope a key can be given (`campaign:` with an id).
+pub const SCOPES: &[&str] = &[ADMIN, POSTING_READ, "campaign:<id>"];
+
+/// Whether `scope` is one a key can be given.
+pub fn valid_scope(scope: &str) -> bool {
+    scope == ADMIN || scope == POSTING_READ || scope.strip_prefix(CAMPAIGN).is_some_and(|id| !id.is_empty() && !id.contains(','))
+}
 
 /// A key's settings (never the key).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,6 +75,11 @@ impl KeyInfo {
     /// Whether the key holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The campaign a `campaign:` scope limits the key to.
+    pub fn campaign(&self) -> Option<&str> {
+        self.scopes.iter().find_map(|s| s.strip_prefix(CAMPAIGN))
     }
 }
 
@@ -121,7 +137,7 @@ impl KeyStore {
 
     /// Create a key: returns the key itself (shown once) and its settings.
     pub async fn create(&self, new: &NewKey) -> Result<(String, KeyInfo), KeyError> {
-        if let Some(bad) = new.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        if let Some(bad) = new.scopes.iter().find(|s| !valid_scope(s)) {
             return Err(KeyError::UnknownScope(bad.clone()));
         }
         let mut rng = rand::thread_rng();

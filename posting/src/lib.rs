@@ -1,1 +1,144 @@
-//! Placeholder
+//! Starling's posting service: accounts, campaigns and scheduled posts,
+//! and the dispatcher that sends them, never losing one and never sending
+//! one twice.
+//!
+//! - `model`: the rows and a post's states.
+//! - `store`: the tables (`posting/migrations/`, SQLite or PostgreSQL) and
+//!   the dispatcher's leases.
+//! - `secrets`: credentials sealed at rest.
+//! - `schedule`: time in an account's zone, daily bounds, weekly slots.
+//! - `gate`: the pre-flight checks before every post.
+//! - `platforms`: where posts go (dry-run, X).
+//! - `dispatcher`: the loop that sends due posts.
+//! - `api`: the REST API under `/api/v1`.
+
+pub mod api;
+pub mod dispatcher;
+pub mod gate;
+pub mod model;
+pub mod platforms;
+pub mod schedule;
+pub mod secrets;
+pub mod store;
+
+use std::sync::Arc;
+
+use platform::auth::Guard;
+use platform::db::Db;
+use serde::Deserialize;
+
+use crate::dispatcher::{DispatchConfig, Dispatcher};
+use crate::gate::GateConfig;
+use crate::platforms::dry_run::DryRun;
+use crate::platforms::x::{XConfig, X};
+use crate::platforms::{Platform, Platforms};
+use crate::secrets::Sealer;
+use crate::store::{Store, StoreError, Tenant};
+
+/// `[posting]` of `starling.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostingConfig {
+    /// Run the posting API and dispatcher with `serve` (needs `[database]`).
+    pub enabled: bool,
+    /// The zone of an account that names none.
+    pub default_time_zone: String,
+    /// X's API.
+    pub x: XConfig,
+    /// The pre-flight gate.
+    pub gate: GateConfig,
+    /// The dispatcher.
+    pub dispatcher: DispatchConfig,
+}
+
+impl Default for PostingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_time_zone: "UTC".into(),
+            x: XConfig::default(),
+            gate: GateConfig::default(),
+            dispatcher: DispatchConfig::default(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A platform client.
+    #[error("{0}")]
+    Platform(String),
+    /// Credentials are stored but cannot be opened.
+    #[error("{accounts} account(s) have stored credentials, but {why}")]
+    Secrets {
+        /// How many.
+        accounts: usize,
+        /// Why they cannot be opened.
+        why: String,
+    },
+}
+
+/// The service: cheap to clone, shared by the API's handlers.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    pub(crate) store: Store,
+    pub(crate) platforms: Platforms,
+    pub(crate) sealer: Sealer,
+    pub(crate) config: Arc<PostingConfig>,
+    pub(crate) dispatcher: Dispatcher,
+}
+
+impl Posting {
+    /// The service on `db` (its tables brought up to date), posting to
+    /// the dry-run outbox and X, credentials opened with `sealer`.
+    pub async fn open(db: &Db, config: PostingConfig, sealer: Sealer) -> Result<Self, SetupError> {
+        let x = X::new(&config.x).map_err(SetupError::Platform)?;
+        let list: Vec<Arc<dyn Platform>> = vec![Arc::new(DryRun::new(db)), Arc::new(x)];
+        Self::with_platforms(db, config, sealer, Platforms::new(list)).await
+    }
+
+    /// The service with these platforms (tests bring fakes' URLs through
+    /// the config instead; embedders may bring their own).
+    pub async fn with_platforms(db: &Db, config: PostingConfig, sealer: Sealer, platforms: Platforms) -> Result<Self, SetupError> {
+        let store = Store::open(db).await?;
+        // A key that cannot open what is stored is a start-up error, not a
+        // surprise at the first post.
+        let sealed: Vec<_> = store.accounts(&Tenant::All).await?.into_iter().filter(|a| a.has_credentials).collect();
+        if !sealed.is_empty() {
+            let mut failures = 0;
+            let mut why = String::new();
+            for a in &sealed {
+                if let Some((s, _)) = store.sealed_credentials(&a.id).await? {
+                    if let Err(e) = sealer.open(&a.id, &s) {
+                        failures += 1;
+                        why = e.to_string();
+                    }
+                }
+            }
+            if failures > 0 {
+                return Err(SetupError::Secrets { accounts: failures, why });
+            }
+        }
+        let dispatcher = Dispatcher::new(store.clone(), platforms.clone(), sealer.clone(), config.gate.clone(), config.dispatcher.clone());
+        Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher })
+    }
+
+    /// The REST API, behind the same keys as `guard` checks.
+    pub fn router(&self, guard: Guard) -> axum::Router {
+        api::router(self.clone(), guard)
+    }
+
+    /// The dispatcher (run it with [`Dispatcher::run`]).
+    pub fn dispatcher(&self) -> Dispatcher {
+        self.dispatcher.clone()
+    }
+
+    /// The tables.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

@@ -1,0 +1,100 @@
+//! `/api/v1/accounts`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use platform::auth::Caller;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, Access, ApiError};
+use crate::model::{new_id, Account};
+use crate::schedule;
+use crate::store::NewAccount;
+use crate::Posting;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    platform: String,
+    handle: String,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    daily_cap: Option<i64>,
+    #[serde(default)]
+    max_length: Option<i64>,
+    /// The platform's credentials (X: `{"access_token": "..."}`); sealed at rest.
+    #[serde(default)]
+    credentials: Option<Value>,
+}
+
+/// The most posts a day we allow an account, below each platform's own
+/// limit (X: 2,400 a day per user; we stay far under it by default).
+fn platform_cap(platform: &str) -> (i64, i64) {
+    match platform {
+        "x" => (15, 2000),
+        _ => (100, 10_000),
+    }
+}
+
+pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Account>), ApiError> {
+    let access = Access::of(&caller);
+    access.write()?;
+    if access.campaign.is_some() {
+        return Err(ApiError::forbidden("a key limited to one campaign cannot create accounts"));
+    }
+    let req: Create = body(&bytes)?;
+    let Some(platform) = p.platforms.get(&req.platform) else {
+        return Err(ApiError::invalid("platform", format!("`{}` is not a configured platform (known: {})", req.platform, p.platforms.names().join(", "))));
+    };
+    let handle = req.handle.trim().trim_start_matches('@').to_owned();
+    if handle.is_empty() || handle.len() > 100 {
+        return Err(ApiError::invalid("handle", "a handle of 1 to 100 characters"));
+    }
+    let time_zone = req.time_zone.unwrap_or_else(|| p.config.default_time_zone.clone());
+    schedule::zone(&time_zone).map_err(|e| ApiError::invalid("time_zone", e))?;
+    let (default_cap, most) = platform_cap(&req.platform);
+    let daily_cap = req.daily_cap.unwrap_or(default_cap);
+    if !(1..=most).contains(&daily_cap) {
+        return Err(ApiError::invalid("daily_cap", format!("between 1 and {most} posts a day on {}", req.platform)));
+    }
+    if let Some(l) = req.max_length {
+        if !(1..=25_000).contains(&l) {
+            return Err(ApiError::invalid("max_length", "between 1 and 25000"));
+        }
+    }
+    let id = new_id("acc");
+    let sealed = match (&req.credentials, platform.needs_credentials()) {
+        (None, true) => return Err(ApiError::invalid("credentials", format!("a {} account needs credentials", req.platform))),
+        (Some(c), _) if !c.is_object() => return Err(ApiError::invalid("credentials", "an object")),
+        (Some(c), _) => Some(p.sealer.seal(&id, c.to_string().as_bytes()).map_err(|e| ApiError::invalid("credentials", e.to_string()))?),
+        (None, false) => None,
+    };
+    let new = NewAccount { platform: req.platform, handle, time_zone, daily_cap, max_length: req.max_length };
+    let account = p.store.create_account(Some(id), &access.owner, &new, sealed).await?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let access = Access::of(&caller);
+    let mut accounts = p.store.accounts(&access.tenant).await?;
+    if let Some(c) = &access.campaign {
+        let only = p.store.campaign(&access.tenant, c).await?.map(|c| c.account_id);
+        accounts.retain(|a| Some(&a.id) == only.as_ref());
+    }
+    Ok(Json(json!({"data": accounts})))
+}
+
+pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
+    let access = Access::of(&caller);
+    let account = p.store.account(&access.tenant, &id).await?.ok_or_else(|| ApiError::not_found("account", &id))?;
+    if let Some(c) = &access.campaign {
+        let only = p.store.campaign(&access.tenant, c).await?.map(|c| c.account_id);
+        if only.as_deref() != Some(id.as_str()) {
+            return Err(ApiError::not_found("account", &id));
+        }
+    }
+    Ok(Json(account))
+}

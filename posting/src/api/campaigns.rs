@@ -1,0 +1,131 @@
+//! `/api/v1/campaigns`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use platform::auth::Caller;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, Access, ApiError};
+use crate::model::Campaign;
+use crate::schedule;
+use crate::store::NewCampaign;
+use crate::Posting;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    account_id: String,
+    name: String,
+    #[serde(default)]
+    niche: String,
+    #[serde(default)]
+    slots: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    link_url: Option<String>,
+    #[serde(default = "hashtag")]
+    disclosure: String,
+    #[serde(default)]
+    banned_terms: Vec<String>,
+    #[serde(default)]
+    variants: Vec<String>,
+    #[serde(default)]
+    products: Vec<String>,
+    #[serde(default = "required")]
+    approval: String,
+    #[serde(default)]
+    link_budget_usd: Option<f64>,
+}
+
+fn hashtag() -> String {
+    "hashtag".into()
+}
+
+fn required() -> String {
+    "required".into()
+}
+
+pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Campaign>), ApiError> {
+    let access = Access::of(&caller);
+    access.write()?;
+    if access.campaign.is_some() {
+        return Err(ApiError::forbidden("a key limited to one campaign cannot create campaigns"));
+    }
+    let req: Create = body(&bytes)?;
+    if p.store.account(&access.tenant, &req.account_id).await?.is_none() {
+        return Err(ApiError::invalid("account_id", format!("no account `{}`", req.account_id)));
+    }
+    if req.name.trim().is_empty() {
+        return Err(ApiError::invalid("name", "a name"));
+    }
+    schedule::check_slots(&req.slots).map_err(|e| ApiError::invalid("slots", e))?;
+    if let Some(url) = &req.link_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ApiError::invalid("link_url", "an http(s) URL"));
+        }
+    }
+    if !["hashtag", "paid_partnership", "none"].contains(&req.disclosure.as_str()) {
+        return Err(ApiError::invalid("disclosure", "one of hashtag, paid_partnership, none"));
+    }
+    if !["required", "auto"].contains(&req.approval.as_str()) {
+        return Err(ApiError::invalid("approval", "required or auto"));
+    }
+    if req.link_budget_usd.is_some_and(|b| !(b.is_finite() && b >= 0.0)) {
+        return Err(ApiError::invalid("link_budget_usd", "a budget of 0 or more"));
+    }
+    let new = NewCampaign {
+        account_id: req.account_id,
+        name: req.name.trim().to_owned(),
+        niche: req.niche,
+        slots: req.slots,
+        link_url: req.link_url,
+        disclosure: req.disclosure,
+        banned_terms: req.banned_terms,
+        variants: req.variants,
+        products: req.products,
+        approval: req.approval,
+        link_budget_usd: req.link_budget_usd,
+    };
+    Ok((StatusCode::CREATED, Json(p.store.create_campaign(&access.owner, &new).await?)))
+}
+
+pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let access = Access::of(&caller);
+    let mut campaigns = p.store.campaigns(&access.tenant).await?;
+    campaigns.retain(|c| access.allows_campaign(Some(&c.id)));
+    Ok(Json(json!({"data": campaigns})))
+}
+
+/// The campaign `id` if the caller may see it.
+pub(super) async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Campaign, ApiError> {
+    match p.store.campaign(&access.tenant, id).await? {
+        Some(c) if access.allows_campaign(Some(&c.id)) => Ok(c),
+        _ => Err(ApiError::not_found("campaign", id)),
+    }
+}
+
+pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
+    Ok(Json(visible(&p, &Access::of(&caller), &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStatus {
+    status: String,
+}
+
+pub(super) async fn set_status(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Campaign>, ApiError> {
+    let access = Access::of(&caller);
+    access.write()?;
+    let c = visible(&p, &access, &id).await?;
+    let req: SetStatus = body(&bytes)?;
+    if !["active", "paused", "completed"].contains(&req.status.as_str()) {
+        return Err(ApiError::invalid("status", "one of active, paused, completed"));
+    }
+    p.store.set_campaign_status(&c.id, &req.status).await?;
+    Ok(Json(visible(&p, &access, &id).await?))
+}

@@ -1,0 +1,177 @@
+//! The REST API under `/api/v1`: JSON in and out, errors as
+//! `{"error": {"code", "message", "field"}}` with the right status, the
+//! same keys as `/v1` (`platform::auth`), and what a key may see:
+//!
+//! - a key sees what it created (the `admin` scope: everything);
+//! - `posting:read`: only reads;
+//! - `campaign:ID`: only that campaign, its posts and its account.
+//!
+//! - `accounts`: `/api/v1/accounts`.
+//! - `campaigns`: `/api/v1/campaigns`.
+//! - `posts`: `/api/v1/posts` and the actions on one post.
+
+mod accounts;
+mod campaigns;
+mod posts;
+
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use platform::auth::{Caller, Guard, Refusal};
+use platform::keys::{ADMIN, POSTING_READ};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::store::{StoreError, Tenant};
+use crate::Posting;
+
+/// An error in the posting API's shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// 400 naming the field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_field", message: message.into(), field: Some(field.into()) }
+    }
+
+    /// 404 for an id the caller cannot see (whether or not it exists).
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("no {what} `{id}`"), field: None }
+    }
+
+    /// 409: not in a state that allows it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), field: None }
+    }
+
+    /// 403: the key's scopes do not allow it.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into(), field: None }
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into(), field: None }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self::conflict(m),
+            e => {
+                tracing::error!(error = %e, "posting store");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "storage_unavailable",
+                    message: "the database did not answer; nothing was changed, try again".into(),
+                    field: None,
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// What a key may see and do here.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    /// Whose rows.
+    pub tenant: Tenant,
+    /// The owner its writes are stored under.
+    pub owner: String,
+    /// Only this campaign.
+    pub campaign: Option<String>,
+    /// Reads only.
+    pub read_only: bool,
+}
+
+impl Access {
+    pub(crate) fn of(caller: &Caller) -> Self {
+        match &caller.0 {
+            None => Self { tenant: Tenant::Owner(String::new()), owner: String::new(), campaign: None, read_only: false },
+            Some(k) => Self {
+                tenant: if k.has_scope(ADMIN) { Tenant::All } else { Tenant::Owner(k.id.clone()) },
+                owner: k.id.clone(),
+                campaign: k.campaign().map(str::to_owned),
+                read_only: k.has_scope(POSTING_READ),
+            },
+        }
+    }
+
+    /// Refuse a write to a read-only key.
+    pub(crate) fn write(&self) -> Result<(), ApiError> {
+        if self.read_only {
+            return Err(ApiError::forbidden("this key is read-only (posting:read)"));
+        }
+        Ok(())
+    }
+
+    /// Whether the key may touch `campaign` (a campaign-limited key: only its own).
+    pub(crate) fn allows_campaign(&self, campaign: Option<&str>) -> bool {
+        self.campaign.as_deref().is_none_or(|c| campaign == Some(c))
+    }
+}
+
+/// A JSON body as `T`, a bad one a 400 naming the field.
+pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}
+
+/// A cursor for the page after the row `(created_ms, id)`.
+pub(crate) fn cursor(created_ms: i64, id: &str) -> String {
+    format!("{created_ms}.{id}")
+}
+
+/// A cursor read back.
+pub(crate) fn parse_cursor(c: &str) -> Result<(i64, String), ApiError> {
+    c.split_once('.')
+        .and_then(|(ms, id)| Some((ms.parse().ok()?, id.to_owned())))
+        .ok_or_else(|| ApiError::invalid("cursor", "not a cursor this API gave"))
+}
+
+fn reject(refusal: Refusal) -> Response {
+    ApiError::unauthorized(match refusal {
+        Refusal::NoKey => "an API key is needed: Authorization: Bearer <key>",
+        Refusal::WrongKey(_) => "that API key is not a live one",
+        Refusal::PublicWithoutKeys => "this server listens beyond loopback and keeps no API keys: create one with `starling keys create`",
+    })
+    .into_response()
+}
+
+/// The routes, behind the key check of `guard`'s keys.
+pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
+    let guard = Guard { keys: keys.keys, reject };
+    axum::Router::new()
+        .route("/api/v1/accounts", post(accounts::create).get(accounts::list))
+        .route("/api/v1/accounts/{id}", get(accounts::one))
+        .route("/api/v1/campaigns", post(campaigns::create).get(campaigns::list))
+        .route("/api/v1/campaigns/{id}", get(campaigns::one))
+        .route("/api/v1/campaigns/{id}/status", post(campaigns::set_status))
+        .route("/api/v1/posts", post(posts::create).get(posts::list))
+        .route("/api/v1/posts/{id}", get(posts::one))
+        .route("/api/v1/posts/{id}/{action}", post(posts::act))
+        .route_layer(axum::middleware::from_fn_with_state(guard, platform::auth::authenticate))
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError { status: StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: format!("{method} is not allowed here"), field: None }
+        })
+        .with_state(posting)
+}

@@ -1,0 +1,468 @@
+//! The dispatcher: takes due posts under a lease and sends them, so that a
+//! post is never lost and never sent twice, whatever stops the process.
+//!
+//! Each step: leases that ran out are settled (a claimed post was not
+//! sent: scheduled again; an attempting one may have been: unknown), due
+//! posts are claimed, each passes the gate, and each part is sent after
+//! `attempting` is committed. What the platform answers decides the next
+//! state (see [`PublishError`]): retried later only when nothing reached
+//! it, on 429 (after the reset) or 503, with a cap on attempts. Unknown
+//! posts are looked for among the account's recent posts; found, they are
+//! posted (a thread goes on with its next part), not found after
+//! `reconcile_checks` looks, they wait for a person.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::gate::{self, GateConfig, Verdict};
+use crate::model::{new_id, now_ms, Account, AccountStatus, State};
+use crate::platforms::{same_text, Ctx, Outgoing, Platform, Platforms, PublishError};
+use crate::secrets::Sealer;
+use crate::store::{Claimed, Store, StoreError, Tenant, Transition, Value};
+
+/// `[posting.dispatcher]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// How often it looks for due posts, ms (it also wakes when one is scheduled).
+    pub tick_ms: u64,
+    /// How long a claim holds, seconds: longer than a platform call may take.
+    pub lease_secs: u64,
+    /// Calls to the platform per post before it fails.
+    pub max_attempts: i64,
+    /// First wait before retrying a post that did not get through, seconds (doubles each time, at most an hour).
+    pub retry_secs: u64,
+    /// Times an unknown post is looked for on the platform.
+    pub reconcile_checks: i64,
+    /// Wait between those looks, seconds.
+    pub reconcile_secs: u64,
+    /// Posts claimed per step.
+    pub batch: i64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self { tick_ms: 1000, lease_secs: 90, max_attempts: 6, retry_secs: 30, reconcile_checks: 3, reconcile_secs: 60, batch: 32 }
+    }
+}
+
+/// What one step did (for tests and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Posts claimed.
+    pub claimed: usize,
+    /// Posts that went out.
+    pub posted: usize,
+    /// Unknown posts looked for.
+    pub reconciled: usize,
+}
+
+/// The dispatcher of one process (its lease owner id is its own).
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    platforms: Platforms,
+    sealer: Sealer,
+    gate: GateConfig,
+    config: DispatchConfig,
+    owner: String,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").field("owner", &self.owner).field("platforms", &self.platforms).finish_non_exhaustive()
+    }
+}
+
+/// What happens to a post after a call.
+enum After {
+    Retry(String),
+    Wait { until_ms: i64, reason: String },
+    Fail(String),
+    Unknown(String),
+    Reauth(String),
+    Suspended(String),
+}
+
+impl Dispatcher {
+    /// A dispatcher over `store` posting to `platforms`.
+    pub fn new(store: Store, platforms: Platforms, sealer: Sealer, gate: GateConfig, config: DispatchConfig) -> Self {
+        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default() }
+    }
+
+    /// Wake the loop now (a post was scheduled).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Run steps until `stop` resolves.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "dispatcher step failed; trying again");
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(self.config.tick_ms)) => {}
+            }
+        }
+    }
+
+    /// One pass: settle expired leases, send due posts, look for unknown ones.
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        let now = now_ms();
+        let (requeued, unknown) = self.store.expire_leases(now).await?;
+        if requeued + unknown > 0 {
+            tracing::warn!(requeued, unknown, "leases of a stopped dispatcher expired");
+        }
+        let mut step = Step::default();
+        let until = now + self.lease_ms();
+        let claimed = self.store.claim(&self.owner, now, until, self.config.batch).await?;
+        step.claimed = claimed.len();
+        // One account's posts in order (a thread's parts, its rate limits);
+        // accounts side by side.
+        let mut by_account: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        for c in claimed {
+            by_account.entry(c.post.account_id.clone()).or_default().push(c);
+        }
+        let runs = by_account.into_values().map(|posts| async move {
+            let mut posted = 0;
+            for c in posts {
+                match self.dispatch(&c).await {
+                    Ok(true) => posted += 1,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(post = %c.post.id, error = %e, "dispatching failed; its lease will expire"),
+                }
+            }
+            posted
+        });
+        step.posted = futures_util::future::join_all(runs).await.into_iter().sum();
+        for c in self.store.unknown_due(now_ms(), self.config.batch).await? {
+            if let Err(e) = self.reconcile(&c).await {
+                tracing::warn!(post = %c.post.id, error = %e, "reconciling failed");
+            }
+            step.reconciled += 1;
+        }
+        Ok(step)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        (self.config.lease_secs * 1000) as i64
+    }
+
+    fn retry_delay_ms(&self, attempts: i64) -> i64 {
+        let base = (self.config.retry_secs * 1000) as i64;
+        base.saturating_mul(1 << attempts.clamp(1, 8).saturating_sub(1)).min(3_600_000)
+    }
+
+    /// The account's platform, or why not.
+    fn platform(&self, account: &Account) -> Result<&Arc<dyn Platform>, String> {
+        self.platforms.get(&account.platform).ok_or_else(|| format!("no platform `{}` is configured", account.platform))
+    }
+
+    async fn credentials(&self, account: &Account) -> Result<Option<serde_json::Value>, String> {
+        let Some((sealed, _)) = self.store.sealed_credentials(&account.id).await.map_err(|e| e.to_string())? else { return Ok(None) };
+        let plain = self.sealer.open(&account.id, &sealed).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&plain).map(Some).map_err(|e| format!("stored credentials are not JSON: {e}"))
+    }
+
+    /// Gate and send one claimed post; true when it ended posted.
+    async fn dispatch(&self, c: &Claimed) -> Result<bool, StoreError> {
+        let post = &c.post;
+        let lease = Some(self.owner.as_str());
+        let Some(account) = self.store.account(&Tenant::All, &post.account_id).await? else {
+            return self.end(&post.id, State::Failed, "its account no longer exists".into()).await.map(|_| false);
+        };
+        let campaign = match &post.campaign_id {
+            Some(id) => self.store.campaign(&Tenant::All, id).await?,
+            None => None,
+        };
+        let platform = match self.platform(&account) {
+            Ok(p) => p,
+            Err(why) => return self.block(&post.id, why).await.map(|_| false),
+        };
+        match gate::check(&self.store, &self.gate, platform.rules(), &account, campaign.as_ref(), post).await? {
+            Verdict::Pass => {}
+            Verdict::Block(why) => return self.block(&post.id, why).await.map(|_| false),
+            Verdict::Defer { until_ms, reason } => {
+                self.requeue(&post.id, until_ms, reason).await?;
+                return Ok(false);
+            }
+        }
+        let credentials = match self.credentials(&account).await {
+            Ok(c) => c,
+            Err(why) => return self.block(&post.id, format!("the account's credentials: {why}")).await.map(|_| false),
+        };
+        let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
+        let mut ids = post.external_ids.clone();
+        let mut attempts = post.attempts;
+        while ids.len() < post.parts.len() {
+            let part = &post.parts[ids.len()];
+            attempts += 1;
+            let now = now_ms();
+            let begin = Transition {
+                from: &[State::Claimed],
+                to: State::Attempting,
+                lease,
+                set: vec![
+                    ("attempts", Value::Int(Some(attempts))),
+                    ("attempt_started_ms", Value::Int(Some(now))),
+                    ("lease_until_ms", Value::Int(Some(now + self.lease_ms()))),
+                ],
+                detail: Some(format!("part {} of {}, attempt {attempts}", ids.len() + 1, post.parts.len())),
+            };
+            if !self.store.transition(&post.id, begin).await? {
+                // The lease went to another dispatcher: it is theirs now.
+                return Ok(false);
+            }
+            let out = Outgoing {
+                text: &part.text,
+                reply_to: ids.last().map(String::as_str),
+                media: &part.media,
+                paid_partnership: post.paid_partnership,
+                made_with_ai: post.made_with_ai,
+            };
+            let result = platform.publish(ctx, out).await;
+            let after = match result {
+                Ok(published) => {
+                    if let Some(until) = published.pause_until_ms {
+                        self.store.pause_account(&account.id, until).await?;
+                    }
+                    ids.push(published.id);
+                    let done = ids.len() == post.parts.len();
+                    let now = now_ms();
+                    let t = Transition {
+                        from: &[State::Attempting],
+                        to: if done { State::Posted } else { State::Claimed },
+                        lease,
+                        set: vec![
+                            ("external_ids", Value::Text(Some(serde_json::to_string(&ids).unwrap_or_default()))),
+                            ("posted_ms", Value::Int(done.then_some(now))),
+                            ("last_error", Value::Text(None)),
+                            ("due_ms", Value::Int(None)),
+                        ],
+                        detail: ids.last().map(|id| format!("posted as {id}")),
+                    };
+                    self.store.transition(&post.id, t).await?;
+                    if done {
+                        tracing::info!(post = %post.id, ids = ?ids, "posted");
+                        return Ok(true);
+                    }
+                    continue;
+                }
+                Err(PublishError::NotSent(why)) | Err(PublishError::Unavailable(why)) => After::Retry(why),
+                Err(PublishError::RateLimited { until_ms, reason }) => {
+                    self.store.pause_account(&account.id, until_ms).await?;
+                    After::Wait { until_ms, reason }
+                }
+                Err(PublishError::Rejected(why)) => After::Fail(why),
+                Err(PublishError::Unknown(why)) => After::Unknown(why),
+                Err(PublishError::Unauthorized(why)) => After::Reauth(why),
+                Err(PublishError::Suspended(why)) => After::Suspended(why),
+            };
+            self.settle(&post.id, &account, attempts, after).await?;
+            return Ok(false);
+        }
+        Ok(false)
+    }
+
+    /// Move an attempting post on after a call that did not post it.
+    async fn settle(&self, id: &str, account: &Account, attempts: i64, after: After) -> Result<(), StoreError> {
+        let lease = Some(self.owner.as_str());
+        let back = |due: i64, why: String, detail: String| Transition {
+            from: &[State::Attempting],
+            to: State::Scheduled,
+            lease,
+            set: vec![
+                ("due_ms", Value::Int(Some(due))),
+                ("last_error", Value::Text(Some(why))),
+                ("lease_owner", Value::Text(None)),
+                ("lease_until_ms", Value::Int(None)),
+            ],
+            detail: Some(detail),
+        };
+        let t = match after {
+            After::Retry(why) if attempts < self.config.max_attempts => {
+                let due = now_ms() + self.retry_delay_ms(attempts);
+                back(due, why.clone(), format!("not sent ({why}); retry {attempts} of {}", self.config.max_attempts - 1))
+            }
+            After::Wait { until_ms, reason } if attempts < self.config.max_attempts => {
+                back(until_ms, reason.clone(), format!("rate limited ({reason}); waiting for the reset"))
+            }
+            After::Retry(why) | After::Wait { reason: why, .. } | After::Fail(why) => {
+                let why = if attempts >= self.config.max_attempts { format!("{why} (after {attempts} attempts)") } else { why };
+                return self.end(id, State::Failed, why).await;
+            }
+            After::Reauth(why) => {
+                self.store.set_account_status(&account.id, AccountStatus::NeedsReauth, Some(&why)).await?;
+                back(now_ms(), format!("the account needs authorising again: {why}"), "waiting for the account".into())
+            }
+            After::Suspended(why) => {
+                self.store.set_account_status(&account.id, AccountStatus::Suspended, Some(&why)).await?;
+                return self.end(id, State::Failed, format!("the account is suspended: {why}")).await;
+            }
+            After::Unknown(why) => Transition {
+                from: &[State::Attempting],
+                to: State::Unknown,
+                lease,
+                set: vec![
+                    ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
+                    ("last_error", Value::Text(Some(format!("sent without a clear answer: {why}")))),
+                    ("lease_owner", Value::Text(None)),
+                    ("lease_until_ms", Value::Int(None)),
+                ],
+                detail: Some(why),
+            },
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    /// End a post in a final state, with why.
+    async fn end(&self, id: &str, to: State, why: String) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Claimed, State::Attempting, State::Unknown],
+            to,
+            lease: None,
+            set: vec![
+                ("last_error", Value::Text(Some(why.clone()))),
+                ("due_ms", Value::Int(None)),
+                ("lease_owner", Value::Text(None)),
+                ("lease_until_ms", Value::Int(None)),
+            ],
+            detail: Some(why),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    async fn block(&self, id: &str, why: String) -> Result<(), StoreError> {
+        tracing::info!(post = id, reason = %why, "blocked by the gate");
+        self.end(id, State::Blocked, why).await
+    }
+
+    async fn requeue(&self, id: &str, due: i64, why: String) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Claimed],
+            to: State::Scheduled,
+            lease: Some(&self.owner),
+            set: vec![("due_ms", Value::Int(Some(due))), ("lease_owner", Value::Text(None)), ("lease_until_ms", Value::Int(None))],
+            detail: Some(why),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    /// Look for an unknown post's next part among the account's recent posts.
+    async fn reconcile(&self, c: &Claimed) -> Result<(), StoreError> {
+        let post = &c.post;
+        let Some(account) = self.store.account(&Tenant::All, &post.account_id).await? else { return Ok(()) };
+        let Some(part) = post.parts.get(post.external_ids.len()) else { return Ok(()) };
+        let platform = match self.platform(&account) {
+            Ok(p) => p,
+            Err(why) => return self.hold_unknown(post.id.as_str(), i64::MAX, why).await,
+        };
+        let credentials = match self.credentials(&account).await {
+            Ok(c) => c,
+            Err(why) => return self.hold_unknown(&post.id, i64::MAX, format!("the account's credentials: {why}")).await,
+        };
+        let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
+        let remote_id = match &account.remote_id {
+            Some(r) => r.clone(),
+            None => match platform.me(ctx).await {
+                Ok(r) => {
+                    self.store.set_remote_id(&account.id, &r).await?;
+                    r
+                }
+                Err(e) => return self.look_again(post.id.as_str(), format!("cannot read the account: {e}")).await,
+            },
+        };
+        // A little before the attempt began: clocks differ.
+        let since = c.attempt_started_ms.unwrap_or(post.updated_ms) - 5 * 60_000;
+        let found = match platform.recent(ctx, &remote_id, since).await {
+            Ok(recent) => recent.into_iter().find(|r| same_text(&part.text, &r.text)),
+            Err(e) => return self.look_again(&post.id, format!("cannot read the account's posts: {e}")).await,
+        };
+        let checks = self.store.reconcile_checks(&post.id).await? + 1;
+        match found {
+            Some(remote) => {
+                let mut ids = post.external_ids.clone();
+                ids.push(remote.id.clone());
+                let done = ids.len() == post.parts.len();
+                let now = now_ms();
+                let t = Transition {
+                    from: &[State::Unknown],
+                    to: if done { State::Posted } else { State::Scheduled },
+                    lease: None,
+                    set: vec![
+                        ("external_ids", Value::Text(Some(serde_json::to_string(&ids).unwrap_or_default()))),
+                        ("posted_ms", Value::Int(done.then_some(remote.created_ms.unwrap_or(now)))),
+                        ("due_ms", Value::Int((!done).then_some(now))),
+                        ("last_error", Value::Text(None)),
+                        ("reconcile_checks", Value::Int(Some(0))),
+                    ],
+                    detail: Some(format!("found on the platform as {}", remote.id)),
+                };
+                self.store.transition(&post.id, t).await?;
+                if !done {
+                    self.wake();
+                }
+                Ok(())
+            }
+            None if checks >= self.config.reconcile_checks => self.hold_unknown(&post.id, checks, format!(
+                "not found among the account's posts after {checks} looks: it was probably not sent; \
+                 POST /api/v1/posts/{}/retry to send it, or /dismiss to drop it",
+                post.id
+            ))
+            .await,
+            None => {
+                let t = Transition {
+                    from: &[State::Unknown],
+                    to: State::Unknown,
+                    lease: None,
+                    set: vec![
+                        ("reconcile_checks", Value::Int(Some(checks))),
+                        ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
+                    ],
+                    detail: Some(format!("not found yet (look {checks} of {})", self.config.reconcile_checks)),
+                };
+                self.store.transition(&post.id, t).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stop looking for an unknown post: a person decides.
+    async fn hold_unknown(&self, id: &str, checks: i64, why: String) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Unknown],
+            to: State::Unknown,
+            lease: None,
+            set: vec![
+                ("reconcile_checks", Value::Int(Some(checks.min(i64::MAX / 2)))),
+                ("due_ms", Value::Int(None)),
+                ("last_error", Value::Text(Some(why.clone()))),
+            ],
+            detail: Some(why),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    /// Look again later without counting a look (the platform did not answer).
+    async fn look_again(&self, id: &str, why: String) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Unknown],
+            to: State::Unknown,
+            lease: None,
+            set: vec![("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64)))],
+            detail: Some(why),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Where posts go: one [`Platform`] trait, one implementation per service.
+//!
+//! - `dry_run`: the default; posts land in the local outbox table with a
+//!   made-up id, so the whole pipeline runs without credentials.
+//! - `x`: X's API v2 (a small hand-written client).
+//!
+//! A platform sorts every failure into what the dispatcher may do next
+//! ([`PublishError`]): the distinction that matters is whether the post
+//! may have reached the platform. X has no idempotency key, so anything
+//! sent without a clear answer is [`PublishError::Unknown`] and is never
+//! sent again blindly.
+
+pub mod dry_run;
+pub mod x;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::model::Account;
+
+/// One post (or one part of a thread) to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// Its text.
+    pub text: &'a str,
+    /// The part it answers (a thread's previous part).
+    pub reply_to: Option<&'a str>,
+    /// Media ids already uploaded.
+    pub media: &'a [String],
+    /// X's paid-partnership label.
+    pub paid_partnership: bool,
+    /// X's made-with-AI label.
+    pub made_with_ai: bool,
+}
+
+/// A post as the platform has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The platform's id.
+    pub id: String,
+    /// The platform said the account has no calls left until then (Unix ms).
+    pub pause_until_ms: Option<i64>,
+}
+
+/// A post the platform shows on the account (for reconciling unknowns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The platform's id.
+    pub id: String,
+    /// Its text as the platform shows it.
+    pub text: String,
+    /// When it was created (Unix ms), where the platform says.
+    pub created_ms: Option<i64>,
+}
+
+/// Why a call did not end with a post, sorted by what may happen next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PublishError {
+    /// Nothing reached the platform (no connection): safe to try again.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// 429: not posted; nothing for this account until `until_ms`.
+    #[error("rate limited until {until_ms}: {reason}")]
+    RateLimited {
+        /// Unix ms of the reset.
+        until_ms: i64,
+        /// What the platform said.
+        reason: String,
+    },
+    /// 503: the platform is overloaded and did not take it; try later.
+    #[error("platform unavailable: {0}")]
+    Unavailable(String),
+    /// Refused for good (duplicate content, invalid text): never retried.
+    #[error("refused: {0}")]
+    Rejected(String),
+    /// 401: the credentials no longer work; the account needs authorising again.
+    #[error("unauthorised: {0}")]
+    Unauthorized(String),
+    /// The account is suspended: nothing more is sent from it.
+    #[error("account suspended: {0}")]
+    Suspended(String),
+    /// Sent, with no clear answer (timeout, 5xx other than 503, a broken
+    /// connection): it may be on the platform.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// The account a call is for, with its opened credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The account.
+    pub account: &'a Account,
+    /// Its credentials (the platform's own JSON), where it has any.
+    pub credentials: Option<&'a serde_json::Value>,
+}
+
+/// A service posts go to.
+pub trait Platform: Send + Sync {
+    /// The name accounts give (`dry-run`, `x`).
+    fn name(&self) -> &'static str;
+
+    /// Its text rules.
+    fn rules(&self) -> post_rules::Platform;
+
+    /// Whether an account needs credentials here.
+    fn needs_credentials(&self) -> bool;
+
+    /// Send one post.
+    fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>>;
+
+    /// The platform's id for the account (X: `/2/users/me`).
+    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<String, PublishError>>;
+
+    /// The account's posts since `since_ms` (newest first, as many as one
+    /// call returns), to find out whether an unknown post arrived.
+    fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>>;
+}
+
+/// The platforms this service posts to, by name.
+#[derive(Clone, Default)]
+pub struct Platforms(HashMap<&'static str, Arc<dyn Platform>>);
+
+impl std::fmt::Debug for Platforms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Platforms {
+    /// These platforms.
+    pub fn new(list: Vec<Arc<dyn Platform>>) -> Self {
+        Self(list.into_iter().map(|p| (p.name(), p)).collect())
+    }
+
+    /// The one named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Platform>> {
+        self.0.get(name)
+    }
+
+    /// Every name, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n: Vec<_> = self.0.keys().copied().collect();
+        n.sort_unstable();
+        n
+    }
+}
+
+/// Whether a post the platform shows is ours: the same text once X's
+/// rewriting is undone on both sides (URLs become `t.co` links, `&`, `<`
+/// and `>` come back as entities, surrounding space is trimmed).
+pub fn same_text(ours: &str, theirs: &str) -> bool {
+    fn normal(text: &str) -> String {
+        let text = text.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+        let mut out = text.clone();
+        for url in post_rules::extract::entities(&text).urls {
+            out = out.replacen(&url, "\u{1}", 1);
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+    normal(ours) == normal(theirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_text;
+
+    #[test]
+    fn rewritten_texts_still_match() {
+        assert!(same_text("#ad Grind fresh: https://acme.shop/grinder?utm_source=x & enjoy", "#ad Grind fresh: https://t.co/AbC123 &amp; enjoy"));
+        assert!(!same_text("#ad Grind fresh today", "#ad Grind fresh tomorrow"));
+        assert!(!same_text("one https://acme.com two", "one two"));
+    }
+}

@@ -1,0 +1,243 @@
+//! X's API v2: a small client for what the dispatcher needs: `POST
+//! /2/tweets` (text, reply for threads, media ids, the paid-partnership and
+//! made-with-AI labels), `GET /2/users/me` and the account's recent posts
+//! (`GET /2/users/{id}/tweets`) to reconcile posts whose outcome is unknown.
+//!
+//! Answers are sorted as [`PublishError`] says: 429 waits for the reset
+//! its headers give (`x-rate-limit-reset`, or `x-user-limit-24hour-reset`
+//! when the day's allowance is spent), 503 is retried later, 401 asks for
+//! authorisation again, 403 duplicate content is final, and a timeout or
+//! any other 5xx after the request went out is unknown. Errors come as
+//! `application/problem+json` (`title`, `detail`, `type`, `status`).
+//!
+//! Credentials: `{"access_token": "..."}`, an OAuth 2.0 user-context token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use reqwest::header::HeaderMap;
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{Ctx, Outgoing, Platform, PublishError, Published, Remote};
+use crate::model::now_ms;
+
+/// `[posting.x]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XConfig {
+    /// The API's base URL.
+    pub api_base: String,
+    /// A call's whole time, seconds; past it the outcome is unknown.
+    pub timeout_secs: u64,
+    /// Time to connect, seconds; past it nothing was sent.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for XConfig {
+    fn default() -> Self {
+        Self { api_base: "https://api.x.com".into(), timeout_secs: 30, connect_timeout_secs: 10 }
+    }
+}
+
+/// The X client.
+#[derive(Debug, Clone)]
+pub struct X {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// rustls with ring and the platform's roots, without a process-wide
+/// crypto provider.
+fn tls() -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(|e| e.to_string())?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous() // Not dangerous: the platform's own verifier.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+impl X {
+    /// A client for `config`.
+    pub fn new(config: &XConfig) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls()?)
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .build()
+            .map_err(|e| format!("X client: {e}"))?;
+        Ok(Self { http, base: config.api_base.trim_end_matches('/').to_owned() })
+    }
+
+    fn token<'a>(ctx: &Ctx<'a>) -> Result<&'a str, PublishError> {
+        ctx.credentials
+            .and_then(|c| c.get("access_token"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| PublishError::Unauthorized("the account has no access token".into()))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
+        req.send().await.map_err(|e| {
+            // Only a connection that never opened is surely not sent.
+            if e.is_connect() || e.is_builder() {
+                PublishError::NotSent(e.to_string())
+            } else {
+                PublishError::Unknown(e.to_string())
+            }
+        })
+    }
+}
+
+/// A header as an integer.
+fn header_i64(h: &HeaderMap, name: &str) -> Option<i64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// When the account may call again, if its headers say it may not now:
+/// the day's allowance first (it is the longer wait), then the window's.
+fn exhausted_until(h: &HeaderMap) -> Option<i64> {
+    let secs = if header_i64(h, "x-user-limit-24hour-remaining") == Some(0) {
+        header_i64(h, "x-user-limit-24hour-reset")
+    } else if header_i64(h, "x-rate-limit-remaining") == Some(0) {
+        header_i64(h, "x-rate-limit-reset")
+    } else {
+        None
+    }?;
+    Some(secs.saturating_mul(1000))
+}
+
+/// What an error answer says (problem+json's `detail`, else `title`, else the body).
+fn problem(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    field("detail").or_else(|| field("title")).unwrap_or_else(|| body.chars().take(300).collect())
+}
+
+/// Sort an answer that is not a success.
+async fn failure(res: Response) -> PublishError {
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.text().await.unwrap_or_default();
+    let said = format!("{} {}", status.as_u16(), problem(&body));
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => PublishError::RateLimited {
+            // No reset header: a quarter of an hour, X's rate window.
+            until_ms: exhausted_until(&headers).or_else(|| header_i64(&headers, "x-rate-limit-reset").map(|s| s * 1000)).unwrap_or(now_ms() + 15 * 60_000),
+            reason: said,
+        },
+        StatusCode::SERVICE_UNAVAILABLE => PublishError::Unavailable(said),
+        StatusCode::UNAUTHORIZED => PublishError::Unauthorized(said),
+        StatusCode::FORBIDDEN if said.to_lowercase().contains("suspended") => PublishError::Suspended(said),
+        s if s.is_server_error() => PublishError::Unknown(said),
+        _ => PublishError::Rejected(said),
+    }
+}
+
+#[derive(Deserialize)]
+struct Data<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Timeline {
+    #[serde(default)]
+    data: Vec<TimelinePost>,
+}
+
+#[derive(Deserialize)]
+struct TimelinePost {
+    id: String,
+    text: String,
+    created_at: Option<String>,
+}
+
+impl Platform for X {
+    fn name(&self) -> &'static str {
+        "x"
+    }
+
+    fn rules(&self) -> post_rules::Platform {
+        post_rules::Platform::X
+    }
+
+    fn needs_credentials(&self) -> bool {
+        true
+    }
+
+    fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>> {
+        async move {
+            let token = Self::token(&ctx)?;
+            let mut body = json!({ "text": post.text });
+            if let Some(parent) = post.reply_to {
+                body["reply"] = json!({ "in_reply_to_tweet_id": parent });
+            }
+            if !post.media.is_empty() {
+                body["media"] = json!({ "media_ids": post.media });
+            }
+            if post.paid_partnership {
+                body["paid_partnership"] = json!(true);
+            }
+            if post.made_with_ai {
+                body["made_with_ai"] = json!(true);
+            }
+            let res = self.send(self.http.post(format!("{}/2/tweets", self.base)).bearer_auth(token).json(&body)).await?;
+            if res.status() != StatusCode::CREATED && res.status() != StatusCode::OK {
+                return Err(failure(res).await);
+            }
+            let pause_until_ms = exhausted_until(res.headers());
+            // Created, but an answer we cannot read: it is there, id unknown.
+            let created: Data<Created> =
+                res.json().await.map_err(|e| PublishError::Unknown(format!("created, but the answer did not read: {e}")))?;
+            Ok(Published { id: created.data.id, pause_until_ms })
+        }
+        .boxed()
+    }
+
+    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<String, PublishError>> {
+        async move {
+            let token = Self::token(&ctx)?;
+            let res = self.send(self.http.get(format!("{}/2/users/me", self.base)).bearer_auth(token)).await?;
+            if !res.status().is_success() {
+                return Err(failure(res).await);
+            }
+            let me: Data<Created> = res.json().await.map_err(|e| PublishError::Unknown(format!("/2/users/me: {e}")))?;
+            Ok(me.data.id)
+        }
+        .boxed()
+    }
+
+    fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>> {
+        async move {
+            let token = Self::token(&ctx)?;
+            let since = jiff::Timestamp::from_millisecond(since_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let since = since.round(jiff::Unit::Second).unwrap_or(since);
+            let url = format!("{}/2/users/{remote_id}/tweets", self.base);
+            let query = [("max_results", "100".to_owned()), ("start_time", since.to_string()), ("tweet.fields", "created_at".to_owned())];
+            let res = self.send(self.http.get(url).query(&query).bearer_auth(token)).await?;
+            if !res.status().is_success() {
+                return Err(failure(res).await);
+            }
+            let t: Timeline = res.json().await.map_err(|e| PublishError::Unknown(format!("timeline: {e}")))?;
+            Ok(t.data
+                .into_iter()
+                .map(|p| Remote {
+                    created_ms: p.created_at.and_then(|c| c.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond()),
+                    id: p.id,
+                    text: p.text,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+}
