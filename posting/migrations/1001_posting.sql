@@ -1,6 +1,7 @@
 -- The posting service's tables (versions 1001..2000 are posting's). Every
 -- instant is Unix milliseconds, UTC; a time zone is an IANA name. JSON
--- columns are TEXT. `owner` is the API key id that created the row ('' when
+-- columns are TEXT; flags are BIGINT 0/1 (sqlx's Any driver reads no SQLite
+-- booleans). `owner` is the API key id that created the row ('' when
 -- keys are not in use): every read filters on it.
 CREATE TABLE posting_accounts (
     id TEXT PRIMARY KEY,
@@ -60,10 +61,10 @@ CREATE TABLE posting_posts (
     variant TEXT,
     -- [{"text": "...", "media": ["..."]}]: one part, or a thread.
     parts TEXT NOT NULL,
-    affiliate BOOLEAN NOT NULL,
-    paid_partnership BOOLEAN NOT NULL,
-    made_with_ai BOOLEAN NOT NULL,
-    has_link BOOLEAN NOT NULL,
+    affiliate BIGINT NOT NULL,
+    paid_partnership BIGINT NOT NULL,
+    made_with_ai BIGINT NOT NULL,
+    has_link BIGINT NOT NULL,
     -- draft | approved | scheduled | claimed | attempting | posted |
     -- failed | unknown | blocked | cancelled
     state TEXT NOT NULL,
@@ -92,12 +93,15 @@ CREATE INDEX posting_posts_owner ON posting_posts (owner, created_ms, id);
 CREATE TABLE posting_post_events (
     id TEXT PRIMARY KEY,
     post_id TEXT NOT NULL REFERENCES posting_posts (id),
+    -- 1, 2, ... per post: written in the transaction that changed the
+    -- post's row, so two changes of one post never share a number.
+    seq BIGINT NOT NULL,
     at_ms BIGINT NOT NULL,
     from_state TEXT,
     to_state TEXT NOT NULL,
     detail TEXT
 );
-CREATE INDEX posting_post_events_post ON posting_post_events (post_id, at_ms);
+CREATE UNIQUE INDEX posting_post_events_post ON posting_post_events (post_id, seq);
 
 -- The dry-run platform's posts: what would have gone out.
 CREATE TABLE posting_outbox (

@@ -177,6 +177,16 @@ impl Dispatcher {
         let Some(account) = self.store.account(&Tenant::All, &post.account_id).await? else {
             return self.end(&post.id, State::Failed, "its account no longer exists".into()).await.map(|_| false);
         };
+        // An earlier post of this batch may have met a rate limit or lost
+        // the account's authorisation: the rest of the batch waits too.
+        let now = now_ms();
+        if account.status != AccountStatus::Active {
+            let why = format!("the account is {}: waiting", account.status.as_str());
+            return self.requeue(&post.id, now, why).await.map(|_| false);
+        }
+        if let Some(until) = account.paused_until_ms.filter(|&u| u > now) {
+            return self.requeue(&post.id, until, "the account is rate limited: waiting for the reset".into()).await.map(|_| false);
+        }
         let campaign = match &post.campaign_id {
             Some(id) => self.store.campaign(&Tenant::All, id).await?,
             None => None,

@@ -8,14 +8,20 @@
 //!   engine's fault containment;
 //! - [`speech`], real synthesised speech clips (festival and sox, cached
 //!   under `models/cache/speech-clips`) and [`wer`], the word error rate, for the
-//!   Whisper tests and benches.
+//!   Whisper tests and benches;
+//! - [`postgres::PgServer`], a private PostgreSQL server, for every test
+//!   that runs on both databases;
+//! - [`fake_x::FakeX`], X's API v2 as a loopback server speaking its
+//!   documented shapes, with faults on request.
 //!
 //! Never a dependency of the product: only `[dev-dependencies]` and benches.
 
 // A helper that cannot find its model or fixture fails the calling test, with what to run.
 #![allow(clippy::panic)]
 
+pub mod fake_x;
 pub mod faulty;
+pub mod postgres;
 pub mod speech;
 pub mod wer;
 

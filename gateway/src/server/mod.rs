@@ -129,6 +129,9 @@ pub(crate) struct Inner {
     pub(crate) scoring: content::Weights,
     /// The prompt templates of `/v1/posts/generate`.
     pub(crate) prompts: content::prompts::Prompts,
+    /// Routes of the other services of the process (posting), served
+    /// beside the gateway's with the same layers.
+    pub(crate) mounted: OnceLock<axum::Router>,
 }
 
 /// The database could not be attached: its API keys could not be read.
@@ -213,6 +216,7 @@ impl App {
             speech_config: OnceLock::new(),
             scoring: gateway.scoring.clone(),
             prompts,
+            mounted: OnceLock::new(),
         })))
     }
 
@@ -296,6 +300,22 @@ impl App {
         }
     }
 
+    /// Serve `routes` (another service's, with its own state and its own
+    /// key check: see [`App::key_guard`]) beside the gateway's, under the
+    /// same request metrics and listener exposure. A second call is ignored.
+    pub fn mount(&self, routes: axum::Router) {
+        if self.0.mounted.set(routes).is_err() {
+            tracing::warn!("routes mounted twice; keeping the first");
+        }
+    }
+
+    /// The key check of this app's keys (set once a database is
+    /// attached), for a mounted service to put in front of its routes
+    /// with its own refusal shape.
+    pub fn key_guard(&self) -> platform::auth::Guard {
+        auth::guard(self)
+    }
+
     /// The metrics registry (for tests and embedding).
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
@@ -345,16 +365,20 @@ impl App {
         } else {
             guarded = guarded.route("/metrics", get(metrics));
         }
-        guarded
+        let mut routes = guarded
             .route_layer(middleware::from_fn_with_state(auth::guard(self), platform::auth::authenticate))
             .merge(open)
+            .with_state(self.clone());
+        if let Some(mounted) = self.0.mounted.get() {
+            routes = routes.merge(mounted.clone());
+        }
+        routes
             .fallback(|method: Method, uri: Uri| async move { ApiError::route_not_found(method.as_str(), uri.path()) })
             .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
                 ApiError::method_not_allowed(method.as_str(), uri.path())
             })
             .layer(middleware::from_fn_with_state(self.clone(), record))
             .layer(axum::Extension(exposure))
-            .with_state(self.clone())
     }
 }
 

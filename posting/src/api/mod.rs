@@ -4,7 +4,8 @@
 //!
 //! - a key sees what it created (the `admin` scope: everything);
 //! - `posting:read`: only reads;
-//! - `campaign:ID`: only that campaign, its posts and its account.
+//! - `campaign:ID`: only that campaign, its posts and its account (whoever
+//!   created them; what it creates belongs to the campaign's owner).
 //!
 //! - `accounts`: `/api/v1/accounts`.
 //! - `campaigns`: `/api/v1/campaigns`.
@@ -104,7 +105,9 @@ impl Access {
         match &caller.0 {
             None => Self { tenant: Tenant::Owner(String::new()), owner: String::new(), campaign: None, read_only: false },
             Some(k) => Self {
-                tenant: if k.has_scope(ADMIN) { Tenant::All } else { Tenant::Owner(k.id.clone()) },
+                // A campaign scope is a grant by whoever made the key (the
+                // operator): the campaign's rows, whoever owns them.
+                tenant: if k.has_scope(ADMIN) || k.campaign().is_some() { Tenant::All } else { Tenant::Owner(k.id.clone()) },
                 owner: k.id.clone(),
                 campaign: k.campaign().map(str::to_owned),
                 read_only: k.has_scope(POSTING_READ),

@@ -82,8 +82,12 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     if !access.allows_campaign(req.campaign_id.as_deref()) {
         return Err(ApiError::forbidden("this key may only post in its campaign"));
     }
+    let mut owner = access.owner.clone();
     if let Some(cid) = &req.campaign_id {
         let c = super::campaigns::visible(&p, &access, cid).await.map_err(|_| ApiError::invalid("campaign_id", format!("no campaign `{cid}`")))?;
+        if access.campaign.is_some() {
+            owner = c.owner.clone();
+        }
         if c.account_id != account.id {
             return Err(ApiError::invalid("campaign_id", "the campaign posts from another account"));
         }
@@ -121,7 +125,7 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
         state,
         scheduled_ms,
     };
-    let post = p.store.create_post(&access.owner, &new).await?;
+    let post = p.store.create_post(&owner, &new).await?;
     if state == PostState::Scheduled {
         p.dispatcher.wake();
     }

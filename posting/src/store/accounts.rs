@@ -21,7 +21,7 @@ pub struct NewAccount {
     pub max_length: Option<i64>,
 }
 
-const COLUMNS: &str = "id, owner, platform, handle, time_zone, daily_cap, max_length, credentials IS NOT NULL AS has_credentials, \
+const COLUMNS: &str = "id, owner, platform, handle, time_zone, daily_cap, max_length, CAST(CASE WHEN credentials IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_credentials, \
                        status, status_reason, paused_until_ms, remote_id, created_ms";
 
 fn account(row: &AnyRow) -> Result<Account, StoreError> {
@@ -33,7 +33,7 @@ fn account(row: &AnyRow) -> Result<Account, StoreError> {
         time_zone: row.try_get("time_zone")?,
         daily_cap: row.try_get("daily_cap")?,
         max_length: row.try_get("max_length")?,
-        has_credentials: row.try_get("has_credentials")?,
+        has_credentials: row.try_get::<i64, _>("has_credentials")? != 0,
         status: AccountStatus::parse(&row.try_get::<String, _>("status")?),
         status_reason: row.try_get("status_reason")?,
         paused_until_ms: row.try_get("paused_until_ms")?,

@@ -93,9 +93,9 @@ fn post(row: &AnyRow) -> Result<Post, StoreError> {
         campaign_id: row.try_get("campaign_id")?,
         variant: row.try_get("variant")?,
         parts: json(&id, "parts", &row.try_get::<String, _>("parts")?)?,
-        affiliate: row.try_get("affiliate")?,
-        paid_partnership: row.try_get("paid_partnership")?,
-        made_with_ai: row.try_get("made_with_ai")?,
+        affiliate: row.try_get::<i64, _>("affiliate")? != 0,
+        paid_partnership: row.try_get::<i64, _>("paid_partnership")? != 0,
+        made_with_ai: row.try_get::<i64, _>("made_with_ai")? != 0,
         state: state.parse().map_err(|error| StoreError::Corrupt { id: id.clone(), column: "state", error })?,
         scheduled_ms: row.try_get("scheduled_ms")?,
         due_ms: row.try_get("due_ms")?,
@@ -110,7 +110,10 @@ fn post(row: &AnyRow) -> Result<Post, StoreError> {
 }
 
 async fn event(tx: &mut Transaction<'_, Any>, id: &str, from: Option<State>, to: State, detail: Option<&str>) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO posting_post_events (id, post_id, at_ms, from_state, to_state, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+    sqlx::query(
+        "INSERT INTO posting_post_events (id, post_id, seq, at_ms, from_state, to_state, detail) \
+         VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM posting_post_events WHERE post_id = $2), $3, $4, $5, $6)",
+    )
         .bind(new_id("evt"))
         .bind(id)
         .bind(now_ms())
@@ -140,10 +143,10 @@ impl Store {
         .bind(&new.campaign_id)
         .bind(&new.variant)
         .bind(to_json(&new.parts))
-        .bind(new.affiliate)
-        .bind(new.paid_partnership)
-        .bind(new.made_with_ai)
-        .bind(Post::has_link(&new.parts))
+        .bind(i64::from(new.affiliate))
+        .bind(i64::from(new.paid_partnership))
+        .bind(i64::from(new.made_with_ai))
+        .bind(i64::from(Post::has_link(&new.parts)))
         .bind(new.state.as_str())
         .bind(new.scheduled_ms)
         .bind(due)
@@ -204,7 +207,7 @@ impl Store {
 
     /// A post's events, oldest first.
     pub async fn events(&self, id: &str) -> Result<Vec<PostEvent>, StoreError> {
-        let rows = sqlx::query("SELECT at_ms, from_state, to_state, detail FROM posting_post_events WHERE post_id = $1 ORDER BY at_ms, id")
+        let rows = sqlx::query("SELECT at_ms, from_state, to_state, detail FROM posting_post_events WHERE post_id = $1 ORDER BY seq")
             .bind(id)
             .fetch_all(self.pool())
             .await?;
@@ -377,7 +380,7 @@ impl Store {
     /// Posts with links a campaign has sent (or is sending).
     pub async fn link_posts(&self, campaign: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM posting_posts WHERE campaign_id = $1 AND has_link AND state IN ('posted', 'attempting', 'unknown')",
+            "SELECT COUNT(*) FROM posting_posts WHERE campaign_id = $1 AND has_link = 1 AND state IN ('posted', 'attempting', 'unknown')",
         )
         .bind(campaign)
         .fetch_one(self.pool())

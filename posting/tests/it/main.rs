@@ -1,0 +1,7 @@
+//! The posting service on real databases (SQLite, and a private
+//! PostgreSQL server) against a fake X that speaks X's documented shapes.
+//! Every scenario runs on both databases.
+
+mod api;
+mod dispatcher;
+mod support;

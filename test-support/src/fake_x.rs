@@ -1,0 +1,316 @@
+//! X's API v2 as a loopback server, for the posting tests: the endpoints
+//! the posting service calls, in their documented shapes (`201` with
+//! `{"data": {"id", "text", "edit_history_tweet_ids"}}`; errors as
+//! `application/problem+json` with `title`, `detail`, `type`, `status`;
+//! `403` for duplicate content; `429` with `x-rate-limit-*` headers;
+//! `x-user-limit-24hour-*` on every create; URLs in a post's text
+//! rewritten to `t.co` links, as X shows them).
+//!
+//! It counts every post it created by its original text, so a test can
+//! tell a lost post from one sent twice, and it takes faults on request
+//! for the next calls: 503 before creating, 500 or a hang after creating
+//! (the post exists, the caller cannot know), 429, 401, a suspension.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// What the next `POST /2/tweets` does instead of answering 201.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// 503 Service Unavailable; nothing created.
+    Unavailable,
+    /// Creates the post, then answers 500.
+    ServerErrorAfterCreate,
+    /// Creates the post, then never answers (the caller times out).
+    HangAfterCreate,
+    /// 429 with `x-rate-limit-remaining: 0` and a reset this many seconds ahead.
+    RateLimited {
+        /// Seconds to the reset.
+        reset_in_secs: u64,
+    },
+    /// 401.
+    Unauthorized,
+    /// 403: the account is suspended.
+    Suspended,
+}
+
+/// A post the fake holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakePost {
+    /// Its id.
+    pub id: String,
+    /// The author's user id.
+    pub author: String,
+    /// The text as sent.
+    pub text: String,
+    /// The post it replies to.
+    pub reply_to: Option<String>,
+    /// The whole request body.
+    pub body: Value,
+    /// Unix ms.
+    pub created_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Access token -> (user id, username).
+    users: HashMap<String, (String, String)>,
+    posts: Vec<FakePost>,
+    faults: VecDeque<Fault>,
+    latency: Duration,
+    next_id: u64,
+    creates: u64,
+}
+
+/// The server; stops when dropped.
+pub struct FakeX {
+    addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeX {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A problem+json answer, as X sends its errors.
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = json!({"title": title, "detail": detail, "type": "about:blank", "status": status.as_u16()});
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+}
+
+/// URLs as X shows them.
+fn shortened(text: &str, id: u64) -> String {
+    let mut n = 0;
+    text.split(' ')
+        .map(|w| {
+            if w.starts_with("http://") || w.starts_with("https://") {
+                n += 1;
+                format!("https://t.co/f{id:x}x{n}")
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn rfc3339(ms: i64) -> String {
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn user(inner: &Shared, headers: &HeaderMap) -> Result<(String, String), Response> {
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let found = token.and_then(|t| inner.lock().ok()?.users.get(t).cloned());
+    found.ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "Unauthorized"))
+}
+
+/// Under the lock: meet a fault or create the post. Ok: the fault to meet
+/// after creating, the id, its number and the day's remaining creates.
+fn created(guard: &mut Inner, author: String, text: String, body: Value) -> Result<(Option<Fault>, String, u64, u64), Response> {
+    let fault = guard.faults.pop_front();
+    match fault {
+        Some(Fault::Unavailable) => return Err(problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")),
+        Some(Fault::Unauthorized) => return Err(problem(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        Some(Fault::Suspended) => {
+            return Err(problem(StatusCode::FORBIDDEN, "Your account is suspended and is not permitted to access this feature."))
+        }
+        Some(Fault::RateLimited { reset_in_secs }) => {
+            let reset = (now_ms() / 1000 + reset_in_secs as i64).to_string();
+            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+            for (k, v) in [("x-rate-limit-limit", "100".to_owned()), ("x-rate-limit-remaining", "0".to_owned()), ("x-rate-limit-reset", reset)] {
+                if let Ok(v) = v.parse() {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            return Err(r);
+        }
+        _ => {}
+    }
+    if guard.posts.iter().any(|p| p.author == author && p.text == text) {
+        return Err(problem(StatusCode::FORBIDDEN, "You are not allowed to create a Tweet with duplicate content."));
+    }
+    guard.next_id += 1;
+    guard.creates += 1;
+    let n = guard.next_id;
+    let id = (1_900_000_000_000_000_000u64 + n).to_string();
+    let reply_to = body.pointer("/reply/in_reply_to_tweet_id").and_then(Value::as_str).map(str::to_owned);
+    guard.posts.push(FakePost { id: id.clone(), author, text, reply_to, body, created_ms: now_ms() });
+    Ok((fault, id, n, 10_000u64.saturating_sub(guard.creates)))
+}
+
+async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let (author, _) = match user(&inner, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return problem(StatusCode::BAD_REQUEST, "The request body is not valid JSON");
+    };
+    let Some(text) = body.get("text").and_then(Value::as_str).map(str::to_owned) else {
+        return problem(StatusCode::BAD_REQUEST, "text: required");
+    };
+    let latency = inner.lock().map(|i| i.latency).unwrap_or_default();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let created = {
+        let Ok(mut guard) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+        created(&mut guard, author, text.clone(), body)
+    };
+    let (fault, id, n, remaining) = match created {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match fault {
+        Some(Fault::ServerErrorAfterCreate) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        Some(Fault::HangAfterCreate) => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        _ => {}
+    }
+    let shown = shortened(&text, n);
+    let mut r = (StatusCode::CREATED, Json(json!({"data": {"id": id, "text": shown, "edit_history_tweet_ids": [id]}}))).into_response();
+    let reset = (now_ms() / 1000 + 86_400).to_string();
+    for (k, v) in [("x-user-limit-24hour-limit", "10000".to_owned()), ("x-user-limit-24hour-remaining", remaining.to_string()), ("x-user-limit-24hour-reset", reset)] {
+        if let Ok(v) = v.parse() {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+async fn me(State(inner): State<Shared>, headers: HeaderMap) -> Response {
+    match user(&inner, &headers) {
+        Ok((id, username)) => Json(json!({"data": {"id": id, "name": username, "username": username}})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn timeline(State(inner): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = user(&inner, &headers) {
+        return r;
+    }
+    let Ok(g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    let mut mine: Vec<&FakePost> = g.posts.iter().filter(|p| p.author == id).collect();
+    mine.reverse();
+    mine.truncate(100);
+    if mine.is_empty() {
+        return Json(json!({"meta": {"result_count": 0}})).into_response();
+    }
+    let data: Vec<Value> = mine
+        .iter()
+        .map(|p| {
+            let n: u64 = p.id.parse::<u64>().map(|i| i - 1_900_000_000_000_000_000).unwrap_or(0);
+            json!({"id": p.id, "text": shortened(&p.text, n), "created_at": rfc3339(p.created_ms), "edit_history_tweet_ids": [p.id]})
+        })
+        .collect();
+    let meta = json!({"result_count": data.len(), "newest_id": mine[0].id, "oldest_id": mine[mine.len() - 1].id});
+    Json(json!({"data": data, "meta": meta})).into_response()
+}
+
+impl FakeX {
+    /// Start it on a free loopback port.
+    pub async fn start() -> Self {
+        let inner: Shared = Arc::default();
+        let app = axum::Router::new()
+            .route("/2/tweets", post(create))
+            .route("/2/users/me", get(me))
+            .route("/2/users/{id}/tweets", get(timeline))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, inner, task }
+    }
+
+    /// Its base URL (`[posting.x] api_base`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut g = self.inner.lock().expect("fake X state");
+        f(&mut g)
+    }
+
+    /// Accept `token` as user `id` (`username`).
+    pub fn add_user(&self, token: &str, id: &str, username: &str) {
+        self.with(|i| i.users.insert(token.to_owned(), (id.to_owned(), username.to_owned())));
+    }
+
+    /// Stop accepting `token` (401 from now on).
+    pub fn revoke(&self, token: &str) {
+        self.with(|i| i.users.remove(token));
+    }
+
+    /// The next creates meet these faults, in order.
+    pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.with(|i| i.faults.extend(faults));
+    }
+
+    /// Every create waits this long before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.with(|i| i.latency = latency);
+    }
+
+    /// A post `author` made elsewhere (another app, by hand).
+    pub fn add_post(&self, author: &str, text: &str) {
+        self.with(|i| {
+            i.next_id += 1;
+            let id = (1_900_000_000_000_000_000u64 + i.next_id).to_string();
+            i.posts.push(FakePost { id, author: author.to_owned(), text: text.to_owned(), reply_to: None, body: json!({"text": text}), created_ms: now_ms() });
+        });
+    }
+
+    /// Every post created, in order.
+    pub fn posts(&self) -> Vec<FakePost> {
+        self.with(|i| i.posts.clone())
+    }
+
+    /// How many posts with exactly this text exist.
+    pub fn count(&self, text: &str) -> usize {
+        self.with(|i| i.posts.iter().filter(|p| p.text == text).count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_772_323_200_123), "2026-03-01T00:00:00.123Z");
+    }
+}
