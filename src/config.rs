@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub scoring: content::Weights,
     /// `[posts]`: the content pipeline's files.
     pub posts: RawPosts,
+    /// `[posting]`: accounts, campaigns, the dispatcher and its platforms.
+    pub posting: posting::PostingConfig,
 }
 
 /// `[posts]`.
@@ -280,6 +282,12 @@ pub struct Config {
     pub usage_journal: Option<PathBuf>,
     /// Speech models and limits.
     pub speech: gateway::SpeechConfig,
+    /// The posting service.
+    pub posting: posting::PostingConfig,
+    /// The key credentials are sealed with (`STARLING_SECRET_KEY`), and
+    /// older ones they may still be sealed with
+    /// (`STARLING_SECRET_KEY_PREVIOUS`, comma-separated).
+    pub secret_keys: (Option<String>, Vec<String>),
 }
 
 impl Config {
@@ -350,6 +358,13 @@ impl Config {
             cache_dir,
             default_model: raw.models.default,
             speech: raw.speech,
+            posting: raw.posting,
+            secret_keys: (
+                std::env::var("STARLING_SECRET_KEY").ok().filter(|k| !k.trim().is_empty()),
+                std::env::var("STARLING_SECRET_KEY_PREVIOUS")
+                    .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            ),
             engine: raw.engine,
             server: raw.server,
             gateway: gateway::GatewayConfig {
@@ -446,6 +461,7 @@ mod tests {
         assert_eq!(format!("{:?}", ex.speech), format!("{:?}", d.speech));
         assert_eq!(ex.scoring, d.scoring);
         assert_eq!(ex.posts, d.posts);
+        assert_eq!(format!("{:?}", ex.posting), format!("{:?}", d.posting));
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {

@@ -261,6 +261,9 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
     let journal = config.usage_journal.clone();
+    let posting_config = config.posting.clone();
+    let secret_keys = config.secret_keys.clone();
+    let grace = std::time::Duration::from_secs(server_cfg.shutdown_grace_secs);
     // A speech model that is not fetched stops `serve` here, before it
     // listens, as a missing LLM does (loading itself happens in the background).
     for name in &config.speech.models {
@@ -285,20 +288,37 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         let app = gateway::App::with_registry(server_cfg, gateway_cfg, &registry).context("cannot set up the gateway")?;
         // Audio requests are read and routed (to cloud candidates) while the local Whisper models load.
         app.set_speech_config(speech_config.speech.clone());
+        let mut posting = None;
         if let Some(url) = &database_url {
             let attach = async {
                 // The errors name the database with its password masked.
                 let db = platform::db::Db::open(url).await?;
                 let shown = platform::db::redacted(url);
-                app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {shown}"))
+                app.attach_database(&db, journal.as_deref()).await.with_context(|| format!("cannot set up the database {shown}"))?;
+                if !posting_config.enabled {
+                    return Ok(None);
+                }
+                let sealer = posting::secrets::Sealer::new(secret_keys.0.as_deref(), &secret_keys.1)?;
+                let service = posting::Posting::open(&db, posting_config, sealer).await.context("cannot start the posting service")?;
+                app.mount(service.router(app.key_guard()));
+                anyhow::Ok(Some(service))
             };
             // A database that is slow to answer must not make the server deaf
             // to Ctrl-C.
             tokio::select! {
-                r = attach => r?,
+                r = attach => posting = r?,
                 () = &mut signal => return Ok(()),
             }
         }
+        // The dispatcher stops between steps: a post being sent is sent
+        // and recorded before the process exits.
+        let (stop_dispatch, dispatch_stopped) = tokio::sync::oneshot::channel::<()>();
+        let dispatcher = posting.as_ref().map(|p| {
+            let d = p.dispatcher();
+            tokio::spawn(d.run(async move {
+                let _ = dispatch_stopped.await;
+            }))
+        });
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
@@ -343,6 +363,9 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         if let Some(m) = &speech_example {
             say(&format!("  curl http://{addr}/v1/audio/transcriptions -F file=@note.wav -F model={m}"));
         }
+        if posting.is_some() {
+            say(&format!("Posting API on http://{addr}/api/v1 (accounts on the dry-run platform post to the local outbox)"));
+        }
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {
             tokio::select! {
@@ -354,6 +377,12 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         };
         let threads = http_threads::spawn(listeners, &app)?;
         shutdown.await;
+        drop(stop_dispatch);
+        if let Some(d) = dispatcher {
+            if tokio::time::timeout(grace, d).await.is_err() {
+                tracing::warn!("the dispatcher did not stop within the grace; its posts' leases will expire");
+            }
+        }
         threads.stop().await?;
         app.close().await;
         match failure.try_recv() {

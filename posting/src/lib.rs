@@ -72,6 +72,9 @@ pub enum SetupError {
     /// A platform client.
     #[error("{0}")]
     Platform(String),
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Config(String),
     /// Credentials are stored but cannot be opened.
     #[error("{accounts} account(s) have stored credentials, but {why}")]
     Secrets {
@@ -104,6 +107,12 @@ impl Posting {
     /// The service with these platforms (tests bring fakes' URLs through
     /// the config instead; embedders may bring their own).
     pub async fn with_platforms(db: &Db, config: PostingConfig, sealer: Sealer, platforms: Platforms) -> Result<Self, SetupError> {
+        if config.dispatcher.lease_secs <= config.x.timeout_secs {
+            return Err(SetupError::Config(format!(
+                "[posting.dispatcher] lease_secs ({}) must be longer than [posting.x] timeout_secs ({}): a lease that ends mid-call would let the post be taken for unknown while it is still being sent",
+                config.dispatcher.lease_secs, config.x.timeout_secs
+            )));
+        }
         let store = Store::open(db).await?;
         // A key that cannot open what is stored is a start-up error, not a
         // surprise at the first post.

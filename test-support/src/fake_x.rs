@@ -180,17 +180,24 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -
     let Some(text) = body.get("text").and_then(Value::as_str).map(str::to_owned) else {
         return problem(StatusCode::BAD_REQUEST, "text: required");
     };
-    let latency = inner.lock().map(|i| i.latency).unwrap_or_default();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let created = {
-        let Ok(mut guard) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
-        created(&mut guard, author, text.clone(), body)
+    // X takes a request it has received to the end even when the caller
+    // goes away: the post is made in a task of its own.
+    let making = {
+        let inner = inner.clone();
+        let text = text.clone();
+        tokio::spawn(async move {
+            let latency = inner.lock().map(|i| i.latency).unwrap_or_default();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let Ok(mut guard) = inner.lock() else { return Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned")) };
+            created(&mut guard, author, text, body)
+        })
     };
-    let (fault, id, n, remaining) = match created {
-        Ok(c) => c,
-        Err(r) => return r,
+    let (fault, id, n, remaining) = match making.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(r)) => return r,
+        Err(_) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     };
     match fault {
         Some(Fault::ServerErrorAfterCreate) => return problem(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),

@@ -12,7 +12,8 @@
 //! - [`postgres::PgServer`], a private PostgreSQL server, for every test
 //!   that runs on both databases;
 //! - [`fake_x::FakeX`], X's API v2 as a loopback server speaking its
-//!   documented shapes, with faults on request.
+//!   documented shapes, with faults on request, and
+//!   [`distinct_sentence`], texts no gate takes for duplicates.
 //!
 //! Never a dependency of the product: only `[dev-dependencies]` and benches.
 
@@ -75,4 +76,23 @@ pub fn whisper_dir(name: &str) -> PathBuf {
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     let p = root().join("tests/fixtures").join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A sentence of made-up words for post `i`: different `i`s share few
+/// character trigrams, so no two are near-duplicates to the posting gate.
+pub fn distinct_sentence(i: usize) -> String {
+    const SYLLABLES: [&str; 20] = ["ka", "lo", "mi", "nu", "pe", "ra", "si", "to", "vu", "ze", "bo", "da", "fe", "gi", "ho", "ju", "ly", "my", "ny", "qu"];
+    let words: Vec<String> = (0..6)
+        .map(|k| {
+            let mut n = (i as u64 + 1) * 7919 + k * 104_729;
+            (0..3)
+                .map(|_| {
+                    let s = SYLLABLES[(n % 20) as usize];
+                    n = n / 20 + 31;
+                    s
+                })
+                .collect()
+        })
+        .collect();
+    format!("Post {i}: {}.", words.join(" "))
 }

@@ -136,17 +136,7 @@ impl Env {
 
 /// Distinct sentences, one per `i` (no two near-duplicates).
 pub fn sentence(i: usize) -> String {
-    const WORDS: [&str; 24] = [
-        "amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kelp", "lagoon", "meadow",
-        "nectar", "orchid", "pepper", "quartz", "river", "saffron", "thistle", "umber", "violet", "willow", "zephyr",
-    ];
-    let mut words = Vec::new();
-    let mut n = i * 7919 + 13;
-    for _ in 0..7 {
-        words.push(WORDS[n % WORDS.len()]);
-        n = n / WORDS.len() + (n % 11) * 131 + 17;
-    }
-    format!("Note {i}: {} today.", words.join(" "))
+    test_support::distinct_sentence(i)
 }
 
 /// Both backends, for a scenario.
