@@ -358,7 +358,11 @@ impl Config {
             cache_dir,
             default_model: raw.models.default,
             speech: raw.speech,
-            posting: raw.posting,
+            posting: {
+                let mut p = raw.posting;
+                p.x.client_secret = std::env::var("STARLING_X_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+                p
+            },
             secret_keys: (
                 std::env::var("STARLING_SECRET_KEY").ok().filter(|k| !k.trim().is_empty()),
                 std::env::var("STARLING_SECRET_KEY_PREVIOUS")

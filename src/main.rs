@@ -261,7 +261,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let gateway_cfg = config.gateway.clone();
     let database_url = config.database_url.clone();
     let journal = config.usage_journal.clone();
-    let posting_config = config.posting.clone();
+    let mut posting_config = config.posting.clone();
     let secret_keys = config.secret_keys.clone();
     let grace = std::time::Duration::from_secs(server_cfg.shutdown_grace_secs);
     // A speech model that is not fetched stops `serve` here, before it
@@ -276,6 +276,9 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     }
     let listeners = http_threads::bind(&server_cfg.listen, server_cfg.threads())?;
     let addr = listeners.first().context("no listening socket")?.local_addr()?;
+    if posting_config.public_url.is_empty() {
+        posting_config.public_url = format!("http://{addr}");
+    }
     // This runtime runs what is not a request: model loading, the usage
     // writer, signals. Requests run on the HTTP threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;

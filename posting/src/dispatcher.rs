@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::gate::{self, GateConfig, Verdict};
 use crate::model::{new_id, now_ms, Account, AccountStatus, State};
+use crate::platforms::x_oauth::{RefreshError, XOAuth};
 use crate::platforms::{same_text, Ctx, Outgoing, Platform, Platforms, PublishError};
 use crate::secrets::Sealer;
 use crate::store::{Claimed, Store, StoreError, Tenant, Transition, Value};
@@ -68,12 +69,21 @@ pub struct Dispatcher {
     config: DispatchConfig,
     owner: String,
     wake: Arc<tokio::sync::Notify>,
+    x_oauth: Option<Arc<XOAuth>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dispatcher").field("owner", &self.owner).field("platforms", &self.platforms).finish_non_exhaustive()
     }
+}
+
+/// Credentials that could not be had.
+enum CredentialsError {
+    /// Not now (a refresh that failed, an account waiting for authorisation).
+    Later(String),
+    /// Not with this key or these values: a person must look.
+    Never(String),
 }
 
 /// What happens to a post after a call.
@@ -89,7 +99,13 @@ enum After {
 impl Dispatcher {
     /// A dispatcher over `store` posting to `platforms`.
     pub fn new(store: Store, platforms: Platforms, sealer: Sealer, gate: GateConfig, config: DispatchConfig) -> Self {
-        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default() }
+        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None }
+    }
+
+    /// Refresh X tokens with this app before they expire.
+    pub fn with_oauth(mut self, x_oauth: Option<Arc<XOAuth>>) -> Self {
+        self.x_oauth = x_oauth;
+        self
     }
 
     /// Wake the loop now (a post was scheduled).
@@ -164,10 +180,20 @@ impl Dispatcher {
         self.platforms.get(&account.platform).ok_or_else(|| format!("no platform `{}` is configured", account.platform))
     }
 
-    async fn credentials(&self, account: &Account) -> Result<Option<serde_json::Value>, String> {
-        let Some((sealed, _)) = self.store.sealed_credentials(&account.id).await.map_err(|e| e.to_string())? else { return Ok(None) };
-        let plain = self.sealer.open(&account.id, &sealed).map_err(|e| e.to_string())?;
-        serde_json::from_slice(&plain).map(Some).map_err(|e| format!("stored credentials are not JSON: {e}"))
+    /// The account's credentials, opened (and refreshed where they expire).
+    async fn credentials(&self, account: &Account) -> Result<Option<serde_json::Value>, CredentialsError> {
+        if let (Some(oauth), "x", true) = (&self.x_oauth, account.platform.as_str(), account.has_credentials) {
+            return match oauth.fresh(&self.store, &self.sealer, account).await {
+                Ok(c) => Ok(Some(c)),
+                // The account is marked for authorisation: the post waits for it.
+                Err(e @ RefreshError::Rejected(_)) | Err(e @ RefreshError::Failed(_)) => Err(CredentialsError::Later(e.to_string())),
+                Err(RefreshError::Store(e)) => Err(CredentialsError::Later(e.to_string())),
+            };
+        }
+        let sealed = self.store.sealed_credentials(&account.id).await.map_err(|e| CredentialsError::Later(e.to_string()))?;
+        let Some((sealed, _)) = sealed else { return Ok(None) };
+        let plain = self.sealer.open(&account.id, &sealed).map_err(|e| CredentialsError::Never(e.to_string()))?;
+        serde_json::from_slice(&plain).map(Some).map_err(|e| CredentialsError::Never(format!("stored credentials are not JSON: {e}")))
     }
 
     /// Gate and send one claimed post; true when it ended posted.
@@ -205,7 +231,10 @@ impl Dispatcher {
         }
         let credentials = match self.credentials(&account).await {
             Ok(c) => c,
-            Err(why) => return self.block(&post.id, format!("the account's credentials: {why}")).await.map(|_| false),
+            Err(CredentialsError::Later(why)) => {
+                return self.requeue(&post.id, now_ms() + self.retry_delay_ms(1), format!("the account's credentials: {why}")).await.map(|_| false)
+            }
+            Err(CredentialsError::Never(why)) => return self.block(&post.id, format!("the account's credentials: {why}")).await.map(|_| false),
         };
         let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
         let mut ids = post.external_ids.clone();
@@ -378,15 +407,16 @@ impl Dispatcher {
         };
         let credentials = match self.credentials(&account).await {
             Ok(c) => c,
-            Err(why) => return self.hold_unknown(&post.id, i64::MAX, format!("the account's credentials: {why}")).await,
+            Err(CredentialsError::Later(why)) => return self.look_again(&post.id, format!("the account's credentials: {why}")).await,
+            Err(CredentialsError::Never(why)) => return self.hold_unknown(&post.id, i64::MAX, format!("the account's credentials: {why}")).await,
         };
         let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
         let remote_id = match &account.remote_id {
             Some(r) => r.clone(),
             None => match platform.me(ctx).await {
-                Ok(r) => {
-                    self.store.set_remote_id(&account.id, &r).await?;
-                    r
+                Ok(me) => {
+                    self.store.set_remote_id(&account.id, &me.id).await?;
+                    me.id
                 }
                 Err(e) => return self.look_again(post.id.as_str(), format!("cannot read the account: {e}")).await,
             },

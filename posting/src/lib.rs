@@ -31,6 +31,7 @@ use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::gate::GateConfig;
 use crate::platforms::dry_run::DryRun;
 use crate::platforms::x::{XConfig, X};
+use crate::platforms::x_oauth::XOAuth;
 use crate::platforms::{Platform, Platforms};
 use crate::secrets::Sealer;
 use crate::store::{Store, StoreError, Tenant};
@@ -43,6 +44,9 @@ pub struct PostingConfig {
     pub enabled: bool,
     /// The zone of an account that names none.
     pub default_time_zone: String,
+    /// Where people reach this server (short links, the OAuth callback);
+    /// empty: `http://` and `[server] listen`.
+    pub public_url: String,
     /// X's API.
     pub x: XConfig,
     /// The pre-flight gate.
@@ -56,6 +60,7 @@ impl Default for PostingConfig {
         Self {
             enabled: true,
             default_time_zone: "UTC".into(),
+            public_url: String::new(),
             x: XConfig::default(),
             gate: GateConfig::default(),
             dispatcher: DispatchConfig::default(),
@@ -93,20 +98,20 @@ pub struct Posting {
     pub(crate) sealer: Sealer,
     pub(crate) config: Arc<PostingConfig>,
     pub(crate) dispatcher: Dispatcher,
+    /// Sign-in with X, where an app is configured.
+    pub(crate) x_oauth: Option<Arc<XOAuth>>,
+    /// The X client (who signed in).
+    pub(crate) x: Arc<X>,
 }
 
 impl Posting {
     /// The service on `db` (its tables brought up to date), posting to
-    /// the dry-run outbox and X, credentials opened with `sealer`.
+    /// the dry-run outbox and X (at `[posting.x] api_base`), credentials
+    /// opened with `sealer`.
     pub async fn open(db: &Db, config: PostingConfig, sealer: Sealer) -> Result<Self, SetupError> {
-        let x = X::new(&config.x).map_err(SetupError::Platform)?;
-        let list: Vec<Arc<dyn Platform>> = vec![Arc::new(DryRun::new(db)), Arc::new(x)];
-        Self::with_platforms(db, config, sealer, Platforms::new(list)).await
-    }
-
-    /// The service with these platforms (tests bring fakes' URLs through
-    /// the config instead; embedders may bring their own).
-    pub async fn with_platforms(db: &Db, config: PostingConfig, sealer: Sealer, platforms: Platforms) -> Result<Self, SetupError> {
+        let x = Arc::new(X::new(&config.x).map_err(SetupError::Platform)?);
+        let list: Vec<Arc<dyn Platform>> = vec![Arc::new(DryRun::new(db)), x.clone()];
+        let platforms = Platforms::new(list);
         if config.dispatcher.lease_secs <= config.x.timeout_secs {
             return Err(SetupError::Config(format!(
                 "[posting.dispatcher] lease_secs ({}) must be longer than [posting.x] timeout_secs ({}): a lease that ends mid-call would let the post be taken for unknown while it is still being sent",
@@ -132,8 +137,10 @@ impl Posting {
                 return Err(SetupError::Secrets { accounts: failures, why });
             }
         }
-        let dispatcher = Dispatcher::new(store.clone(), platforms.clone(), sealer.clone(), config.gate.clone(), config.dispatcher.clone());
-        Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher })
+        let x_oauth = X::oauth(&config.x, &config.public_url).map_err(SetupError::Platform)?.map(Arc::new);
+        let dispatcher = Dispatcher::new(store.clone(), platforms.clone(), sealer.clone(), config.gate.clone(), config.dispatcher.clone())
+            .with_oauth(x_oauth.clone());
+        Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher, x_oauth, x })
     }
 
     /// The REST API, behind the same keys as `guard` checks.

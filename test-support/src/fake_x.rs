@@ -21,6 +21,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
+use sha2::Digest as _;
 use serde_json::{json, Value};
 
 /// What the next `POST /2/tweets` does instead of answering 201.
@@ -60,8 +61,23 @@ pub struct FakePost {
     pub created_ms: i64,
 }
 
+/// An authorisation code X gave and what it was given for.
+struct Grant {
+    user: (String, String),
+    challenge: String,
+    redirect_uri: String,
+}
+
 #[derive(Default)]
 struct Inner {
+    /// The app: client id and, for a confidential client, its secret.
+    client: Option<(String, Option<String>)>,
+    codes: HashMap<String, Grant>,
+    /// Refresh token -> (user, used already).
+    refresh: HashMap<String, ((String, String), bool)>,
+    token_lifetime_secs: u64,
+    refreshes: u64,
+    refresh_failures: u64,
     /// Access token -> (user id, username).
     users: HashMap<String, (String, String)>,
     posts: Vec<FakePost>,
@@ -246,11 +262,73 @@ async fn timeline(State(inner): State<Shared>, headers: HeaderMap, Path(id): Pat
     Json(json!({"data": data, "meta": meta})).into_response()
 }
 
+/// OAuth 2.0's error answer (RFC 6749 section 5.2), as X sends it.
+fn oauth_error(error: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": error, "error_description": "Value passed for the token was invalid."}))).into_response()
+}
+
+fn issue(i: &mut Inner, user: (String, String)) -> Response {
+    i.next_id += 1;
+    let access = format!("at-{}-{}", user.0, i.next_id);
+    let refresh = format!("rt-{}-{}", user.0, i.next_id);
+    i.users.insert(access.clone(), user.clone());
+    i.refresh.insert(refresh.clone(), (user, false));
+    let lifetime = if i.token_lifetime_secs == 0 { 7200 } else { i.token_lifetime_secs };
+    Json(json!({"token_type": "bearer", "expires_in": lifetime, "access_token": access, "scope": "tweet.read tweet.write users.read offline.access", "refresh_token": refresh}))
+        .into_response()
+}
+
+/// `POST /2/oauth2/token`: the code (with its PKCE verifier) or a refresh
+/// token for tokens; a refresh token works once (X rotates them).
+async fn token(State(inner): State<Shared>, headers: HeaderMap, axum::Form(form): axum::Form<HashMap<String, String>>) -> Response {
+    use base64::Engine as _;
+    let Ok(mut i) = inner.lock() else { return oauth_error("server_error") };
+    let Some((client_id, secret)) = i.client.clone() else { return oauth_error("unauthorized_client") };
+    // A confidential client authenticates with Basic; a public one names itself.
+    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "));
+    let authenticated = match (&secret, basic) {
+        (Some(s), Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok() == Some(format!("{client_id}:{s}").into_bytes()),
+        (None, _) => form.get("client_id") == Some(&client_id),
+        (Some(_), None) => false,
+    };
+    if !authenticated {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "invalid_client"}))).into_response();
+    }
+    match form.get("grant_type").map(String::as_str) {
+        Some("authorization_code") => {
+            let Some(grant) = form.get("code").and_then(|c| i.codes.remove(c)) else { return oauth_error("invalid_grant") };
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+            if challenge != grant.challenge || form.get("redirect_uri") != Some(&grant.redirect_uri) {
+                return oauth_error("invalid_grant");
+            }
+            issue(&mut i, grant.user)
+        }
+        Some("refresh_token") => {
+            let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            match i.refresh.get_mut(&presented) {
+                Some((user, used)) if !*used => {
+                    *used = true;
+                    let user = user.clone();
+                    i.refreshes += 1;
+                    issue(&mut i, user)
+                }
+                _ => {
+                    i.refresh_failures += 1;
+                    oauth_error("invalid_request")
+                }
+            }
+        }
+        _ => oauth_error("unsupported_grant_type"),
+    }
+}
+
 impl FakeX {
     /// Start it on a free loopback port.
     pub async fn start() -> Self {
         let inner: Shared = Arc::default();
         let app = axum::Router::new()
+            .route("/2/oauth2/token", post(token))
             .route("/2/tweets", post(create))
             .route("/2/users/me", get(me))
             .route("/2/users/{id}/tweets", get(timeline))
@@ -286,6 +364,53 @@ impl FakeX {
     /// The next creates meet these faults, in order.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
         self.with(|i| i.faults.extend(faults));
+    }
+
+    /// The app X knows: its client id and (confidential) secret.
+    pub fn set_client(&self, client_id: &str, secret: Option<&str>) {
+        self.with(|i| i.client = Some((client_id.to_owned(), secret.map(str::to_owned))));
+    }
+
+    /// Access tokens live this long from now on.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.with(|i| i.token_lifetime_secs = secs);
+    }
+
+    /// A person signs in as `user_id` (`username`) at `authorize_url` and
+    /// approves the app: the URL X sends them back to (with `code` and
+    /// `state`), or why X would refuse.
+    pub fn approve(&self, authorize_url: &str, user_id: &str, username: &str) -> Result<String, String> {
+        let uri: axum::http::Uri = authorize_url.parse().map_err(|e| format!("{e}"))?;
+        let q = axum::extract::Query::<HashMap<String, String>>::try_from_uri(&uri).map_err(|e| e.body_text())?.0;
+        let need = |k: &str| q.get(k).cloned().ok_or_else(|| format!("the authorize URL lacks {k}"));
+        let (client_id, redirect_uri, state, challenge) = (need("client_id")?, need("redirect_uri")?, need("state")?, need("code_challenge")?);
+        if need("response_type")? != "code" || need("code_challenge_method")? != "S256" {
+            return Err("X wants response_type=code and PKCE with S256".into());
+        }
+        if !need("scope")?.split(' ').any(|s| s == "offline.access") {
+            return Err("without offline.access there is no refresh token".into());
+        }
+        self.with(|i| {
+            if i.client.as_ref().map(|c| &c.0) != Some(&client_id) {
+                return Err(format!("unknown client {client_id}"));
+            }
+            i.next_id += 1;
+            let code = format!("code-{}", i.next_id);
+            let grant = Grant { user: (user_id.to_owned(), username.to_owned()), challenge, redirect_uri: redirect_uri.clone() };
+            i.codes.insert(code.clone(), grant);
+            Ok(format!("{redirect_uri}?state={state}&code={code}"))
+        })
+    }
+
+    /// Refreshes that got new tokens, and those refused (a refresh token
+    /// used twice, or unknown).
+    pub fn refreshes(&self) -> (u64, u64) {
+        self.with(|i| (i.refreshes, i.refresh_failures))
+    }
+
+    /// Every refresh token stops working (revoked by the person).
+    pub fn revoke_refresh_tokens(&self) {
+        self.with(|i| i.refresh.values_mut().for_each(|(_, used)| *used = true));
     }
 
     /// Every create waits this long before it is handled.

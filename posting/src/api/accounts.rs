@@ -32,11 +32,23 @@ struct Create {
 
 /// The most posts a day we allow an account, below each platform's own
 /// limit (X: 2,400 a day per user; we stay far under it by default).
-fn platform_cap(platform: &str) -> (i64, i64) {
+pub(super) fn platform_cap(platform: &str) -> (i64, i64) {
     match platform {
         "x" => (15, 2000),
         _ => (100, 10_000),
     }
+}
+
+/// A daily cap and length limit an account on `platform` may have.
+pub(super) fn check_limits(daily_cap: Option<i64>, max_length: Option<i64>, platform: &str) -> Result<(), ApiError> {
+    let most = platform_cap(platform).1;
+    if daily_cap.is_some_and(|c| !(1..=most).contains(&c)) {
+        return Err(ApiError::invalid("daily_cap", format!("between 1 and {most} posts a day on {platform}")));
+    }
+    if max_length.is_some_and(|l| !(1..=25_000).contains(&l)) {
+        return Err(ApiError::invalid("max_length", "between 1 and 25000"));
+    }
+    Ok(())
 }
 
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Account>), ApiError> {
@@ -55,16 +67,8 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     }
     let time_zone = req.time_zone.unwrap_or_else(|| p.config.default_time_zone.clone());
     schedule::zone(&time_zone).map_err(|e| ApiError::invalid("time_zone", e))?;
-    let (default_cap, most) = platform_cap(&req.platform);
-    let daily_cap = req.daily_cap.unwrap_or(default_cap);
-    if !(1..=most).contains(&daily_cap) {
-        return Err(ApiError::invalid("daily_cap", format!("between 1 and {most} posts a day on {}", req.platform)));
-    }
-    if let Some(l) = req.max_length {
-        if !(1..=25_000).contains(&l) {
-            return Err(ApiError::invalid("max_length", "between 1 and 25000"));
-        }
-    }
+    check_limits(req.daily_cap, req.max_length, &req.platform)?;
+    let daily_cap = req.daily_cap.unwrap_or(platform_cap(&req.platform).0);
     let id = new_id("acc");
     let sealed = match (&req.credentials, platform.needs_credentials()) {
         (None, true) => return Err(ApiError::invalid("credentials", format!("a {} account needs credentials", req.platform))),

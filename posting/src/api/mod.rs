@@ -13,12 +13,13 @@
 
 mod accounts;
 mod campaigns;
+mod oauth;
 mod posts;
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Json;
 use platform::auth::{Caller, Guard, Refusal};
 use platform::keys::{ADMIN, POSTING_READ};
@@ -51,6 +52,11 @@ impl ApiError {
     /// 409: not in a state that allows it.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), field: None }
+    }
+
+    /// 502: the platform did not do its part.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message: message.into(), field: None }
     }
 
     /// 403: the key's scopes do not allow it.
@@ -163,8 +169,14 @@ fn reject(refusal: Refusal) -> Response {
 /// The routes, behind the key check of `guard`'s keys.
 pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
     let guard = Guard { keys: keys.keys, reject };
+    let open = axum::Router::new()
+        .route("/api/v1/oauth/x/callback", get(oauth::callback))
+        .route("/api/v1/{*rest}", any(|method: Method, uri: axum::http::Uri| async move {
+            ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("no route {method} {}", uri.path()), field: None }
+        }));
     axum::Router::new()
         .route("/api/v1/accounts", post(accounts::create).get(accounts::list))
+        .route("/api/v1/accounts/x/authorize", post(oauth::authorize))
         .route("/api/v1/accounts/{id}", get(accounts::one))
         .route("/api/v1/campaigns", post(campaigns::create).get(campaigns::list))
         .route("/api/v1/campaigns/{id}", get(campaigns::one))
@@ -173,6 +185,7 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
         .route("/api/v1/posts/{id}", get(posts::one))
         .route("/api/v1/posts/{id}/{action}", post(posts::act))
         .route_layer(axum::middleware::from_fn_with_state(guard, platform::auth::authenticate))
+        .merge(open)
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError { status: StatusCode::METHOD_NOT_ALLOWED, code: "method_not_allowed", message: format!("{method} is not allowed here"), field: None }
         })

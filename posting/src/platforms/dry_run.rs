@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::Row;
 
-use super::{Ctx, Outgoing, Platform, PublishError, Published, Remote};
+use super::{Ctx, Me, Outgoing, Platform, PublishError, Published, Remote};
 use crate::model::{new_id, now_ms};
 
 /// Posts into `posting_outbox`.
@@ -59,8 +59,8 @@ impl Platform for DryRun {
         .boxed()
     }
 
-    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<String, PublishError>> {
-        async move { Ok(ctx.account.id.clone()) }.boxed()
+    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>> {
+        async move { Ok(Me { id: ctx.account.id.clone(), handle: ctx.account.handle.clone() }) }.boxed()
     }
 
     fn recent<'a>(&'a self, ctx: Ctx<'a>, _remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>> {

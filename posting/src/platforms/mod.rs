@@ -12,6 +12,7 @@
 
 pub mod dry_run;
 pub mod x;
+pub mod x_oauth;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +43,15 @@ pub struct Published {
     pub id: String,
     /// The platform said the account has no calls left until then (Unix ms).
     pub pause_until_ms: Option<i64>,
+}
+
+/// The account credentials belong to, as the platform names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Me {
+    /// The platform's id.
+    pub id: String,
+    /// The handle.
+    pub handle: String,
 }
 
 /// A post the platform shows on the account (for reconciling unknowns).
@@ -110,8 +120,8 @@ pub trait Platform: Send + Sync {
     /// Send one post.
     fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>>;
 
-    /// The platform's id for the account (X: `/2/users/me`).
-    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<String, PublishError>>;
+    /// Who the credentials belong to (X: `/2/users/me`).
+    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>>;
 
     /// The account's posts since `since_ms` (newest first, as many as one
     /// call returns), to find out whether an unknown post arrived.

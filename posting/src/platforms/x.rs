@@ -22,7 +22,7 @@ use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Outgoing, Platform, PublishError, Published, Remote};
+use super::{Ctx, Me, Outgoing, Platform, PublishError, Published, Remote};
 use crate::model::now_ms;
 
 /// `[posting.x]`.
@@ -35,11 +35,34 @@ pub struct XConfig {
     pub timeout_secs: u64,
     /// Time to connect, seconds; past it nothing was sent.
     pub connect_timeout_secs: u64,
+    /// The app's OAuth 2.0 client id (empty: sign-in with X is off;
+    /// accounts can still be given an access token).
+    pub client_id: String,
+    /// The app's client secret (a confidential client), from env
+    /// `STARLING_X_CLIENT_SECRET`, never from the file.
+    #[serde(skip)]
+    pub client_secret: Option<String>,
+    /// Where X asks the person to authorise the app.
+    pub authorize_url: String,
+    /// Where X sends the person back (empty: the server's public URL +
+    /// `/api/v1/oauth/x/callback`); registered with the app on X.
+    pub redirect_url: String,
+    /// What the app asks for (`offline.access` for refresh tokens).
+    pub scopes: Vec<String>,
 }
 
 impl Default for XConfig {
     fn default() -> Self {
-        Self { api_base: "https://api.x.com".into(), timeout_secs: 30, connect_timeout_secs: 10 }
+        Self {
+            api_base: "https://api.x.com".into(),
+            timeout_secs: 30,
+            connect_timeout_secs: 10,
+            client_id: String::new(),
+            client_secret: None,
+            authorize_url: "https://x.com/i/oauth2/authorize".into(),
+            redirect_url: String::new(),
+            scopes: ["tweet.read", "tweet.write", "users.read", "offline.access", "media.write"].map(String::from).to_vec(),
+        }
     }
 }
 
@@ -63,16 +86,56 @@ fn tls() -> Result<rustls::ClientConfig, String> {
         .with_no_client_auth())
 }
 
+/// The HTTP client of `config`'s timeouts.
+fn http_client(config: &XConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls()?)
+        .timeout(Duration::from_secs(config.timeout_secs))
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        // A token endpoint or API that redirects is not followed.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("X client: {e}"))
+}
+
 impl X {
     /// A client for `config`.
     pub fn new(config: &XConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls()?)
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .build()
-            .map_err(|e| format!("X client: {e}"))?;
-        Ok(Self { http, base: config.api_base.trim_end_matches('/').to_owned() })
+        Ok(Self { http: http_client(config)?, base: config.api_base.trim_end_matches('/').to_owned() })
+    }
+
+    /// The OAuth 2.0 flow of `config`'s app, answering at `public_url`'s
+    /// callback unless `redirect_url` says otherwise (None: no client id).
+    pub fn oauth(config: &XConfig, public_url: &str) -> Result<Option<super::x_oauth::XOAuth>, String> {
+        if config.client_id.is_empty() {
+            return Ok(None);
+        }
+        let redirect = if config.redirect_url.is_empty() {
+            format!("{}/api/v1/oauth/x/callback", public_url.trim_end_matches('/'))
+        } else {
+            config.redirect_url.clone()
+        };
+        let token_url = format!("{}/2/oauth2/token", config.api_base.trim_end_matches('/'));
+        super::x_oauth::XOAuth::new(
+            http_client(config)?,
+            &config.client_id,
+            config.client_secret.as_deref(),
+            &config.authorize_url,
+            &token_url,
+            &redirect,
+            &config.scopes,
+        )
+        .map(Some)
+    }
+
+    /// Who `token` belongs to (`/2/users/me`).
+    pub async fn user(&self, token: &str) -> Result<Me, PublishError> {
+        let res = self.send(self.http.get(format!("{}/2/users/me", self.base)).bearer_auth(token)).await?;
+        if !res.status().is_success() {
+            return Err(failure(res).await);
+        }
+        let me: Data<User> = res.json().await.map_err(|e| PublishError::Unknown(format!("/2/users/me: {e}")))?;
+        Ok(Me { id: me.data.id, handle: me.data.username })
     }
 
     fn token<'a>(ctx: &Ctx<'a>) -> Result<&'a str, PublishError> {
@@ -150,6 +213,12 @@ struct Created {
 }
 
 #[derive(Deserialize)]
+struct User {
+    id: String,
+    username: String,
+}
+
+#[derive(Deserialize)]
 struct Timeline {
     #[serde(default)]
     data: Vec<TimelinePost>,
@@ -204,17 +273,8 @@ impl Platform for X {
         .boxed()
     }
 
-    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<String, PublishError>> {
-        async move {
-            let token = Self::token(&ctx)?;
-            let res = self.send(self.http.get(format!("{}/2/users/me", self.base)).bearer_auth(token)).await?;
-            if !res.status().is_success() {
-                return Err(failure(res).await);
-            }
-            let me: Data<Created> = res.json().await.map_err(|e| PublishError::Unknown(format!("/2/users/me: {e}")))?;
-            Ok(me.data.id)
-        }
-        .boxed()
+    fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>> {
+        async move { self.user(Self::token(&ctx)?).await }.boxed()
     }
 
     fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>> {

@@ -110,8 +110,8 @@ impl Store {
     /// refresh that lost a race to another stores nothing: false).
     pub async fn replace_credentials(&self, id: &str, version: i64, sealed: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE posting_accounts SET credentials = $1, credentials_version = credentials_version + 1, updated_ms = $2 \
-             WHERE id = $3 AND credentials_version = $4",
+            "UPDATE posting_accounts SET credentials = $1, credentials_version = credentials_version + 1, updated_ms = $2, \
+             refresh_lease_until_ms = NULL WHERE id = $3 AND credentials_version = $4",
         )
         .bind(sealed)
         .bind(now_ms())
@@ -120,6 +120,87 @@ impl Store {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Take the account's refresh lease until `until_ms`: false while
+    /// another holds it.
+    pub async fn take_refresh_lease(&self, id: &str, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE posting_accounts SET refresh_lease_until_ms = $1 \
+             WHERE id = $2 AND (refresh_lease_until_ms IS NULL OR refresh_lease_until_ms < $3)",
+        )
+        .bind(until_ms)
+        .bind(id)
+        .bind(now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Give the refresh lease back without new credentials.
+    pub async fn release_refresh_lease(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE posting_accounts SET refresh_lease_until_ms = NULL WHERE id = $1").bind(id).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Credentials from a new authorisation: stored whatever was there,
+    /// the account active again.
+    pub async fn reauthorised(&self, id: &str, sealed: &str, remote_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE posting_accounts SET credentials = $1, credentials_version = credentials_version + 1, status = 'active', \
+             status_reason = NULL, remote_id = $2, refresh_lease_until_ms = NULL, updated_ms = $3 WHERE id = $4",
+        )
+        .bind(sealed)
+        .bind(remote_id)
+        .bind(now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Keep a pending authorisation: its state, sealed PKCE verifier and
+    /// the account settings asked for.
+    pub async fn save_oauth_state(&self, state: &str, owner: &str, platform: &str, verifier: &str, settings: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO posting_oauth_states (state, owner, platform, verifier, settings, created_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(state)
+            .bind(owner)
+            .bind(platform)
+            .bind(verifier)
+            .bind(settings)
+            .bind(now_ms())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Take a pending authorisation (once: it is deleted) if it is younger
+    /// than `max_age_ms`: (owner, platform, sealed verifier, settings).
+    pub async fn take_oauth_state(&self, state: &str, max_age_ms: i64) -> Result<Option<(String, String, String, String)>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // Expired ones first (the DELETE also starts the write transaction).
+        sqlx::query("DELETE FROM posting_oauth_states WHERE created_ms < $1").bind(now_ms() - max_age_ms).execute(&mut *tx).await?;
+        let row = sqlx::query("SELECT owner, platform, verifier, settings FROM posting_oauth_states WHERE state = $1")
+            .bind(state)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM posting_oauth_states WHERE state = $1").bind(state).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("owner")?, r.try_get("platform")?, r.try_get("verifier")?, r.try_get("settings")?)),
+            None => None,
+        })
+    }
+
+    /// The account `owner` has on `platform` under `handle`.
+    pub async fn account_by_handle(&self, owner: &str, platform: &str, handle: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM posting_accounts WHERE owner = $1 AND platform = $2 AND handle = $3"))
+            .bind(owner)
+            .bind(platform)
+            .bind(handle)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(account).transpose()
     }
 
     /// Set an account's standing (and why).

@@ -18,7 +18,10 @@ pub use posts::{Claimed, NewPost, PostFilter, Transition, Value};
 use platform::db::{Db, DbError, Migrations};
 
 /// The posting service's migrations (versions 1001..2000).
-pub const MIGRATIONS: Migrations = Migrations(&[(1001, "posting", include_str!("../../migrations/1001_posting.sql"))]);
+pub const MIGRATIONS: Migrations = Migrations(&[
+    (1001, "posting", include_str!("../../migrations/1001_posting.sql")),
+    (1002, "oauth, links, products", include_str!("../../migrations/1002_oauth_links_products.sql")),
+]);
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

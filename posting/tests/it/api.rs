@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::support::{env, Backend, Env, BOTH};
 
 /// The API of `e` on a loopback port, behind its database's keys.
-async fn serve(e: &Env) -> String {
+pub async fn serve(e: &Env) -> String {
     let ring = KeyRing::load(KeyStore::new(&e.db)).await.expect("keys");
     let keys = Arc::new(OnceLock::new());
     let _ = keys.set(ring);
@@ -28,7 +28,7 @@ async fn key(e: &Env, name: &str, scopes: &[&str]) -> String {
     KeyStore::new(&e.db).create(&new).await.expect("key").0
 }
 
-struct Client {
+pub struct Client {
     http: reqwest::Client,
     base: String,
     key: Option<String>,
@@ -48,16 +48,16 @@ impl Client {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 }
 
-fn client(base: &str, key: Option<&str>) -> Client {
+pub fn client(base: &str, key: Option<&str>) -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client { http: reqwest::Client::new(), base: base.to_owned(), key: key.map(str::to_owned) }
 }

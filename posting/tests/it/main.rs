@@ -4,4 +4,5 @@
 
 mod api;
 mod dispatcher;
+mod oauth;
 mod support;
