@@ -1,4 +1,4 @@
--- X sign-in, refresh leases, products, links and clicks.
+-- X sign-in, refresh leases, products, links and clicks, metrics.
 
 -- A pending OAuth 2.0 authorisation: the state sent to the platform, the
 -- PKCE verifier (sealed) and the account settings asked for. Single use.
@@ -58,3 +58,20 @@ CREATE TABLE posting_clicks (
     bot BIGINT NOT NULL
 );
 CREATE INDEX posting_clicks_code ON posting_clicks (code, at_ms);
+
+-- What the platform says about a post, each time it is asked.
+CREATE TABLE posting_metrics (
+    external_id TEXT NOT NULL,
+    post_id TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    impressions BIGINT NOT NULL,
+    likes BIGINT NOT NULL,
+    reposts BIGINT NOT NULL,
+    replies BIGINT NOT NULL,
+    quotes BIGINT NOT NULL,
+    bookmarks BIGINT NOT NULL,
+    url_clicks BIGINT,
+    PRIMARY KEY (external_id, at_ms)
+);
+CREATE INDEX posting_metrics_account ON posting_metrics (account_id, at_ms);

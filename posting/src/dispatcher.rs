@@ -70,6 +70,7 @@ pub struct Dispatcher {
     owner: String,
     wake: Arc<tokio::sync::Notify>,
     x_oauth: Option<Arc<XOAuth>>,
+    metrics: crate::MetricsConfig,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -99,13 +100,62 @@ enum After {
 impl Dispatcher {
     /// A dispatcher over `store` posting to `platforms`.
     pub fn new(store: Store, platforms: Platforms, sealer: Sealer, gate: GateConfig, config: DispatchConfig) -> Self {
-        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None }
+        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None, metrics: crate::MetricsConfig { reads_per_day: 0, max_age_days: 30 } }
     }
 
     /// Refresh X tokens with this app before they expire.
     pub fn with_oauth(mut self, x_oauth: Option<Arc<XOAuth>>) -> Self {
         self.x_oauth = x_oauth;
         self
+    }
+
+    /// Read posts' metrics as `metrics` says.
+    pub fn with_metrics(mut self, metrics: crate::MetricsConfig) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Read the counts of recent posts of every account whose last reading
+    /// is older than its share of the day's reads; returns readings kept.
+    pub async fn read_metrics(&self) -> Result<usize, StoreError> {
+        if self.metrics.reads_per_day == 0 {
+            return Ok(0);
+        }
+        let every = 86_400_000 / i64::from(self.metrics.reads_per_day);
+        let now = now_ms();
+        let mut kept = 0;
+        for account in self.store.accounts(&Tenant::All).await? {
+            if account.status != AccountStatus::Active || self.store.last_metrics_read(&account.id).await?.is_some_and(|t| t > now - every) {
+                continue;
+            }
+            let Ok(platform) = self.platform(&account) else { continue };
+            let posts = self.store.posted_since(&account.id, now - self.metrics.max_age_days * 86_400_000, 100).await?;
+            let mut ids: Vec<String> = Vec::new();
+            let mut post_of = std::collections::HashMap::new();
+            for (post, externals) in &posts {
+                for e in externals {
+                    if ids.len() < 100 {
+                        ids.push(e.clone());
+                        post_of.insert(e.clone(), post.clone());
+                    }
+                }
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            let Ok(credentials) = self.credentials(&account).await else { continue };
+            let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
+            match platform.metrics(ctx, &ids).await {
+                Ok(found) => {
+                    let readings: Vec<_> =
+                        found.into_iter().filter_map(|(ext, m)| post_of.get(&ext).map(|post| (post.clone(), ext, m))).collect();
+                    kept += readings.len();
+                    self.store.save_metrics(&account.id, &readings).await?;
+                }
+                Err(e) => tracing::warn!(account = %account.id, error = %e, "metrics not read"),
+            }
+        }
+        Ok(kept)
     }
 
     /// Wake the loop now (a post was scheduled).
@@ -116,9 +166,17 @@ impl Dispatcher {
     /// Run steps until `stop` resolves.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut metrics_read: Option<std::time::Instant> = None;
         loop {
             if let Err(e) = self.step().await {
                 tracing::warn!(error = %e, "dispatcher step failed; trying again");
+            }
+            // Whose turn it is comes from the database; asking once a minute is enough.
+            if metrics_read.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                metrics_read = Some(std::time::Instant::now());
+                if let Err(e) = self.read_metrics().await {
+                    tracing::warn!(error = %e, "reading metrics failed");
+                }
             }
             tokio::select! {
                 () = &mut stop => return,

@@ -12,6 +12,7 @@
 //! - `dispatcher`: the loop that sends due posts.
 //! - `api`: the REST API under `/api/v1`.
 
+pub mod analytics;
 pub mod api;
 pub mod dispatcher;
 pub mod gate;
@@ -47,6 +48,10 @@ pub struct PostingConfig {
     /// Where people reach this server (short links, the OAuth callback);
     /// empty: `http://` and `[server] listen`.
     pub public_url: String,
+    /// Share of link clicks that become a sale, for estimated revenue.
+    pub conversion_rate: f64,
+    /// Reading posts' metrics from the platforms.
+    pub metrics: MetricsConfig,
     /// X's API.
     pub x: XConfig,
     /// The pre-flight gate.
@@ -61,10 +66,31 @@ impl Default for PostingConfig {
             enabled: true,
             default_time_zone: "UTC".into(),
             public_url: String::new(),
+            conversion_rate: 0.02,
+            metrics: MetricsConfig::default(),
             x: XConfig::default(),
             gate: GateConfig::default(),
             dispatcher: DispatchConfig::default(),
         }
+    }
+}
+
+/// `[posting.metrics]`: how often posts' counts are read back. X charges
+/// for reads: each account is read at most `reads_per_day` times a day, one
+/// call for up to 100 of its posts younger than `max_age_days`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Calls per account per day (0: never read).
+    pub reads_per_day: u32,
+    /// Posts older than this are no longer read (X's non-public metrics
+    /// stop at 30 days).
+    pub max_age_days: i64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { reads_per_day: 24, max_age_days: 30 }
     }
 }
 
@@ -139,7 +165,8 @@ impl Posting {
         }
         let x_oauth = X::oauth(&config.x, &config.public_url).map_err(SetupError::Platform)?.map(Arc::new);
         let dispatcher = Dispatcher::new(store.clone(), platforms.clone(), sealer.clone(), config.gate.clone(), config.dispatcher.clone())
-            .with_oauth(x_oauth.clone());
+            .with_oauth(x_oauth.clone())
+            .with_metrics(config.metrics.clone());
         Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher, x_oauth, x })
     }
 

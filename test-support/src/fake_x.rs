@@ -76,6 +76,9 @@ struct Inner {
     /// Refresh token -> (user, used already).
     refresh: HashMap<String, ((String, String), bool)>,
     token_lifetime_secs: u64,
+    /// Post id -> (impressions, likes, reposts, replies, url link clicks).
+    metrics: HashMap<String, [i64; 5]>,
+    lookups: u64,
     refreshes: u64,
     refresh_failures: u64,
     /// Access token -> (user id, username).
@@ -233,6 +236,35 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -
     r
 }
 
+/// `GET /2/tweets?ids=...&tweet.fields=public_metrics,non_public_metrics`.
+async fn lookup(State(inner): State<Shared>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>) -> Response {
+    let (user, _) = match user(&inner, &headers) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Ok(mut g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    g.lookups += 1;
+    let ids: Vec<&str> = q.get("ids").map(|s| s.split(',').collect()).unwrap_or_default();
+    if ids.is_empty() || ids.len() > 100 {
+        return problem(StatusCode::BAD_REQUEST, "ids: between 1 and 100 ids");
+    }
+    let data: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| g.posts.iter().find(|p| p.id == *id))
+        .map(|p| {
+            let [impressions, likes, reposts, replies, clicks] = g.metrics.get(&p.id).copied().unwrap_or_default();
+            let mut v = json!({"id": p.id, "text": p.text, "edit_history_tweet_ids": [p.id],
+                "public_metrics": {"retweet_count": reposts, "reply_count": replies, "like_count": likes, "quote_count": 0, "bookmark_count": 0, "impression_count": impressions}});
+            // Non-public metrics only for the author's own posts.
+            if p.author == user {
+                v["non_public_metrics"] = json!({"impression_count": impressions, "url_link_clicks": clicks, "user_profile_clicks": 0});
+            }
+            v
+        })
+        .collect();
+    Json(json!({"data": data})).into_response()
+}
+
 async fn me(State(inner): State<Shared>, headers: HeaderMap) -> Response {
     match user(&inner, &headers) {
         Ok((id, username)) => Json(json!({"data": {"id": id, "name": username, "username": username}})).into_response(),
@@ -329,7 +361,7 @@ impl FakeX {
         let inner: Shared = Arc::default();
         let app = axum::Router::new()
             .route("/2/oauth2/token", post(token))
-            .route("/2/tweets", post(create))
+            .route("/2/tweets", post(create).get(lookup))
             .route("/2/users/me", get(me))
             .route("/2/users/{id}/tweets", get(timeline))
             .with_state(inner.clone());
@@ -411,6 +443,16 @@ impl FakeX {
     /// Every refresh token stops working (revoked by the person).
     pub fn revoke_refresh_tokens(&self) {
         self.with(|i| i.refresh.values_mut().for_each(|(_, used)| *used = true));
+    }
+
+    /// What X counts for post `id`: impressions, likes, reposts, replies, link clicks.
+    pub fn set_metrics(&self, id: &str, counts: [i64; 5]) {
+        self.with(|i| i.metrics.insert(id.to_owned(), counts));
+    }
+
+    /// Post lookups served (metric reads).
+    pub fn lookups(&self) -> u64 {
+        self.with(|i| i.lookups)
     }
 
     /// Every create waits this long before it is handled.

@@ -12,9 +12,12 @@
 //! - `posts`: `/api/v1/posts` and the actions on one post.
 
 mod accounts;
+mod analytics;
 mod campaigns;
+mod links;
 mod oauth;
 mod posts;
+mod products;
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -171,6 +174,7 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
     let guard = Guard { keys: keys.keys, reject };
     let open = axum::Router::new()
         .route("/api/v1/oauth/x/callback", get(oauth::callback))
+        .route("/r/{code}", get(links::redirect))
         .route("/api/v1/{*rest}", any(|method: Method, uri: axum::http::Uri| async move {
             ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("no route {method} {}", uri.path()), field: None }
         }));
@@ -181,6 +185,11 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
         .route("/api/v1/campaigns", post(campaigns::create).get(campaigns::list))
         .route("/api/v1/campaigns/{id}", get(campaigns::one))
         .route("/api/v1/campaigns/{id}/status", post(campaigns::set_status))
+        .route("/api/v1/campaigns/{id}/ab", get(analytics::ab))
+        .route("/api/v1/analytics", get(analytics::analytics))
+        .route("/api/v1/products", get(products::list_products))
+        .route("/api/v1/products/import", post(products::import))
+        .route("/api/v1/links", post(links::create).get(links::list))
         .route("/api/v1/posts", post(posts::create).get(posts::list))
         .route("/api/v1/posts/{id}", get(posts::one))
         .route("/api/v1/posts/{id}/{action}", post(posts::act))

@@ -65,6 +65,25 @@ pub struct Remote {
     pub created_ms: Option<i64>,
 }
 
+/// What the platform counts for a post.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Metrics {
+    /// Times shown.
+    pub impressions: i64,
+    /// Likes.
+    pub likes: i64,
+    /// Reposts.
+    pub reposts: i64,
+    /// Replies.
+    pub replies: i64,
+    /// Quotes.
+    pub quotes: i64,
+    /// Bookmarks.
+    pub bookmarks: i64,
+    /// Clicks on its links, where the platform tells the owner (X's non-public metrics).
+    pub url_clicks: Option<i64>,
+}
+
 /// Why a call did not end with a post, sorted by what may happen next.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PublishError {
@@ -126,6 +145,12 @@ pub trait Platform: Send + Sync {
     /// The account's posts since `since_ms` (newest first, as many as one
     /// call returns), to find out whether an unknown post arrived.
     fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>>;
+
+    /// What the platform counts for these posts of the account (at most
+    /// 100 ids a call); a platform that counts nothing answers none.
+    fn metrics<'a>(&'a self, _ctx: Ctx<'a>, _ids: &'a [String]) -> BoxFuture<'a, Result<Vec<(String, Metrics)>, PublishError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The platforms this service posts to, by name.

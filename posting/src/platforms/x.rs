@@ -22,7 +22,7 @@ use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{Ctx, Me, Outgoing, Platform, PublishError, Published, Remote};
+use super::{Ctx, Me, Metrics, Outgoing, Platform, PublishError, Published, Remote};
 use crate::model::now_ms;
 
 /// `[posting.x]`.
@@ -213,6 +213,45 @@ struct Created {
 }
 
 #[derive(Deserialize)]
+struct Counted {
+    id: String,
+    #[serde(default)]
+    public_metrics: PublicMetrics,
+    #[serde(default)]
+    non_public_metrics: Option<NonPublicMetrics>,
+}
+
+#[derive(Deserialize, Default)]
+struct PublicMetrics {
+    #[serde(default)]
+    retweet_count: i64,
+    #[serde(default)]
+    reply_count: i64,
+    #[serde(default)]
+    like_count: i64,
+    #[serde(default)]
+    quote_count: i64,
+    #[serde(default)]
+    bookmark_count: i64,
+    #[serde(default)]
+    impression_count: i64,
+}
+
+#[derive(Deserialize)]
+struct NonPublicMetrics {
+    #[serde(default)]
+    impression_count: Option<i64>,
+    #[serde(default)]
+    url_link_clicks: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Lookup {
+    #[serde(default)]
+    data: Vec<Counted>,
+}
+
+#[derive(Deserialize)]
 struct User {
     id: String,
     username: String,
@@ -275,6 +314,37 @@ impl Platform for X {
 
     fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>> {
         async move { self.user(Self::token(&ctx)?).await }.boxed()
+    }
+
+    fn metrics<'a>(&'a self, ctx: Ctx<'a>, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<(String, Metrics)>, PublishError>> {
+        async move {
+            let token = Self::token(&ctx)?;
+            let query = [("ids", ids.join(",")), ("tweet.fields", "public_metrics,non_public_metrics".to_owned())];
+            let res = self.send(self.http.get(format!("{}/2/tweets", self.base)).query(&query).bearer_auth(token)).await?;
+            if !res.status().is_success() {
+                return Err(failure(res).await);
+            }
+            let found: Lookup = res.json().await.map_err(|e| PublishError::Unknown(format!("post lookup: {e}")))?;
+            Ok(found
+                .data
+                .into_iter()
+                .map(|c| {
+                    let p = c.public_metrics;
+                    let private = c.non_public_metrics;
+                    let m = Metrics {
+                        impressions: private.as_ref().and_then(|n| n.impression_count).unwrap_or(p.impression_count),
+                        likes: p.like_count,
+                        reposts: p.retweet_count,
+                        replies: p.reply_count,
+                        quotes: p.quote_count,
+                        bookmarks: p.bookmark_count,
+                        url_clicks: private.and_then(|n| n.url_link_clicks),
+                    };
+                    (c.id, m)
+                })
+                .collect())
+        }
+        .boxed()
     }
 
     fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>> {

@@ -9,10 +9,14 @@
 
 mod accounts;
 mod campaigns;
+mod catalog;
+mod metrics;
 mod posts;
 
 pub use accounts::NewAccount;
 pub use campaigns::NewCampaign;
+pub use catalog::{Link, Product};
+pub use metrics::Click;
 pub use posts::{Claimed, NewPost, PostFilter, Transition, Value};
 
 use platform::db::{Db, DbError, Migrations};

@@ -55,6 +55,16 @@ impl Client {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
+
+    /// A raw body with its content type.
+    pub async fn post_raw(&self, path: &str, ctype: &str, body: &str) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).header("content-type", ctype).body(body.to_owned());
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        let res = req.send().await.expect("request");
+        (res.status().as_u16(), res.json().await.unwrap_or(Value::Null))
+    }
 }
 
 pub fn client(base: &str, key: Option<&str>) -> Client {

@@ -2,6 +2,7 @@
 //! PostgreSQL server) against a fake X that speaks X's documented shapes.
 //! Every scenario runs on both databases.
 
+mod analytics;
 mod api;
 mod dispatcher;
 mod oauth;
