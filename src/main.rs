@@ -3,6 +3,7 @@
 //! stderr and exit status 2.
 
 mod config;
+mod drafts;
 mod http_threads;
 mod posts;
 mod pull;
@@ -303,6 +304,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 }
                 let sealer = posting::secrets::Sealer::new(secret_keys.0.as_deref(), &secret_keys.1)?;
                 let service = posting::Posting::open(&db, posting_config, sealer).await.context("cannot start the posting service")?;
+                service.set_drafter(Arc::new(drafts::GatewayDrafter(app.clone())));
                 app.mount(service.router(app.key_guard()));
                 anyhow::Ok(Some(service))
             };

@@ -15,6 +15,7 @@
 pub mod analytics;
 pub mod api;
 pub mod dispatcher;
+pub mod drafts;
 pub mod gate;
 pub mod model;
 pub mod platforms;
@@ -117,7 +118,7 @@ pub enum SetupError {
 }
 
 /// The service: cheap to clone, shared by the API's handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Posting {
     pub(crate) store: Store,
     pub(crate) platforms: Platforms,
@@ -128,6 +129,14 @@ pub struct Posting {
     pub(crate) x_oauth: Option<Arc<XOAuth>>,
     /// The X client (who signed in).
     pub(crate) x: Arc<X>,
+    /// The content pipeline, once the process has one.
+    pub(crate) drafter: Arc<std::sync::OnceLock<Arc<dyn drafts::Drafter>>>,
+}
+
+impl std::fmt::Debug for Posting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Posting").field("platforms", &self.platforms).field("drafts", &self.drafter.get().is_some()).finish_non_exhaustive()
+    }
 }
 
 impl Posting {
@@ -167,7 +176,12 @@ impl Posting {
         let dispatcher = Dispatcher::new(store.clone(), platforms.clone(), sealer.clone(), config.gate.clone(), config.dispatcher.clone())
             .with_oauth(x_oauth.clone())
             .with_metrics(config.metrics.clone());
-        Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher, x_oauth, x })
+        Ok(Self { store, platforms, sealer, config: Arc::new(config), dispatcher, x_oauth, x, drafter: Arc::default() })
+    }
+
+    /// Where drafts come from (later calls are ignored).
+    pub fn set_drafter(&self, drafter: Arc<dyn drafts::Drafter>) {
+        let _ = self.drafter.set(drafter);
     }
 
     /// The REST API, behind the same keys as `guard` checks.

@@ -14,6 +14,7 @@
 mod accounts;
 mod analytics;
 mod campaigns;
+mod fill;
 mod links;
 mod oauth;
 mod posts;
@@ -60,6 +61,23 @@ impl ApiError {
     /// 502: the platform did not do its part.
     pub fn upstream(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_GATEWAY, code: "upstream_error", message: message.into(), field: None }
+    }
+
+    /// 503: not now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into(), field: None }
+    }
+
+    /// An error another service answered with `status`.
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let code = match status.as_u16() {
+            429 => "rate_limited",
+            503 => "unavailable",
+            400..=499 => "refused",
+            _ => "upstream_error",
+        };
+        Self { status, code, message: message.into(), field: None }
     }
 
     /// 403: the key's scopes do not allow it.
@@ -186,6 +204,7 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
         .route("/api/v1/campaigns/{id}", get(campaigns::one))
         .route("/api/v1/campaigns/{id}/status", post(campaigns::set_status))
         .route("/api/v1/campaigns/{id}/ab", get(analytics::ab))
+        .route("/api/v1/campaigns/{id}/fill", post(fill::fill))
         .route("/api/v1/analytics", get(analytics::analytics))
         .route("/api/v1/products", get(products::list_products))
         .route("/api/v1/products/import", post(products::import))

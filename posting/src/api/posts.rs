@@ -64,8 +64,7 @@ async fn resolve(p: &Posting, account: &Account, campaign: Option<&str>, when: &
         (None, true) => {
             let Some(cid) = campaign else { return Err(ApiError::invalid("next_slot", "a post without a campaign has no slots")) };
             let c = p.store.campaign(&crate::store::Tenant::All, cid).await?.ok_or_else(|| ApiError::not_found("campaign", cid))?;
-            let filter = PostFilter { state: Some(PostState::Scheduled), account_id: Some(account.id.clone()), limit: 500, ..Default::default() };
-            let taken: Vec<i64> = p.store.posts(&crate::store::Tenant::All, &filter).await?.iter().filter_map(|p| p.scheduled_ms).collect();
+            let taken = p.store.taken_slots(&account.id, now_ms()).await?;
             schedule::next_slot(&c.slots, &tz, now_ms(), &taken)
                 .map(Some)
                 .ok_or_else(|| ApiError::invalid("next_slot", format!("campaign `{}` has no free slot in the next eight weeks", c.name)))
@@ -201,7 +200,11 @@ pub(super) async fn act(
     let now = now_ms();
     let clear_lease = || vec![("lease_owner", Col::Text(None)), ("lease_until_ms", Col::Int(None))];
     let (from, to, mut set, detail): (&[PostState], PostState, Vec<(&'static str, Col)>, String) = match action.as_str() {
-        "approve" => (&[PostState::Draft], PostState::Approved, Vec::new(), "approved".into()),
+        // A draft that holds a slot goes to it when approved.
+        "approve" => match post.scheduled_ms.filter(|&at| at > now) {
+            Some(at) => (&[PostState::Draft], PostState::Scheduled, vec![("due_ms", Col::Int(Some(at)))], "approved for its slot".into()),
+            None => (&[PostState::Draft], PostState::Approved, Vec::new(), "approved".into()),
+        },
         "schedule" => {
             let when: When = if bytes.is_empty() { When::default() } else { body(&bytes)? };
             let account = p.store.account(&crate::store::Tenant::All, &post.account_id).await?.ok_or_else(|| ApiError::not_found("account", &post.account_id))?;

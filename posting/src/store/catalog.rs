@@ -205,6 +205,12 @@ impl Store {
         rows.iter().map(|r| Ok((link(r)?, r.try_get("clicks")?))).collect()
     }
 
+    /// Tie a link to the post that carries it.
+    pub async fn set_link_post(&self, code: &str, post: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE posting_links SET post_id = $1 WHERE code = $2").bind(post).bind(code).execute(self.pool()).await?;
+        Ok(())
+    }
+
     /// Record a visit of `code`.
     pub async fn record_click(&self, code: &str, referrer_host: Option<&str>, agent: &str, bot: bool) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO posting_clicks (id, code, at_ms, referrer_host, agent, bot) VALUES ($1, $2, $3, $4, $5, $6)")

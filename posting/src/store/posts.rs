@@ -377,6 +377,19 @@ impl Store {
         Ok(texts)
     }
 
+    /// The times `account`'s posts hold from `from_ms` on (drafts with a
+    /// time hold theirs too).
+    pub async fn taken_slots(&self, account: &str, from_ms: i64) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT scheduled_ms FROM posting_posts WHERE account_id = $1 AND scheduled_ms >= $2 \
+             AND state IN ('draft', 'approved', 'scheduled', 'claimed', 'attempting')",
+        )
+        .bind(account)
+        .bind(from_ms)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// Posts with links a campaign has sent (or is sending).
     pub async fn link_posts(&self, campaign: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(

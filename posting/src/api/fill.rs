@@ -1,0 +1,142 @@
+//! `POST /api/v1/campaigns/{id}/fill`: the campaign's next free slots
+//! filled with generated drafts. Per slot: the next product and variant in
+//! turn, a short link to the product (or the campaign's link) with the
+//! campaign's UTM values, candidates from the [`Drafter`] under the
+//! campaign's rules (the link and `#ad` required, banned terms forbidden),
+//! the best kept. A campaign with `approval: auto` schedules them; one
+//! that requires approval leaves drafts holding their slots.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use platform::auth::Caller;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, Access, ApiError};
+use crate::drafts::{disclosure_first, DraftRequest};
+use crate::model::{now_ms, Part, State as PostState};
+use crate::schedule;
+use crate::store::{Link, NewPost, Tenant};
+use crate::Posting;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Fill {
+    /// Slots to fill (1..=28, default 7).
+    #[serde(default)]
+    slots: Option<usize>,
+    /// Candidates written per slot (1..=16, default 4).
+    #[serde(default)]
+    candidates: Option<usize>,
+    /// Same seed, same drafts (on the local model).
+    #[serde(default)]
+    seed: Option<i64>,
+}
+
+pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let access = Access::of(&caller);
+    access.write()?;
+    let req: Fill = if bytes.is_empty() { Fill::default() } else { body(&bytes)? };
+    let slots = req.slots.unwrap_or(7);
+    if !(1..=28).contains(&slots) {
+        return Err(ApiError::invalid("slots", "1 to 28"));
+    }
+    let n = req.candidates.unwrap_or(4);
+    if !(1..=16).contains(&n) {
+        return Err(ApiError::invalid("candidates", "1 to 16"));
+    }
+    let c = super::campaigns::visible(&p, &access, &id).await?;
+    if c.status != "active" {
+        return Err(ApiError::conflict(format!("campaign `{}` is {}", c.name, c.status)));
+    }
+    if c.slots.values().all(Vec::is_empty) {
+        return Err(ApiError::conflict(format!("campaign `{}` has no slots", c.name)));
+    }
+    let drafter = p.drafter.get().ok_or_else(|| ApiError::unavailable("drafts need the content pipeline, which is not running in this process"))?;
+    let account = p.store.account(&Tenant::All, &c.account_id).await?.ok_or_else(|| ApiError::not_found("account", &c.account_id))?;
+    let tz = schedule::zone(&account.time_zone).map_err(ApiError::conflict)?;
+    let rules = p.platforms.get(&account.platform).map_or(post_rules::Platform::X, |pl| pl.rules());
+    let products = p.store.products_by_id(&Tenant::All, &c.products).await?;
+    let mut taken = p.store.taken_slots(&account.id, now_ms()).await?;
+    let mut recent = p.store.recent_texts(&account.id, now_ms() - 30 * 86_400_000, "").await?;
+    let mut created = Vec::new();
+    let mut after = now_ms();
+    for i in 0..slots {
+        let Some(at) = schedule::next_slot(&c.slots, &tz, after, &taken) else { break };
+        after = at;
+        taken.push(at);
+        let product = (!products.is_empty()).then(|| &products[i % products.len()]);
+        let variant = (!c.variants.is_empty()).then(|| c.variants[i % c.variants.len()].clone());
+        let target = product.map(|pr| pr.url.clone()).or_else(|| c.link_url.clone());
+        let link = match target {
+            Some(target) => {
+                let l = Link {
+                    code: String::new(),
+                    target,
+                    campaign_id: Some(c.id.clone()),
+                    post_id: None,
+                    product_id: product.map(|pr| pr.id.clone()),
+                    variant: variant.clone(),
+                    utm_source: None,
+                    utm_medium: None,
+                    utm_campaign: None,
+                    utm_content: None,
+                    created_ms: 0,
+                };
+                Some(super::links::register(&p, &c.owner, l).await?)
+            }
+            None => None,
+        };
+        let affiliate = product.is_some() || link.is_some();
+        let hashtag = affiliate && c.disclosure == "hashtag";
+        let draft_req = DraftRequest {
+            caller: caller.clone(),
+            platform: rules,
+            max_length: account.max_length.and_then(|l| usize::try_from(l).ok()),
+            topic: (!c.niche.is_empty()).then(|| c.niche.clone()),
+            product: product.map(|pr| content::prompts::Product {
+                name: pr.name.clone(),
+                url: link.as_ref().map(|l| super::links::short_url(&p, &l.code)),
+                price: pr.price.map(|v| format!("{v:.2}")),
+                currency: pr.currency.clone(),
+                features: pr.features.clone(),
+            }),
+            link: link.as_ref().map(|l| super::links::short_url(&p, &l.code)),
+            disclosure: hashtag.then(|| "#ad".to_owned()),
+            banned_terms: c.banned_terms.clone(),
+            recent_posts: recent.clone(),
+            n,
+            seed: req.seed.map(|s| s.wrapping_add(i as i64)),
+        };
+        let drafts = drafter.drafts(draft_req).await.map_err(|e| ApiError::from_status(e.status, e.message))?;
+        let Some(best) = drafts.into_iter().next() else {
+            return Err(ApiError::upstream("the content pipeline wrote no candidate that keeps the campaign's rules"));
+        };
+        let text = if hashtag { disclosure_first(&best.text, "#ad") } else { best.text.clone() };
+        recent.push(text.clone());
+        let state = if c.approval == "auto" { PostState::Scheduled } else { PostState::Draft };
+        let new = NewPost {
+            account_id: account.id.clone(),
+            campaign_id: Some(c.id.clone()),
+            variant,
+            parts: vec![Part { text, media: Vec::new() }],
+            affiliate,
+            paid_partnership: affiliate && c.disclosure == "paid_partnership",
+            made_with_ai: true,
+            state,
+            scheduled_ms: Some(at),
+        };
+        let post = p.store.create_post(&c.owner, &new).await?;
+        if let Some(l) = &link {
+            p.store.set_link_post(&l.code, &post.id).await?;
+        }
+        let mut v = serde_json::to_value(&post).unwrap_or(Value::Null);
+        v["score"] = json!(best.score);
+        v["short_url"] = json!(link.as_ref().map(|l| super::links::short_url(&p, &l.code)));
+        created.push(v);
+    }
+    p.dispatcher.wake();
+    Ok((StatusCode::CREATED, Json(json!({"data": created}))))
+}
