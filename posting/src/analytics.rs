@@ -50,7 +50,7 @@ impl std::str::FromStr for GroupBy {
 }
 
 /// One group's figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Row {
     /// The group (a campaign, post or product id, a link code, or
     /// `campaign/variant`; `none` for what has none).

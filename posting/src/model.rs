@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// with `attempting` committed before the platform is called, so a crash
 /// mid-call is found as `attempting` (then `unknown`), never as a post
 /// that may be sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Written, waiting for approval.
@@ -91,7 +91,7 @@ impl FromStr for State {
 
 /// One part of a post: the post itself, or one post of a thread (each
 /// after the first replies to the one before).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Part {
     /// The text.
@@ -102,7 +102,7 @@ pub struct Part {
 }
 
 /// An account's standing with its platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     /// Posts go out.
@@ -136,7 +136,7 @@ impl AccountStatus {
 
 /// An account on a platform (never its credentials: those stay sealed in
 /// the store and are opened only to post).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Account {
     /// `acc_...`.
     pub id: String,
@@ -168,7 +168,7 @@ pub struct Account {
 }
 
 /// A campaign: what an account posts about, when and under which rules.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Campaign {
     /// `cmp_...`.
     pub id: String,
@@ -204,7 +204,7 @@ pub struct Campaign {
 }
 
 /// A post and where it stands.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Post {
     /// `post_...`.
     pub id: String,
@@ -253,7 +253,7 @@ impl Post {
 }
 
 /// A state change of a post, with why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PostEvent {
     /// Unix ms.
     pub at_ms: i64,

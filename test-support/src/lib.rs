@@ -96,3 +96,13 @@ pub fn distinct_sentence(i: usize) -> String {
         .collect();
     format!("Post {i}: {}.", words.join(" "))
 }
+
+/// The test venv's Python (`scripts/test` makes `.venv-test` with the
+/// OpenAI and Anthropic SDKs and openapi-spec-validator;
+/// `STARLING_TEST_PYTHON` overrides); fails the test with what to run when
+/// it is missing.
+pub fn test_python() -> PathBuf {
+    let p = std::env::var_os("STARLING_TEST_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv-test/bin/python"));
+    assert!(p.exists(), "{} is missing: run scripts/test (it creates the test venv)", p.display());
+    p
+}

@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use crate::support::{start, MODEL};
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("STARLING_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-test/bin/python"));
-    assert!(p.exists(), "{} is missing: run scripts/test (it creates the venv with the SDKs)", p.display());
-    p
+    test_support::test_python()
 }
 
 /// Run `tests/python/SCRIPT BASE MODEL`; it prints "all checks passed".

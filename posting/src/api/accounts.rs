@@ -6,17 +6,18 @@ use axum::http::StatusCode;
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::openapi::{AccountList, ErrorBody};
 use super::{body, Access, ApiError};
 use crate::model::{new_id, Account};
 use crate::schedule;
 use crate::store::NewAccount;
 use crate::Posting;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct Create {
     platform: String,
     handle: String,
     #[serde(default)]
@@ -27,6 +28,7 @@ struct Create {
     max_length: Option<i64>,
     /// The platform's credentials (X: `{"access_token": "..."}`); sealed at rest.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     credentials: Option<Value>,
 }
 
@@ -51,6 +53,8 @@ pub(super) fn check_limits(daily_cap: Option<i64>, max_length: Option<i64>, plat
     Ok(())
 }
 
+#[utoipa::path(post, operation_id = "accounts_create", path = "/api/v1/accounts", tag = "accounts", request_body = Create,
+    responses((status = 201, description = "Created", body = Account), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 409, description = "That handle exists", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Account>), ApiError> {
     let access = Access::of(&caller);
     access.write()?;
@@ -81,16 +85,19 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     Ok((StatusCode::CREATED, Json(account)))
 }
 
-pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "accounts_list", path = "/api/v1/accounts", tag = "accounts", responses((status = 200, description = "The accounts the key may see", body = AccountList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<AccountList>, ApiError> {
     let access = Access::of(&caller);
     let mut accounts = p.store.accounts(&access.tenant).await?;
     if let Some(c) = &access.campaign {
         let only = p.store.campaign(&access.tenant, c).await?.map(|c| c.account_id);
         accounts.retain(|a| Some(&a.id) == only.as_ref());
     }
-    Ok(Json(json!({"data": accounts})))
+    Ok(Json(AccountList { data: accounts }))
 }
 
+#[utoipa::path(get, operation_id = "accounts_one", path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "acc_...")),
+    responses((status = 200, description = "The account", body = Account), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
     let access = Access::of(&caller);
     let account = p.store.account(&access.tenant, &id).await?.ok_or_else(|| ApiError::not_found("account", &id))?;

@@ -7,16 +7,18 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::openapi::{AbTest, ErrorBody, Report};
 use super::{Access, ApiError};
 use crate::analytics::{report, two_proportion_z, GroupBy, Row};
 use crate::model::now_ms;
 use crate::store::Tenant;
 use crate::Posting;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Range {
     #[serde(default)]
     group_by: Option<String>,
@@ -61,7 +63,9 @@ async fn rows(p: &Posting, tenant: &Tenant, by: GroupBy, from: i64, to: i64, cam
     Ok(report(by, &posts, &metrics, &clicks, &links_of_post, &products, p.config.conversion_rate))
 }
 
-pub(super) async fn analytics(State(p): State<Posting>, caller: Caller, Query(q): Query<Range>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "analytics_analytics", path = "/api/v1/analytics", tag = "analytics", params(Range),
+    responses((status = 200, description = "Rows per group", body = Report), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn analytics(State(p): State<Posting>, caller: Caller, Query(q): Query<Range>) -> Result<Json<Report>, ApiError> {
     let access = Access::of(&caller);
     let by: GroupBy = q.group_by.as_deref().unwrap_or("campaign").parse().map_err(|e: String| ApiError::invalid("group_by", e))?;
     let to = q.to.as_deref().map(|t| instant("to", t, true)).transpose()?.unwrap_or_else(|| now_ms() + 1);
@@ -75,10 +79,12 @@ pub(super) async fn analytics(State(p): State<Posting>, caller: Caller, Query(q)
         (None, asked) => asked,
     };
     let rows = rows(&p, &access.tenant, by, from, to, campaign.as_deref()).await?;
-    Ok(Json(json!({"group_by": q.group_by.unwrap_or_else(|| "campaign".into()), "from_ms": from, "to_ms": to, "rows": rows})))
+    Ok(Json(Report { group_by: q.group_by.unwrap_or_else(|| "campaign".into()), from_ms: from, to_ms: to, rows }))
 }
 
-pub(super) async fn ab(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "analytics_ab", path = "/api/v1/campaigns/{id}/ab", tag = "analytics", params(("id" = String, Path)),
+    responses((status = 200, description = "Variants and the two-proportion z-test", body = AbTest), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
+pub(super) async fn ab(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<AbTest>, ApiError> {
     let access = Access::of(&caller);
     let c = super::campaigns::visible(&p, &access, &id).await?;
     let mut variants = rows(&p, &access.tenant, GroupBy::Variant, 0, now_ms() + 1, Some(&c.id)).await?;
@@ -89,9 +95,9 @@ pub(super) async fn ab(State(p): State<Posting>, caller: Caller, Path(id): Path<
         }),
         _ => None,
     };
-    Ok(Json(json!({
-        "test": "two-proportion z-test on click-through rate (link clicks / impressions), two-sided, alpha 0.05",
-        "variants": variants,
-        "result": test,
-    })))
+    Ok(Json(AbTest {
+        test: "two-proportion z-test on click-through rate (link clicks / impressions), two-sided, alpha 0.05".into(),
+        variants,
+        result: test,
+    }))
 }

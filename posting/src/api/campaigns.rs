@@ -8,17 +8,17 @@ use axum::http::StatusCode;
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::openapi::{CampaignList, ErrorBody};
 use super::{body, Access, ApiError};
 use crate::model::Campaign;
 use crate::schedule;
 use crate::store::NewCampaign;
 use crate::Posting;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct Create {
     account_id: String,
     name: String,
     #[serde(default)]
@@ -49,6 +49,8 @@ fn required() -> String {
     "required".into()
 }
 
+#[utoipa::path(post, operation_id = "campaigns_create", path = "/api/v1/campaigns", tag = "campaigns", request_body = Create,
+    responses((status = 201, description = "Created", body = Campaign), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Campaign>), ApiError> {
     let access = Access::of(&caller);
     access.write()?;
@@ -93,11 +95,12 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     Ok((StatusCode::CREATED, Json(p.store.create_campaign(&access.owner, &new).await?)))
 }
 
-pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "campaigns_list", path = "/api/v1/campaigns", tag = "campaigns", responses((status = 200, description = "The campaigns the key may see", body = CampaignList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<CampaignList>, ApiError> {
     let access = Access::of(&caller);
     let mut campaigns = p.store.campaigns(&access.tenant).await?;
     campaigns.retain(|c| access.allows_campaign(Some(&c.id)));
-    Ok(Json(json!({"data": campaigns})))
+    Ok(Json(CampaignList { data: campaigns }))
 }
 
 /// The campaign `id` if the caller may see it.
@@ -108,16 +111,20 @@ pub(super) async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Ca
     }
 }
 
+#[utoipa::path(get, operation_id = "campaigns_one", path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path, description = "cmp_...")),
+    responses((status = 200, description = "The campaign", body = Campaign), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
     Ok(Json(visible(&p, &Access::of(&caller), &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetStatus {
+pub(super) struct SetStatus {
     status: String,
 }
 
+#[utoipa::path(post, operation_id = "campaigns_set_status", path = "/api/v1/campaigns/{id}/status", tag = "campaigns", params(("id" = String, Path)), request_body = SetStatus,
+    responses((status = 200, description = "The campaign", body = Campaign), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn set_status(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Campaign>, ApiError> {
     let access = Access::of(&caller);
     access.write()?;

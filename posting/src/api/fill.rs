@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::openapi::{ErrorBody, FilledPost, FilledPosts};
 use super::{body, Access, ApiError};
 use crate::drafts::{disclosure_first, DraftRequest};
 use crate::model::{now_ms, Part, State as PostState};
@@ -21,9 +21,9 @@ use crate::schedule;
 use crate::store::{Link, NewPost, Tenant};
 use crate::Posting;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Fill {
+pub(super) struct Fill {
     /// Slots to fill (1..=28, default 7).
     #[serde(default)]
     slots: Option<usize>,
@@ -35,7 +35,10 @@ struct Fill {
     seed: Option<i64>,
 }
 
-pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[utoipa::path(post, operation_id = "fill_fill", path = "/api/v1/campaigns/{id}/fill", tag = "campaigns", params(("id" = String, Path)), request_body = Fill,
+    responses((status = 201, description = "The posts made, each with its score and short_url", body = FilledPosts), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody),
+        (status = 409, description = "The campaign is not active or has no slots", body = ErrorBody), (status = 503, description = "No content pipeline yet (models loading)", body = ErrorBody)))]
+pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<(StatusCode, Json<FilledPosts>), ApiError> {
     let access = Access::of(&caller);
     access.write()?;
     let req: Fill = if bytes.is_empty() { Fill::default() } else { body(&bytes)? };
@@ -132,11 +135,8 @@ pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Pat
         if let Some(l) = &link {
             p.store.set_link_post(&l.code, &post.id).await?;
         }
-        let mut v = serde_json::to_value(&post).unwrap_or(Value::Null);
-        v["score"] = json!(best.score);
-        v["short_url"] = json!(link.as_ref().map(|l| super::links::short_url(&p, &l.code)));
-        created.push(v);
+        created.push(FilledPost { post, score: best.score, short_url: link.as_ref().map(|l| super::links::short_url(&p, &l.code)) });
     }
     p.dispatcher.wake();
-    Ok((StatusCode::CREATED, Json(json!({"data": created}))))
+    Ok((StatusCode::CREATED, Json(FilledPosts { data: created })))
 }

@@ -11,15 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::openapi::{ErrorBody, LinkList, LinkShown};
 use super::{body, Access, ApiError};
 use crate::store::{Link, Tenant};
 use crate::Posting;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct Create {
     target: String,
     #[serde(default)]
     campaign_id: Option<String>,
@@ -59,13 +59,8 @@ pub(crate) fn short_url(p: &Posting, code: &str) -> String {
     format!("{}/r/{code}", p.config.public_url.trim_end_matches('/'))
 }
 
-fn shown(p: &Posting, l: &Link, clicks: Option<i64>) -> Value {
-    let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
-    v["short_url"] = json!(short_url(p, &l.code));
-    if let Some(c) = clicks {
-        v["clicks"] = json!(c);
-    }
-    v
+fn shown(p: &Posting, l: Link, clicks: Option<i64>) -> LinkShown {
+    LinkShown { short_url: short_url(p, &l.code), link: l, clicks }
 }
 
 /// Register a link for `owner` with UTM defaults from its campaign.
@@ -82,7 +77,9 @@ pub(crate) async fn register(p: &Posting, owner: &str, mut link: Link) -> Result
     Ok(p.store.create_link(owner, &link).await?)
 }
 
-pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[utoipa::path(post, operation_id = "links_create", path = "/api/v1/links", tag = "links", request_body = Create,
+    responses((status = 201, description = "The link, with its short_url", body = LinkShown), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
+pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<LinkShown>), ApiError> {
     let access = Access::of(&caller);
     access.write()?;
     let req: Create = body(&bytes)?;
@@ -107,15 +104,17 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
         created_ms: 0,
     };
     let link = register(&p, &access.owner, link).await?;
-    Ok((StatusCode::CREATED, Json(shown(&p, &link, None))))
+    Ok((StatusCode::CREATED, Json(shown(&p, link, None))))
 }
 
-pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "links_list", path = "/api/v1/links", tag = "links", params(("campaign_id" = Option<String>, Query)),
+    responses((status = 200, description = "Links with their human clicks", body = LinkList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<LinkList>, ApiError> {
     let access = Access::of(&caller);
     let asked = q.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("campaign_id=")).map(str::to_owned));
     let campaign = access.campaign.clone().or(asked);
     let links = p.store.links(&access.tenant, campaign.as_deref()).await?;
-    Ok(Json(json!({"data": links.iter().map(|(l, c)| shown(&p, l, Some(*c))).collect::<Vec<_>>()})))
+    Ok(Json(LinkList { data: links.into_iter().map(|(l, c)| shown(&p, l, Some(c))).collect() }))
 }
 
 /// What kind of client a User-Agent is, and whether it is a bot (link
@@ -136,6 +135,8 @@ pub(crate) fn agent_class(ua: &str) -> (&'static str, bool) {
     }
 }
 
+#[utoipa::path(get, operation_id = "links_redirect", path = "/r/{code}", tag = "links", params(("code" = String, Path)), security(()),
+    responses((status = 302, description = "To the registered target with its UTM parameters"), (status = 404, description = "No such link", body = ErrorBody)))]
 pub(super) async fn redirect(State(p): State<Posting>, Path(code): Path<String>, headers: HeaderMap) -> Response {
     let not_found = || ApiError::not_found("link", &code).into_response();
     if code.is_empty() || code.len() > 32 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {

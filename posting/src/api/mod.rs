@@ -17,6 +17,7 @@ mod campaigns;
 mod fill;
 mod links;
 mod oauth;
+pub mod openapi;
 mod posts;
 mod products;
 
@@ -28,7 +29,6 @@ use axum::Json;
 use platform::auth::{Caller, Guard, Refusal};
 use platform::keys::{ADMIN, POSTING_READ};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::store::{StoreError, Tenant};
 use crate::Posting;
@@ -109,7 +109,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "field": self.field}});
+        let body = openapi::ErrorBody { error: openapi::ErrorDetail { code: self.code.into(), message: self.message, field: self.field } };
         (self.status, Json(body)).into_response()
     }
 }
@@ -192,6 +192,7 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
     let guard = Guard { keys: keys.keys, reject };
     let open = axum::Router::new()
         .route("/api/v1/oauth/x/callback", get(oauth::callback))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/r/{code}", get(links::redirect))
         .route("/api/v1/{*rest}", any(|method: Method, uri: axum::http::Uri| async move {
             ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("no route {method} {}", uri.path()), field: None }

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use platform::auth::Caller;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
+use super::openapi::{Authorize, Connected, ErrorBody};
 use super::{body, Access, ApiError};
 use crate::model::new_id;
 use crate::platforms::x_oauth::XOAuth;
@@ -22,9 +22,9 @@ use crate::Posting;
 /// How long a person has to answer X.
 const STATE_MAX_AGE_MS: i64 = 10 * 60_000;
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(super) struct Settings {
     #[serde(default)]
     time_zone: Option<String>,
     #[serde(default)]
@@ -39,7 +39,9 @@ fn oauth(p: &Posting) -> Result<&XOAuth, ApiError> {
     })
 }
 
-pub(super) async fn authorize(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, operation_id = "oauth_authorize", path = "/api/v1/accounts/x/authorize", tag = "accounts", request_body = Settings,
+    responses((status = 200, description = "Where to send the person: authorize_url, expires_in", body = Authorize), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 409, description = "Sign-in with X is not configured", body = ErrorBody)))]
+pub(super) async fn authorize(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<Json<Authorize>, ApiError> {
     let access = Access::of(&caller);
     access.write()?;
     if access.campaign.is_some() {
@@ -54,10 +56,11 @@ pub(super) async fn authorize(State(p): State<Posting>, caller: Caller, bytes: B
     let sealed = p.sealer.seal(&state, verifier.as_bytes()).map_err(|e| ApiError::conflict(e.to_string()))?;
     let settings = serde_json::to_string(&settings).unwrap_or_default();
     p.store.save_oauth_state(&state, &access.owner, "x", &sealed, &settings).await?;
-    Ok(Json(json!({"authorize_url": url, "expires_in": STATE_MAX_AGE_MS / 1000})))
+    Ok(Json(Authorize { authorize_url: url, expires_in: STATE_MAX_AGE_MS / 1000 }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct Callback {
     code: Option<String>,
     state: Option<String>,
@@ -65,7 +68,10 @@ pub(super) struct Callback {
     error_description: Option<String>,
 }
 
-pub(super) async fn callback(State(p): State<Posting>, Query(q): Query<Callback>) -> Result<(StatusCode, Json<Value>), ApiError> {
+#[utoipa::path(get, operation_id = "oauth_callback", path = "/api/v1/oauth/x/callback", tag = "accounts", params(Callback), security(()),
+    responses((status = 201, description = "Account connected", body = Connected), (status = 200, description = "Account authorised again", body = Connected),
+        (status = 400, description = "Unknown or expired state, or X refused", body = ErrorBody), (status = 502, description = "X did not give tokens", body = ErrorBody)))]
+pub(super) async fn callback(State(p): State<Posting>, Query(q): Query<Callback>) -> Result<(StatusCode, Json<Connected>), ApiError> {
     if let Some(e) = q.error {
         return Err(ApiError::invalid("error", format!("X did not authorise the app: {e} {}", q.error_description.unwrap_or_default())));
     }
@@ -105,6 +111,6 @@ pub(super) async fn callback(State(p): State<Posting>, Query(q): Query<Callback>
             (StatusCode::CREATED, account.id)
         }
     };
-    let account = p.store.account(&crate::store::Tenant::All, &account).await?;
-    Ok((status, Json(json!({"message": format!("X account @{} connected", me.handle), "account": account}))))
+    let account = p.store.account(&crate::store::Tenant::All, &account).await?.ok_or_else(|| ApiError::not_found("account", &account))?;
+    Ok((status, Json(Connected { message: format!("X account @{} connected", me.handle), account })))
 }

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use platform::auth::Caller;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::openapi::{ErrorBody, PostPage, PostWithEvents};
 use super::{body, cursor, parse_cursor, Access, ApiError};
 use crate::model::{now_ms, Account, Part, Post, State as PostState};
 use crate::schedule;
@@ -18,9 +18,9 @@ use crate::store::{NewPost, PostFilter, Transition, Value as Col};
 use crate::Posting;
 
 /// When a post should go out: a time, or the campaign's next free slot.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct When {
+pub(super) struct When {
     /// RFC 3339, or a local date-time in the account's zone.
     #[serde(default)]
     scheduled_at: Option<String>,
@@ -29,9 +29,9 @@ struct When {
     next_slot: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct Create {
     account_id: String,
     #[serde(default)]
     text: Option<String>,
@@ -73,6 +73,8 @@ async fn resolve(p: &Posting, account: &Account, campaign: Option<&str>, when: &
     }
 }
 
+#[utoipa::path(post, operation_id = "posts_create", path = "/api/v1/posts", tag = "posts", request_body = Create,
+    responses((status = 201, description = "Accepted: stored before this answer", body = Post), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Post>), ApiError> {
     let access = Access::of(&caller);
     access.write()?;
@@ -131,9 +133,10 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     Ok((StatusCode::CREATED, Json(post)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     state: Option<String>,
     account_id: Option<String>,
     campaign_id: Option<String>,
@@ -141,7 +144,9 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
-pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(query): RawQuery) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "posts_list", path = "/api/v1/posts", tag = "posts", params(ListQuery),
+    responses((status = 200, description = "A page, newest first; `next_cursor` fetches the next", body = PostPage), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(query): RawQuery) -> Result<Json<PostPage>, ApiError> {
     let access = Access::of(&caller);
     let q: ListQuery = serde_urlencoded_query(query.as_deref().unwrap_or(""))?;
     let state = q.state.as_deref().map(str::parse::<PostState>).transpose().map_err(|e| ApiError::invalid("state", e))?;
@@ -150,7 +155,7 @@ pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(quer
         return Err(ApiError::invalid("limit", "1 to 500"));
     }
     let campaign_id = match (&access.campaign, q.campaign_id) {
-        (Some(only), Some(asked)) if *only != asked => return Ok(Json(json!({"data": [], "next_cursor": null}))),
+        (Some(only), Some(asked)) if *only != asked => return Ok(Json(PostPage { data: Vec::new(), next_cursor: None })),
         (Some(only), _) => Some(only.clone()),
         (None, asked) => asked,
     };
@@ -158,7 +163,7 @@ pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(quer
     let filter = PostFilter { state, account_id: q.account_id, campaign_id, before, limit };
     let posts = p.store.posts(&access.tenant, &filter).await?;
     let next = (posts.len() as i64 == limit).then(|| posts.last().map(|p| cursor(p.created_ms, &p.id))).flatten();
-    Ok(Json(json!({"data": posts, "next_cursor": next})))
+    Ok(Json(PostPage { data: posts, next_cursor: next }))
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
@@ -174,20 +179,24 @@ async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Post, ApiErro
     }
 }
 
-pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "posts_one", path = "/api/v1/posts/{id}", tag = "posts", params(("id" = String, Path, description = "post_...")),
+    responses((status = 200, description = "The post and its events", body = PostWithEvents), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
+pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<PostWithEvents>, ApiError> {
     let post = visible(&p, &Access::of(&caller), &id).await?;
     let events = p.store.events(&post.id).await?;
-    let mut v = serde_json::to_value(&post).unwrap_or(Value::Null);
-    v["events"] = serde_json::to_value(events).unwrap_or(Value::Null);
-    Ok(Json(v))
+    Ok(Json(PostWithEvents { post, events }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Confirm {
+pub(super) struct Confirm {
     external_id: String,
 }
 
+#[utoipa::path(post, operation_id = "posts_act", path = "/api/v1/posts/{id}/{action}", tag = "posts",
+    params(("id" = String, Path), ("action" = String, Path, description = "approve, schedule (body: scheduled_at or next_slot), cancel, retry, dismiss, confirm (body: external_id)")),
+    request_body(content = When, description = "For schedule; confirm takes {\"external_id\"}"),
+    responses((status = 200, description = "The post", body = Post), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 404, description = "No such post or action", body = ErrorBody), (status = 409, description = "Not in a state that allows it", body = ErrorBody)))]
 pub(super) async fn act(
     State(p): State<Posting>,
     caller: Caller,

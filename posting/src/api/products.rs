@@ -14,6 +14,7 @@ use axum::Json;
 use platform::auth::Caller;
 use serde_json::{json, Value};
 
+use super::openapi::{ErrorBody, Imported, ProductList};
 use super::{Access, ApiError};
 use crate::store::Product;
 use crate::Posting;
@@ -112,6 +113,10 @@ fn rows(ctype: &str, bytes: &Bytes) -> Result<Vec<(usize, Value)>, ApiError> {
     Ok(items.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect())
 }
 
+#[utoipa::path(post, operation_id = "products_import", path = "/api/v1/products/import", tag = "products",
+    request_body(content((String = "text/csv"), (Vec<Product> = "application/json")), description = "A CSV feed with a header row (features and tags separated by |), or a JSON array of products"),
+    responses((status = 200, description = "Imported", body = Imported), (status = 400, description = "Bad rows, each by line and field; nothing imported", body = ErrorBody),
+        (status = 401, description = "No key", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn import(State(p): State<Posting>, caller: Caller, headers: HeaderMap, bytes: Bytes) -> Result<Response, ApiError> {
     let access = Access::of(&caller);
     access.write()?;
@@ -148,10 +153,11 @@ pub(super) async fn import(State(p): State<Posting>, caller: Caller, headers: He
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
     let (created, updated) = p.store.upsert_products(&access.owner, &products).await?;
-    Ok(Json(json!({"imported": products.len(), "created": created, "updated": updated})).into_response())
+    Ok(Json(Imported { imported: products.len() as i64, created: created as i64, updated: updated as i64 }).into_response())
 }
 
-pub(super) async fn list_products(State(p): State<Posting>, caller: Caller) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, operation_id = "products_list_products", path = "/api/v1/products", tag = "products", responses((status = 200, description = "By SKU", body = ProductList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
+pub(super) async fn list_products(State(p): State<Posting>, caller: Caller) -> Result<Json<ProductList>, ApiError> {
     let access = Access::of(&caller);
-    Ok(Json(json!({"data": p.store.products(&access.tenant).await?})))
+    Ok(Json(ProductList { data: p.store.products(&access.tenant).await? }))
 }

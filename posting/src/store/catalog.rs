@@ -9,7 +9,7 @@ use super::{json, to_json, Store, StoreError, Tenant};
 use crate::model::{new_id, now_ms};
 
 /// A product as imported.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Product {
     /// `prd_...` (stable across imports: the SKU is the key).
     #[serde(default)]
@@ -33,7 +33,7 @@ pub struct Product {
 }
 
 /// A short link.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Link {
     /// `/r/{code}`.
     pub code: String,
