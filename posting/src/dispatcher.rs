@@ -57,6 +57,8 @@ pub struct Step {
     pub posted: usize,
     /// Unknown posts looked for.
     pub reconciled: usize,
+    /// Webhook messages delivered.
+    pub webhooks: usize,
 }
 
 /// The dispatcher of one process (its lease owner id is its own).
@@ -71,6 +73,7 @@ pub struct Dispatcher {
     wake: Arc<tokio::sync::Notify>,
     x_oauth: Option<Arc<XOAuth>>,
     metrics: crate::MetricsConfig,
+    webhooks: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -100,7 +103,7 @@ enum After {
 impl Dispatcher {
     /// A dispatcher over `store` posting to `platforms`.
     pub fn new(store: Store, platforms: Platforms, sealer: Sealer, gate: GateConfig, config: DispatchConfig) -> Self {
-        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None, metrics: crate::MetricsConfig { reads_per_day: 0, max_age_days: 30 } }
+        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None, metrics: crate::MetricsConfig { reads_per_day: 0, max_age_days: 30 }, webhooks: crate::webhooks::client().ok() }
     }
 
     /// Refresh X tokens with this app before they expire.
@@ -220,6 +223,9 @@ impl Dispatcher {
                 tracing::warn!(post = %c.post.id, error = %e, "reconciling failed");
             }
             step.reconciled += 1;
+        }
+        if let Some(http) = &self.webhooks {
+            step.webhooks = crate::webhooks::deliver(&self.store, &self.sealer, http).await?;
         }
         Ok(step)
     }

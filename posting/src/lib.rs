@@ -22,6 +22,7 @@ pub mod platforms;
 pub mod schedule;
 pub mod secrets;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 

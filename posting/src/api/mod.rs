@@ -20,6 +20,7 @@ mod oauth;
 pub mod openapi;
 mod posts;
 mod products;
+mod webhooks;
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
@@ -210,6 +211,8 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
         .route("/api/v1/products", get(products::list_products))
         .route("/api/v1/products/import", post(products::import))
         .route("/api/v1/links", post(links::create).get(links::list))
+        .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/api/v1/posts", post(posts::create).get(posts::list))
         .route("/api/v1/posts/{id}", get(posts::one))
         .route("/api/v1/posts/{id}/{action}", post(posts::act))

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::analytics::Row;
 use crate::model::{Account, Campaign, Post, PostEvent};
-use crate::store::{Link, Product};
+use crate::store::{Link, Product, Webhook};
 
 /// Every error: `{"error": {...}}`.
 #[derive(serde::Serialize, ToSchema)]
@@ -139,6 +139,21 @@ pub struct AbTest {
     pub(crate) result: Option<serde_json::Value>,
 }
 
+/// A webhook just made, with its signing secret (shown this once).
+#[derive(serde::Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    #[serde(flatten)]
+    pub(crate) webhook: Webhook,
+    /// HMAC-SHA256 key of `Starling-Signature`.
+    pub(crate) secret: String,
+}
+
+/// `{"data": [webhooks]}`.
+#[derive(serde::Serialize, ToSchema)]
+pub struct WebhookList {
+    pub(crate) data: Vec<Webhook>,
+}
+
 struct Keys;
 
 impl Modify for Keys {
@@ -156,11 +171,11 @@ impl Modify for Keys {
         super::campaigns::create, super::campaigns::list, super::campaigns::one, super::campaigns::set_status, super::fill::fill,
         super::posts::create, super::posts::list, super::posts::one, super::posts::act,
         super::products::import, super::products::list_products, super::links::create, super::links::list, super::links::redirect,
-        super::analytics::analytics, super::analytics::ab,
+        super::analytics::analytics, super::analytics::ab, super::webhooks::create, super::webhooks::list, super::webhooks::delete,
     ),
     security(("api_key" = [])),
     modifiers(&Keys),
-    tags((name = "accounts"), (name = "campaigns"), (name = "posts"), (name = "products"), (name = "links"), (name = "analytics")),
+    tags((name = "accounts"), (name = "campaigns"), (name = "posts"), (name = "products"), (name = "links"), (name = "analytics"), (name = "webhooks")),
 )]
 struct Doc;
 

@@ -88,14 +88,20 @@ fn tls() -> Result<rustls::ClientConfig, String> {
 
 /// The HTTP client of `config`'s timeouts.
 fn http_client(config: &XConfig) -> Result<reqwest::Client, String> {
+    client_with_timeouts(Duration::from_secs(config.timeout_secs), Duration::from_secs(config.connect_timeout_secs))
+}
+
+/// An HTTP client (rustls with the platform's roots) that follows no
+/// redirect: a platform's API, token endpoint or a webhook receiver that
+/// redirects is answered as it is.
+pub fn client_with_timeouts(timeout: Duration, connect: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .use_preconfigured_tls(tls()?)
-        .timeout(Duration::from_secs(config.timeout_secs))
-        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
-        // A token endpoint or API that redirects is not followed.
+        .timeout(timeout)
+        .connect_timeout(connect)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("X client: {e}"))
+        .map_err(|e| format!("HTTP client: {e}"))
 }
 
 impl X {

@@ -64,6 +64,7 @@ impl Store {
     pub async fn create_campaign(&self, owner: &str, new: &NewCampaign) -> Result<Campaign, StoreError> {
         let id = new_id("cmp");
         let now = now_ms();
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO posting_campaigns (id, owner, account_id, name, niche, status, slots, link_url, disclosure, banned_terms, \
              variants, products, approval, link_budget_usd, created_ms, updated_ms) \
@@ -83,8 +84,10 @@ impl Store {
         .bind(&new.approval)
         .bind(platform::db::nullable_f64(new.link_budget_usd))
         .bind(now)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        super::webhooks::enqueue(&mut tx, owner, "campaign.created", serde_json::json!({"campaign_id": id, "name": new.name})).await?;
+        tx.commit().await?;
         self.campaign(&Tenant::All, &id).await?.ok_or_else(|| StoreError::Conflict(format!("campaign {id} vanished")))
     }
 
@@ -111,12 +114,16 @@ impl Store {
 
     /// Set a campaign's status (`active`, `paused`, `completed`).
     pub async fn set_campaign_status(&self, id: &str, status: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query("UPDATE posting_campaigns SET status = $1, updated_ms = $2 WHERE id = $3")
             .bind(status)
             .bind(now_ms())
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        let owner: String = sqlx::query_scalar("SELECT owner FROM posting_campaigns WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+        super::webhooks::enqueue(&mut tx, &owner, "campaign.status", serde_json::json!({"campaign_id": id, "status": status})).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

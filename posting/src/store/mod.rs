@@ -12,11 +12,13 @@ mod campaigns;
 mod catalog;
 mod metrics;
 mod posts;
+mod webhooks;
 
 pub use accounts::NewAccount;
 pub use campaigns::NewCampaign;
 pub use catalog::{Link, Product};
 pub use metrics::Click;
+pub use webhooks::{Delivery, Webhook, EVENTS};
 pub use posts::{Claimed, NewPost, PostFilter, Transition, Value};
 
 use platform::db::{Db, DbError, Migrations};
@@ -25,6 +27,7 @@ use platform::db::{Db, DbError, Migrations};
 pub const MIGRATIONS: Migrations = Migrations(&[
     (1001, "posting", include_str!("../../migrations/1001_posting.sql")),
     (1002, "oauth, links, products", include_str!("../../migrations/1002_oauth_links_products.sql")),
+    (1003, "webhooks", include_str!("../../migrations/1003_webhooks.sql")),
 ]);
 
 /// A storage failure.

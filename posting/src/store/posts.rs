@@ -109,19 +109,45 @@ fn post(row: &AnyRow) -> Result<Post, StoreError> {
     })
 }
 
+/// The webhook event a change of state is, if any: what a person or a
+/// receiver acts on, not the dispatcher's own steps (a claim, a retry
+/// put back).
+fn webhook_event(from: Option<State>, to: State) -> Option<&'static str> {
+    match (from, to) {
+        (None | Some(State::Draft | State::Approved | State::Scheduled | State::Unknown | State::Blocked | State::Failed), State::Scheduled) => {
+            Some("post.scheduled")
+        }
+        (_, State::Posted) => Some("post.posted"),
+        (_, State::Failed) => Some("post.failed"),
+        (Some(f), State::Unknown) if f != State::Unknown => Some("post.unknown"),
+        (_, State::Blocked) => Some("post.blocked"),
+        _ => None,
+    }
+}
+
 async fn event(tx: &mut Transaction<'_, Any>, id: &str, from: Option<State>, to: State, detail: Option<&str>) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO posting_post_events (id, post_id, seq, at_ms, from_state, to_state, detail) \
          VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM posting_post_events WHERE post_id = $2), $3, $4, $5, $6)",
     )
-        .bind(new_id("evt"))
-        .bind(id)
-        .bind(now_ms())
-        .bind(from.map(State::as_str))
-        .bind(to.as_str())
-        .bind(detail)
-        .execute(&mut **tx)
-        .await?;
+    .bind(new_id("evt"))
+    .bind(id)
+    .bind(now_ms())
+    .bind(from.map(State::as_str))
+    .bind(to.as_str())
+    .bind(detail)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(kind) = webhook_event(from, to) {
+        let row = sqlx::query("SELECT owner, external_ids, campaign_id FROM posting_posts WHERE id = $1").bind(id).fetch_one(&mut **tx).await?;
+        let owner: String = row.try_get("owner")?;
+        let external: Vec<String> = json(id, "external_ids", &row.try_get::<String, _>("external_ids")?)?;
+        let data = serde_json::json!({
+            "post_id": id, "campaign_id": row.try_get::<Option<String>, _>("campaign_id")?,
+            "from": from.map(State::as_str), "to": to.as_str(), "detail": detail, "external_ids": external,
+        });
+        super::webhooks::enqueue(tx, &owner, kind, data).await?;
+    }
     Ok(())
 }
 

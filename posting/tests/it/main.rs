@@ -7,3 +7,4 @@ mod api;
 mod dispatcher;
 mod oauth;
 mod support;
+mod webhooks;
