@@ -322,7 +322,9 @@ impl Dispatcher {
                 // The lease went to another dispatcher: it is theirs now.
                 return Ok(false);
             }
+            let key = format!("{}.{}", post.id, ids.len());
             let out = Outgoing {
+                idempotency_key: &key,
                 text: &part.text,
                 reply_to: ids.last().map(String::as_str),
                 media: &part.media,
@@ -363,6 +365,10 @@ impl Dispatcher {
                     After::Wait { until_ms, reason }
                 }
                 Err(PublishError::Rejected(why)) => After::Fail(why),
+                // The platform de-duplicates on the key: sending again is safe.
+                Err(PublishError::Unknown(why)) if platform.idempotency_window_ms().is_some_and(|w| now_ms() - now < w) => {
+                    After::Retry(format!("{why} (sent again under its idempotency key)"))
+                }
                 Err(PublishError::Unknown(why)) => After::Unknown(why),
                 Err(PublishError::Unauthorized(why)) => After::Reauth(why),
                 Err(PublishError::Suspended(why)) => After::Suspended(why),
@@ -485,6 +491,21 @@ impl Dispatcher {
                 Err(e) => return self.look_again(post.id.as_str(), format!("cannot read the account: {e}")).await,
             },
         };
+        // A platform that de-duplicates takes the post again under the
+        // same key while it remembers it: nothing to look for.
+        let started = c.attempt_started_ms.unwrap_or(post.updated_ms);
+        if platform.idempotency_window_ms().is_some_and(|w| now_ms() - started < w) {
+            let t = Transition {
+                from: &[State::Unknown],
+                to: State::Scheduled,
+                lease: None,
+                set: vec![("due_ms", Value::Int(Some(now_ms()))), ("reconcile_checks", Value::Int(Some(0)))],
+                detail: Some("sent again under its idempotency key".into()),
+            };
+            self.store.transition(&post.id, t).await?;
+            self.wake();
+            return Ok(());
+        }
         // A little before the attempt began: clocks differ.
         let since = c.attempt_started_ms.unwrap_or(post.updated_ms) - 5 * 60_000;
         let found = match platform.recent(ctx, &remote_id, since).await {

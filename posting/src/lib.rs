@@ -8,7 +8,7 @@
 //! - `secrets`: credentials sealed at rest.
 //! - `schedule`: time in an account's zone, daily bounds, weekly slots.
 //! - `gate`: the pre-flight checks before every post.
-//! - `platforms`: where posts go (dry-run, X).
+//! - `platforms`: where posts go (dry-run, X, Mastodon).
 //! - `dispatcher`: the loop that sends due posts.
 //! - `api`: the REST API under `/api/v1`.
 
@@ -25,6 +25,7 @@ pub mod store;
 pub mod webhooks;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use platform::auth::Guard;
 use platform::db::Db;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use crate::dispatcher::{DispatchConfig, Dispatcher};
 use crate::gate::GateConfig;
 use crate::platforms::dry_run::DryRun;
+use crate::platforms::mastodon::Mastodon;
 use crate::platforms::x::{XConfig, X};
 use crate::platforms::x_oauth::XOAuth;
 use crate::platforms::{Platform, Platforms};
@@ -146,7 +148,9 @@ impl Posting {
     /// opened with `sealer`.
     pub async fn open(db: &Db, config: PostingConfig, sealer: Sealer) -> Result<Self, SetupError> {
         let x = Arc::new(X::new(&config.x).map_err(SetupError::Platform)?);
-        let list: Vec<Arc<dyn Platform>> = vec![Arc::new(DryRun::new(db)), x.clone()];
+        let timeouts = (Duration::from_secs(config.x.timeout_secs), Duration::from_secs(config.x.connect_timeout_secs));
+        let mastodon = Mastodon::new(timeouts.0, timeouts.1).map_err(SetupError::Platform)?;
+        let list: Vec<Arc<dyn Platform>> = vec![Arc::new(DryRun::new(db)), x.clone(), Arc::new(mastodon)];
         let platforms = Platforms::new(list);
         if config.dispatcher.lease_secs <= config.x.timeout_secs {
             return Err(SetupError::Config(format!(

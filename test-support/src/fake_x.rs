@@ -11,6 +11,9 @@
 //! for the next calls: 503 before creating, 500 or a hang after creating
 //! (the post exists, the caller cannot know), 429, 401, a suspension.
 
+// Handlers answer errors as whole responses, as axum's handlers do.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

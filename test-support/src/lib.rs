@@ -13,13 +13,16 @@
 //!   that runs on both databases;
 //! - [`fake_x::FakeX`], X's API v2 as a loopback server speaking its
 //!   documented shapes, with faults on request, and
-//!   [`distinct_sentence`], texts no gate takes for duplicates.
+//!   [`distinct_sentence`], texts no gate takes for duplicates;
+//! - [`fake_mastodon::FakeMastodon`], a Mastodon instance with its
+//!   idempotency keys.
 //!
 //! Never a dependency of the product: only `[dev-dependencies]` and benches.
 
 // A helper that cannot find its model or fixture fails the calling test, with what to run.
 #![allow(clippy::panic)]
 
+pub mod fake_mastodon;
 pub mod fake_x;
 pub mod faulty;
 pub mod postgres;

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What to remove with a server, given its URL.
+type Cleanup = Box<dyn FnOnce(&str) + Send>;
+
 /// A throwaway PostgreSQL server, killed and deleted on drop.
 pub struct PgServer {
     child: Option<Child>,
@@ -14,7 +17,7 @@ pub struct PgServer {
     port: u16,
     /// `postgres://starling@127.0.0.1:PORT/postgres`.
     pub url: String,
-    cleanup: Option<Box<dyn FnOnce(&str) + Send>>,
+    cleanup: Option<Cleanup>,
 }
 
 /// The newest installed server's binaries (Debian's layout).

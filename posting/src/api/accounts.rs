@@ -77,6 +77,9 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     let sealed = match (&req.credentials, platform.needs_credentials()) {
         (None, true) => return Err(ApiError::invalid("credentials", format!("a {} account needs credentials", req.platform))),
         (Some(c), _) if !c.is_object() => return Err(ApiError::invalid("credentials", "an object")),
+        (Some(c), _) if req.platform == "mastodon" && c.get("instance").and_then(Value::as_str).is_none_or(|i| super::links::check_target(i).is_err()) => {
+            return Err(ApiError::invalid("credentials.instance", "the instance's https URL (https://mastodon.social)"))
+        }
         (Some(c), _) => Some(p.sealer.seal(&id, c.to_string().as_bytes()).map_err(|e| ApiError::invalid("credentials", e.to_string()))?),
         (None, false) => None,
     };

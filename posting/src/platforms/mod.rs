@@ -2,7 +2,8 @@
 //!
 //! - `dry_run`: the default; posts land in the local outbox table with a
 //!   made-up id, so the whole pipeline runs without credentials.
-//! - `x`: X's API v2 (a small hand-written client).
+//! - `x`: X's API v2 (a small hand-written client), `x_oauth` its sign-in.
+//! - `mastodon`: any Mastodon instance (idempotent posting).
 //!
 //! A platform sorts every failure into what the dispatcher may do next
 //! ([`PublishError`]): the distinction that matters is whether the post
@@ -11,6 +12,7 @@
 //! sent again blindly.
 
 pub mod dry_run;
+pub mod mastodon;
 pub mod x;
 pub mod x_oauth;
 
@@ -34,6 +36,9 @@ pub struct Outgoing<'a> {
     pub paid_partnership: bool,
     /// X's made-with-AI label.
     pub made_with_ai: bool,
+    /// The same for every try of this part (`post id.part`), for platforms
+    /// that de-duplicate on it.
+    pub idempotency_key: &'a str,
 }
 
 /// A post as the platform has it.
@@ -135,6 +140,13 @@ pub trait Platform: Send + Sync {
 
     /// Whether an account needs credentials here.
     fn needs_credentials(&self) -> bool;
+
+    /// How long the platform de-duplicates a post sent again with the same
+    /// [`Outgoing::idempotency_key`] (None: it does not, as X does not).
+    /// Within it, a post whose outcome is unknown is simply sent again.
+    fn idempotency_window_ms(&self) -> Option<i64> {
+        None
+    }
 
     /// Send one post.
     fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>>;

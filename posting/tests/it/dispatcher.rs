@@ -227,3 +227,41 @@ async fn replicas_never_send_a_post_twice() {
         assert_eq!(e.x.posts().len(), 40);
     }
 }
+
+/// Mastodon: its own length rule (500, a URL counting 23), threads as
+/// replies, and an unknown outcome settled by sending again under the same
+/// idempotency key: one status, never two.
+#[tokio::test]
+async fn mastodon_posts_once_under_its_idempotency_key() {
+    use test_support::fake_mastodon::FakeMastodon;
+    for backend in BOTH {
+        let e = env(backend).await;
+        let m = FakeMastodon::start().await;
+        m.add_user("tok-m", "42", "brew@fosstodon.example");
+        let sealer = posting::secrets::Sealer::new(Some(&crate::support::secret()), &[]).expect("key");
+        let id = posting::model::new_id("acc");
+        let creds = serde_json::json!({"instance": m.url(), "access_token": "tok-m"}).to_string();
+        let new = posting::store::NewAccount { platform: "mastodon".into(), handle: "brew".into(), time_zone: "UTC".into(), daily_cap: 100, max_length: None };
+        let acc = e.posting.store().create_account(Some(id.clone()), "", &new, Some(sealer.seal(&id, creds.as_bytes()).expect("seal"))).await.expect("account");
+
+        m.fail_next([Fault::ServerErrorAfterCreate]);
+        let unknown = e.due(&acc, &[&sentence(400)], |_| {}).await;
+        let long_url = format!("{} https://acme.shop/{}", "a".repeat(440), "x".repeat(200));
+        let counted = e.due(&acc, &[&long_url], |_| {}).await;
+        let too_long = e.due(&acc, &[&"b".repeat(501)], |_| {}).await;
+        let thread = e.due(&acc, &[&sentence(401), &sentence(402)], |_| {}).await;
+        e.settle(5).await;
+        let unknown = e.reload(&unknown).await;
+        assert_eq!((unknown.state, e.x.count(&sentence(400)), m.count(&sentence(400))), (State::Posted, 0, 1), "{backend:?}: {unknown:?}");
+        let events: Vec<String> = e.posting.store().events(&unknown.id).await.expect("events").into_iter().filter_map(|ev| ev.detail).collect();
+        assert!(events.iter().any(|d| d.contains("idempotency key")), "{events:?}");
+        assert_eq!(e.reload(&counted).await.state, State::Posted, "a URL counts 23");
+        let too_long = e.reload(&too_long).await;
+        assert!(too_long.state == State::Blocked && too_long.last_error.as_deref().is_some_and(|m| m.contains("500")), "{too_long:?}");
+        let thread = e.reload(&thread).await;
+        assert_eq!(thread.state, State::Posted);
+        let statuses = m.statuses();
+        let second = statuses.iter().find(|s| s.0 == thread.external_ids[1]).expect("second part");
+        assert_eq!(second.2.as_deref(), Some(thread.external_ids[0].as_str()), "the thread replies to itself");
+    }
+}
