@@ -41,7 +41,8 @@ struct Server {
 
 /// `starling serve` on `config` and `db`: the child and its address.
 fn start(config: &std::path::Path, db: &str, journal: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_starling"));
+    serve
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("STARLING_DATABASE_URL", db)
         .env("STARLING_USAGE_JOURNAL", journal)
@@ -49,14 +50,8 @@ fn start(config: &std::path::Path, db: &str, journal: &str) -> Server {
         .arg("--config")
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let mut first = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).expect("read");
-    let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).expect("address").to_owned();
+        .stderr(Stdio::null());
+    let (child, addr) = test_support::spawn_serve(serve);
     Server { child, addr }
 }
 

@@ -24,18 +24,14 @@ async fn the_default_serve_generates_schedules_posts_and_counts() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let base = std::env::temp_dir().join(format!("starling-e2e-{}-{nanos}", std::process::id()));
     let db = format!("sqlite://{}.db", base.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_starling"));
+    serve
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("STARLING_DATABASE_URL", &db)
         .env("STARLING_USAGE_JOURNAL", format!("{}.journal", base.display()))
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut first).expect("read");
-    let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).expect("address").to_owned();
+        .stderr(Stdio::null());
+    let (mut child, addr) = test_support::spawn_serve(serve);
     let root = format!("http://{addr}");
     let api = format!("{root}/api/v1");
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");

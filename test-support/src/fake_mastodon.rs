@@ -121,11 +121,7 @@ impl FakeMastodon {
             .route("/api/v1/accounts/verify_credentials", get(verify))
             .route("/api/v1/accounts/{id}/statuses", get(statuses))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = crate::serve_loopback(app).await;
         Self { addr, inner, task }
     }
 

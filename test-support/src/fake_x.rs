@@ -368,11 +368,7 @@ impl FakeX {
             .route("/2/users/me", get(me))
             .route("/2/users/{id}/tweets", get(timeline))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = crate::serve_loopback(app).await;
         Self { addr, inner, task }
     }
 

@@ -109,3 +109,25 @@ pub fn test_python() -> PathBuf {
     assert!(p.exists(), "{} is missing: run scripts/test (it creates the test venv)", p.display());
     p
 }
+
+/// Serve `app` on a free loopback port from a task of the current
+/// runtime: its address, and the task (abort it to stop).
+pub async fn serve_loopback(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// Spawn `serve` (a `starling serve --listen 127.0.0.1:0` command, its
+/// stdout left to us) and read the address from the first line it prints.
+pub fn spawn_serve(mut serve: std::process::Command) -> (std::process::Child, String) {
+    let mut child = serve.stdout(std::process::Stdio::piped()).spawn().expect("start serve");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).expect("read the first line");
+    let addr = first.split("http://").nth(1).and_then(|s| s.split('/').next()).unwrap_or_else(|| panic!("no address in {first:?}")).to_owned();
+    (child, addr)
+}

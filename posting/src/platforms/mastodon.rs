@@ -49,7 +49,7 @@ impl Mastodon {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
-        req.send().await.map_err(|e| if e.is_connect() || e.is_builder() { PublishError::NotSent(e.to_string()) } else { PublishError::Unknown(e.to_string()) })
+        super::send(req).await
     }
 }
 

@@ -194,6 +194,12 @@ impl Platforms {
     }
 }
 
+/// Send `req`: a connection that never opened is surely not sent; any
+/// other failure may have reached the platform.
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response, PublishError> {
+    req.send().await.map_err(|e| if e.is_connect() || e.is_builder() { PublishError::NotSent(e.to_string()) } else { PublishError::Unknown(e.to_string()) })
+}
+
 /// Whether a post the platform shows is ours: the same text once X's
 /// rewriting is undone on both sides (URLs become `t.co` links, `&`, `<`
 /// and `>` come back as entities, surrounding space is trimmed).

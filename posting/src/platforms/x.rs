@@ -152,14 +152,7 @@ impl X {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
-        req.send().await.map_err(|e| {
-            // Only a connection that never opened is surely not sent.
-            if e.is_connect() || e.is_builder() {
-                PublishError::NotSent(e.to_string())
-            } else {
-                PublishError::Unknown(e.to_string())
-            }
-        })
+        super::send(req).await
     }
 }
 

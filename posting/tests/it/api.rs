@@ -15,11 +15,7 @@ pub async fn serve(e: &Env) -> String {
     let _ = keys.set(ring);
     let guard = platform::auth::Guard { keys, reject: |_| axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED) };
     let app = e.posting.router(guard).layer(axum::Extension(platform::auth::Exposure { public: false }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, _) = test_support::serve_loopback(app).await;
     format!("http://{addr}/api/v1")
 }
 
