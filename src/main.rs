@@ -5,6 +5,7 @@
 mod config;
 mod drafts;
 mod http_threads;
+mod posting_cli;
 mod posts;
 mod pull;
 mod user_manifest;
@@ -58,10 +59,34 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Posts: generate ranked candidates.
+    /// Posts: generate ranked candidates, schedule, list.
     Posts {
         #[command(subcommand)]
         command: PostsCommand,
+    },
+    /// Posting accounts (on the configured database).
+    Accounts {
+        #[command(subcommand)]
+        command: posting_cli::AccountsCommand,
+    },
+    /// Campaigns: create, list, fill their slots with drafts.
+    Campaigns {
+        #[command(subcommand)]
+        command: posting_cli::CampaignsCommand,
+    },
+    /// The product catalogue.
+    Products {
+        #[command(subcommand)]
+        command: ProductsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProductsCommand {
+    /// Import a product feed (CSV with a header row, or JSON), upserted by SKU; nothing is imported when a row is bad.
+    Import {
+        /// The feed (`.json` is JSON, anything else CSV).
+        file: PathBuf,
     },
 }
 
@@ -69,6 +94,14 @@ enum Command {
 enum PostsCommand {
     /// Write n candidates under the post rules, scored and ranked, best first.
     Generate(posts::GenerateArgs),
+    /// Schedule a post (or a thread) on an account.
+    Schedule(posting_cli::ScheduleArgs),
+    /// Posts, newest first.
+    List {
+        /// Only those in this state (draft, scheduled, posted, failed, unknown, blocked, ...).
+        #[arg(long)]
+        state: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +216,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Keys { command } => keys(&config, command),
         Command::Posts { command: PostsCommand::Generate(args) } => posts::generate_posts(&config, args),
+        Command::Posts { command: PostsCommand::Schedule(args) } => posting_cli::schedule(&config, args),
+        Command::Posts { command: PostsCommand::List { state } } => posting_cli::list_posts(&config, state),
+        Command::Accounts { command } => posting_cli::accounts(&config, command),
+        Command::Campaigns { command } => posting_cli::campaigns(&config, command),
+        Command::Products { command: ProductsCommand::Import { file } } => posting_cli::import_products(&config, file),
     }
 }
 

@@ -194,6 +194,23 @@ impl Posting {
         api::router(self.clone(), guard)
     }
 
+    /// Seal every stored secret (account credentials, webhook secrets)
+    /// again under the current key, after a rotation: how many were.
+    pub async fn reseal(&self) -> Result<usize, SetupError> {
+        let mut n = 0;
+        for (id, sealed, version) in self.store.sealed_secrets().await? {
+            if self.sealer.is_current(&sealed) {
+                continue;
+            }
+            let plain = self.sealer.open(&id, &sealed).map_err(|e| SetupError::Secrets { accounts: 1, why: format!("{id}: {e}") })?;
+            let again = self.sealer.seal(&id, &plain).map_err(|e| SetupError::Secrets { accounts: 1, why: e.to_string() })?;
+            if self.store.replace_secret(&id, version, &again).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// The dispatcher (run it with [`Dispatcher::run`]).
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()

@@ -97,6 +97,28 @@ impl Store {
             .collect()
     }
 
+    /// Every sealed secret: (account or webhook id, sealed, version; a
+    /// webhook's version is 0).
+    pub async fn sealed_secrets(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for r in sqlx::query("SELECT id, credentials, credentials_version FROM posting_accounts WHERE credentials IS NOT NULL").fetch_all(self.pool()).await? {
+            out.push((r.try_get("id")?, r.try_get("credentials")?, r.try_get("credentials_version")?));
+        }
+        for r in sqlx::query("SELECT id, secret FROM posting_webhooks WHERE active = 1").fetch_all(self.pool()).await? {
+            out.push((r.try_get("id")?, r.try_get("secret")?, 0));
+        }
+        Ok(out)
+    }
+
+    /// Store a secret sealed again (an account's only if still at `version`).
+    pub async fn replace_secret(&self, id: &str, version: i64, sealed: &str) -> Result<bool, StoreError> {
+        if id.starts_with("whk_") {
+            let done = sqlx::query("UPDATE posting_webhooks SET secret = $1 WHERE id = $2").bind(sealed).bind(id).execute(self.pool()).await?;
+            return Ok(done.rows_affected() == 1);
+        }
+        self.replace_credentials(id, version, sealed).await
+    }
+
     /// Stop a webhook (its pending messages are dropped).
     pub async fn delete_webhook(&self, tenant: &Tenant, id: &str) -> Result<bool, StoreError> {
         let (owner, bind) = tenant.clause(2);
