@@ -200,7 +200,9 @@ pub fn campaigns(config: &Config, command: CampaignsCommand) -> Result<()> {
                 let mut by_day = serde_json::Map::new();
                 for s in &slots {
                     let (day, time) = s.split_once('=').with_context(|| format!("--slot {s}: day=HH:MM, e.g. mon=09:00"))?;
-                    by_day.entry(day.to_owned()).or_insert_with(|| json!([])).as_array_mut().map(|a| a.push(json!(time)));
+                    if let Some(times) = by_day.entry(day.to_owned()).or_insert_with(|| json!([])).as_array_mut() {
+                        times.push(json!(time));
+                    }
                 }
                 let known = api.get("/products").await?;
                 let ids = products
