@@ -2,10 +2,13 @@
 //! by default (`sqlite://path`, created if missing, WAL), PostgreSQL by URL,
 //! through sqlx's Any driver so one set of queries serves both.
 //!
-//! The schema is one migration history, `platform/migrations/NNNN_*.sql`
-//! (each valid SQLite and PostgreSQL), built into the binary and applied
-//! by [`Db::open`]: a service that adds tables adds a file there, and every
-//! database, old or new, reaches the same schema in the same steps.
+//! Each service owns its tables as a set of [`Migrations`] (SQL files valid
+//! on SQLite and PostgreSQL, built into the binary) in a range of versions
+//! of its own, all in the database's one `_sqlx_migrations` history:
+//! [`Db::open`] applies platform's (`platform/migrations/`, usage records
+//! and keys), a service applies its own with [`Db::migrate`] when it
+//! attaches (posting: `posting/migrations/`). Every database, old or new,
+//! reaches the same schema in the same steps.
 
 use std::borrow::Cow;
 use std::future::Future;
