@@ -64,6 +64,18 @@ pub struct FakePost {
     pub created_ms: i64,
 }
 
+/// A media upload in progress or done.
+#[derive(Debug, Clone, Default)]
+struct Upload {
+    total: usize,
+    received: usize,
+    segments: usize,
+    video: bool,
+    finalized: bool,
+    /// Status polls left before a video is processed.
+    polls_left: u8,
+}
+
 /// An authorisation code X gave and what it was given for.
 struct Grant {
     user: (String, String),
@@ -82,6 +94,9 @@ struct Inner {
     /// Post id -> (impressions, likes, reposts, replies, url link clicks).
     metrics: HashMap<String, [i64; 5]>,
     lookups: u64,
+    /// Media id -> upload.
+    media: HashMap<String, Upload>,
+    status_polls: u64,
     refreshes: u64,
     refresh_failures: u64,
     /// Access token -> (user id, username).
@@ -179,6 +194,10 @@ fn created(guard: &mut Inner, author: String, text: String, body: Value) -> Resu
         }
         _ => {}
     }
+    let ids: Vec<String> = body.pointer("/media/media_ids").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    if ids.iter().any(|id| guard.media.get(id).is_none_or(|u| !u.finalized || u.polls_left > 0)) {
+        return Err(problem(StatusCode::BAD_REQUEST, "Your media IDs are invalid."));
+    }
     if guard.posts.iter().any(|p| p.author == author && p.text == text) {
         return Err(problem(StatusCode::FORBIDDEN, "You are not allowed to create a Tweet with duplicate content."));
     }
@@ -237,6 +256,74 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -
         }
     }
     r
+}
+
+/// `POST /2/media/upload/initialize`.
+async fn media_init(State(inner): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Err(r) = user(&inner, &headers) {
+        return r;
+    }
+    let (Some(total), Some(kind)) = (body["total_bytes"].as_u64(), body["media_type"].as_str()) else {
+        return problem(StatusCode::BAD_REQUEST, "media_type and total_bytes are required");
+    };
+    let Ok(mut g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    g.next_id += 1;
+    let id = format!("{}", 1_800_000_000_000_000_000u64 + g.next_id);
+    let video = kind.starts_with("video/");
+    g.media.insert(id.clone(), Upload { total: total as usize, video, polls_left: u8::from(video), ..Upload::default() });
+    Json(json!({"data": {"id": id, "media_key": format!("3_{id}"), "expires_after_secs": 86400}})).into_response()
+}
+
+/// `POST /2/media/upload/{id}/append` (multipart: `segment_index`, `media`).
+async fn media_append(State(inner): State<Shared>, headers: HeaderMap, Path(id): Path<String>, mut form: axum::extract::Multipart) -> Response {
+    if let Err(r) = user(&inner, &headers) {
+        return r;
+    }
+    let mut bytes = 0;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("media") {
+            bytes += field.bytes().await.map(|b| b.len()).unwrap_or(0);
+        }
+    }
+    let Ok(mut g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    let Some(u) = g.media.get_mut(&id) else { return problem(StatusCode::BAD_REQUEST, "media_id: unknown") };
+    if bytes == 0 || bytes > 5 << 20 {
+        return problem(StatusCode::BAD_REQUEST, "media: a segment of 1 byte to 5 MB");
+    }
+    u.received += bytes;
+    u.segments += 1;
+    Json(json!({"data": {"expires_at": now_ms() / 1000 + 86400}})).into_response()
+}
+
+/// `POST /2/media/upload/{id}/finalize`.
+async fn media_finalize(State(inner): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = user(&inner, &headers) {
+        return r;
+    }
+    let Ok(mut g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    let Some(u) = g.media.get_mut(&id) else { return problem(StatusCode::BAD_REQUEST, "media_id: unknown") };
+    if u.received != u.total {
+        return problem(StatusCode::BAD_REQUEST, "File size mismatch: the segments do not add up to total_bytes");
+    }
+    u.finalized = true;
+    let mut data = json!({"id": id, "media_key": format!("3_{id}"), "size": u.total, "expires_after_secs": 86400});
+    if u.video {
+        data["processing_info"] = json!({"state": "pending", "check_after_secs": 1});
+    }
+    Json(json!({"data": data})).into_response()
+}
+
+/// `GET /2/media/upload?command=STATUS&media_id=...`.
+async fn media_status(State(inner): State<Shared>, headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>) -> Response {
+    if let Err(r) = user(&inner, &headers) {
+        return r;
+    }
+    let Ok(mut g) = inner.lock() else { return problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    g.status_polls += 1;
+    let id = q.get("media_id").cloned().unwrap_or_default();
+    let Some(u) = g.media.get_mut(&id) else { return problem(StatusCode::BAD_REQUEST, "media_id: unknown") };
+    u.polls_left = u.polls_left.saturating_sub(1);
+    Json(json!({"data": {"id": id, "processing_info": {"state": "succeeded", "progress_percent": 100}}})).into_response()
 }
 
 /// `GET /2/tweets?ids=...&tweet.fields=public_metrics,non_public_metrics`.
@@ -366,6 +453,10 @@ impl FakeX {
             .route("/2/oauth2/token", post(token))
             .route("/2/tweets", post(create).get(lookup))
             .route("/2/users/me", get(me))
+            .route("/2/media/upload/initialize", post(media_init))
+            .route("/2/media/upload/{id}/append", post(media_append).layer(axum::extract::DefaultBodyLimit::max(6 << 20)))
+            .route("/2/media/upload/{id}/finalize", post(media_finalize))
+            .route("/2/media/upload", get(media_status))
             .route("/2/users/{id}/tweets", get(timeline))
             .with_state(inner.clone());
         let (addr, task) = crate::serve_loopback(app).await;
@@ -447,6 +538,11 @@ impl FakeX {
     /// What X counts for post `id`: impressions, likes, reposts, replies, link clicks.
     pub fn set_metrics(&self, id: &str, counts: [i64; 5]) {
         self.with(|i| i.metrics.insert(id.to_owned(), counts));
+    }
+
+    /// Media uploads: (files initialised, segments appended, status polls).
+    pub fn uploads(&self) -> (usize, usize, u64) {
+        self.with(|i| (i.media.len(), i.media.values().map(|u| u.segments).sum(), i.status_polls))
     }
 
     /// Post lookups served (metric reads).

@@ -16,6 +16,7 @@ mod analytics;
 mod campaigns;
 mod fill;
 mod links;
+mod media;
 mod oauth;
 pub mod openapi;
 mod posts;
@@ -211,6 +212,7 @@ pub(crate) fn router(posting: Posting, keys: Guard) -> axum::Router {
         .route("/api/v1/products", get(products::list_products))
         .route("/api/v1/products/import", post(products::import))
         .route("/api/v1/links", post(links::create).get(links::list))
+        .route("/api/v1/media", post(media::create).layer(axum::extract::DefaultBodyLimit::max(media::MAX_BYTES)))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
         .route("/api/v1/posts", post(posts::create).get(posts::list))

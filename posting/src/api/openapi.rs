@@ -171,7 +171,7 @@ impl Modify for Keys {
         super::campaigns::create, super::campaigns::list, super::campaigns::one, super::campaigns::set_status, super::fill::fill,
         super::posts::create, super::posts::list, super::posts::one, super::posts::act,
         super::products::import, super::products::list_products, super::links::create, super::links::list, super::links::redirect,
-        super::analytics::analytics, super::analytics::ab, super::webhooks::create, super::webhooks::list, super::webhooks::delete,
+        super::analytics::analytics, super::analytics::ab, super::webhooks::create, super::webhooks::list, super::webhooks::delete, super::media::create,
     ),
     security(("api_key" = [])),
     modifiers(&Keys),

@@ -107,6 +107,16 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     if let Some(i) = parts.iter().position(|p| p.text.trim().is_empty()) {
         return Err(ApiError::invalid(format!("parts[{i}].text"), "empty"));
     }
+    for (i, part) in parts.iter().enumerate() {
+        if part.media.len() > 4 {
+            return Err(ApiError::invalid(format!("parts[{i}].media"), "at most 4 files a post"));
+        }
+        for m in &part.media {
+            if p.store.media(&access.tenant, m).await?.is_none() {
+                return Err(ApiError::invalid(format!("parts[{i}].media"), format!("no media `{m}`: upload it to /api/v1/media first")));
+            }
+        }
+    }
     let scheduled_ms = resolve(&p, &account, req.campaign_id.as_deref(), &req.when).await?;
     let state = match (req.state.as_deref(), scheduled_ms) {
         (None, None) | (Some("draft"), _) => PostState::Draft,

@@ -14,6 +14,7 @@
 pub mod dry_run;
 pub mod mastodon;
 pub mod x;
+mod x_media;
 pub mod x_oauth;
 
 use std::collections::HashMap;
@@ -146,6 +147,14 @@ pub trait Platform: Send + Sync {
     /// Within it, a post whose outcome is unknown is simply sent again.
     fn idempotency_window_ms(&self) -> Option<i64> {
         None
+    }
+
+    /// Upload a media file (`bytes` of `content_type`) for the account:
+    /// the platform's id for it and when that id expires (Unix ms). Safe
+    /// to repeat: nothing is public until a post attaches it.
+    fn upload<'a>(&'a self, _ctx: Ctx<'a>, _content_type: &'a str, _bytes: &'a [u8]) -> BoxFuture<'a, Result<(String, Option<i64>), PublishError>> {
+        let name = self.name();
+        Box::pin(async move { Err(PublishError::Rejected(format!("media upload to {name} is not built yet"))) })
     }
 
     /// Send one post.

@@ -151,8 +151,25 @@ impl X {
             .ok_or_else(|| PublishError::Unauthorized("the account has no access token".into()))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
+    pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
         super::send(req).await
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A success's JSON body as `T`, or the failure sorted.
+    pub(super) async fn read<T: serde::de::DeserializeOwned>(&self, res: Result<Response, PublishError>) -> Result<T, PublishError> {
+        let res = res?;
+        if !res.status().is_success() {
+            return Err(failure(res).await);
+        }
+        res.json().await.map_err(|e| PublishError::Unknown(format!("an answer that did not read: {e}")))
     }
 }
 
@@ -182,7 +199,7 @@ fn problem(body: &str) -> String {
 }
 
 /// Sort an answer that is not a success.
-async fn failure(res: Response) -> PublishError {
+pub(super) async fn failure(res: Response) -> PublishError {
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.text().await.unwrap_or_default();
@@ -313,6 +330,10 @@ impl Platform for X {
 
     fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>> {
         async move { self.user(Self::token(&ctx)?).await }.boxed()
+    }
+
+    fn upload<'a>(&'a self, ctx: Ctx<'a>, content_type: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<(String, Option<i64>), PublishError>> {
+        async move { self.upload_media(Self::token(&ctx)?, content_type, bytes).await }.boxed()
     }
 
     fn metrics<'a>(&'a self, ctx: Ctx<'a>, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<(String, Metrics)>, PublishError>> {

@@ -10,6 +10,7 @@
 mod accounts;
 mod campaigns;
 mod catalog;
+mod media;
 mod metrics;
 mod posts;
 mod webhooks;
@@ -17,6 +18,7 @@ mod webhooks;
 pub use accounts::NewAccount;
 pub use campaigns::NewCampaign;
 pub use catalog::{Link, Product};
+pub use media::Media;
 pub use metrics::Click;
 pub use webhooks::{Delivery, Webhook, EVENTS};
 pub use posts::{Claimed, NewPost, PostFilter, Transition, Value};
@@ -28,6 +30,7 @@ pub const MIGRATIONS: Migrations = Migrations(&[
     (1001, "posting", include_str!("../../migrations/1001_posting.sql")),
     (1002, "oauth, links, products", include_str!("../../migrations/1002_oauth_links_products.sql")),
     (1003, "webhooks", include_str!("../../migrations/1003_webhooks.sql")),
+    (1004, "media", include_str!("../../migrations/1004_media.sql")),
 ]);
 
 /// A storage failure.

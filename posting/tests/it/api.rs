@@ -325,3 +325,20 @@ async fn the_openapi_document_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Media: a file of a type both platforms take is kept and can be listed
+/// by a post; anything else is refused naming what.
+#[tokio::test]
+async fn media_are_kept_and_checked() {
+    let e = env(Backend::Sqlite).await;
+    let c = client(&serve(&e).await, None);
+    let (s, media) = c.post_raw("/media", "image/png", "not really a png, but bytes").await;
+    assert_eq!(s, 201, "{media}");
+    let (s, err) = c.post_raw("/media", "application/pdf", "%PDF").await;
+    assert_eq!((s, err["error"]["field"].as_str()), (400, Some("content-type")));
+    let (_, acc) = c.post("/accounts", json!({"platform": "dry-run", "handle": "shop"})).await;
+    let (s, post) = c.post("/posts", json!({"account_id": acc["id"], "parts": [{"text": "look", "media": [media["id"]]}]})).await;
+    assert_eq!(s, 201, "{post}");
+    let (s, err) = c.post("/posts", json!({"account_id": acc["id"], "parts": [{"text": "look", "media": ["med_nope"]}]})).await;
+    assert_eq!((s, err["error"]["field"].as_str()), (400, Some("parts[0].media")), "{err}");
+}

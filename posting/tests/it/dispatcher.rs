@@ -265,3 +265,29 @@ async fn mastodon_posts_once_under_its_idempotency_key() {
         assert_eq!(second.2.as_deref(), Some(thread.external_ids[0].as_str()), "the thread replies to itself");
     }
 }
+
+/// Media go up to X with the v2 chunked upload (initialize, 4 MB segments,
+/// finalize, status while a video is processed) before the post that
+/// attaches them, once per account: a second post reuses the ids.
+#[tokio::test]
+async fn media_upload_before_the_post_once() {
+    for backend in BOTH {
+        let e = env(backend).await;
+        let acc = e.x_account("maker", "u1", 100).await;
+        let image = e.posting.store().create_media("", "image/png", &[7u8; 10_000]).await.expect("image");
+        let video = e.posting.store().create_media("", "video/mp4", &vec![1u8; 5 << 20]).await.expect("video");
+        let with_both = e.due(&acc, &[&sentence(500)], |p| p.parts[0].media = vec![image.id.clone(), video.id.clone()]).await;
+        e.settle(3).await;
+        let with_both = e.reload(&with_both).await;
+        assert_eq!(with_both.state, State::Posted, "{backend:?}: {with_both:?}");
+        let (files, segments, polls) = e.x.uploads();
+        assert_eq!((files, segments, polls), (2, 3, 1), "{backend:?}: one segment for the image, two for the 5 MB video, one status poll");
+        let sent = e.x.posts().into_iter().find(|p| p.text == sentence(500)).expect("on X");
+        assert_eq!(sent.body["media"]["media_ids"].as_array().map(Vec::len), Some(2), "{}", sent.body);
+
+        let again = e.due(&acc, &[&sentence(501)], |p| p.parts[0].media = vec![image.id.clone()]).await;
+        e.settle(3).await;
+        assert_eq!(e.reload(&again).await.state, State::Posted);
+        assert_eq!(e.x.uploads().0, 2, "{backend:?}: the image's X id is reused");
+    }
+}
