@@ -360,7 +360,7 @@ impl Config {
             speech: raw.speech,
             posting: {
                 let mut p = raw.posting;
-                p.x.client_secret = std::env::var("STARLING_X_CLIENT_SECRET").ok().filter(|s| !s.is_empty());
+                p.x.client_secret = std::env::var("STARLING_X_CLIENT_SECRET").ok().filter(|s| !s.is_empty()).map(posting::secrets::Hidden);
                 p
             },
             secret_keys: (

@@ -362,6 +362,22 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 let _ = dispatch_stopped.await;
             }))
         });
+        // Campaigns with autofill keep their coming slots filled (the
+        // drafts wait until the model has loaded).
+        if let Some(p) = posting.clone() {
+            let keys = app.key_guard().keys;
+            let every = std::time::Duration::from_secs(p.autofill_every_secs().max(60));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = p.autofill(keys.get().map(|k| k.as_ref())).await {
+                        tracing::warn!(error = %e, "autofill failed");
+                    }
+                }
+            });
+        }
         // Listen first, load in the background: /health answers at once and
         // /ready turns 200 when the model is loaded.
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();

@@ -361,6 +361,12 @@ impl KeyRing {
         !self.keys().is_empty()
     }
 
+    /// The live key with id `id` (a service acting later for the key that
+    /// asked, as a campaign filling its own slots).
+    pub fn by_id(&self, id: &str) -> Option<KeyInfo> {
+        self.keys().values().find(|k| k.id == id).cloned()
+    }
+
     /// The key behind `presented`, if it is live.
     pub fn find(&self, presented: &str) -> Option<KeyInfo> {
         self.keys().get(&hash(presented)).cloned()

@@ -6,7 +6,8 @@
 //! - `store`: the tables (`posting/migrations/`, SQLite or PostgreSQL) and
 //!   the dispatcher's leases.
 //! - `secrets`: credentials sealed at rest.
-//! - `schedule`: time in an account's zone, daily bounds, weekly slots.
+//! - `schedule`: time in an account's zone, daily bounds, weekly slots;
+//!   `cron`: cron expressions for recurring schedules.
 //! - `gate`: the pre-flight checks before every post.
 //! - `platforms`: where posts go (dry-run, X, Mastodon).
 //! - `dispatcher`: the loop that sends due posts.
@@ -14,6 +15,7 @@
 
 pub mod analytics;
 pub mod api;
+pub mod cron;
 pub mod dispatcher;
 pub mod drafts;
 pub mod gate;
@@ -54,6 +56,10 @@ pub struct PostingConfig {
     pub public_url: String,
     /// Share of link clicks that become a sale, for estimated revenue.
     pub conversion_rate: f64,
+    /// Campaigns with `autofill` keep their slots of this many coming days filled.
+    pub autofill_days: i64,
+    /// How often they are looked at, seconds.
+    pub autofill_every_secs: u64,
     /// Reading posts' metrics from the platforms.
     pub metrics: MetricsConfig,
     /// X's API.
@@ -71,6 +77,8 @@ impl Default for PostingConfig {
             default_time_zone: "UTC".into(),
             public_url: String::new(),
             conversion_rate: 0.02,
+            autofill_days: 7,
+            autofill_every_secs: 900,
             metrics: MetricsConfig::default(),
             x: XConfig::default(),
             gate: GateConfig::default(),
@@ -194,6 +202,36 @@ impl Posting {
         api::router(self.clone(), guard)
     }
 
+    /// Fill the free slots of the next `[posting] autofill_days` of every
+    /// active campaign with `autofill`, each on behalf of the key that owns
+    /// it (looked up in `keys`; a campaign whose key is gone is skipped):
+    /// how many posts were made.
+    pub async fn autofill(&self, keys: Option<&platform::keys::KeyRing>) -> Result<usize, StoreError> {
+        let until = model::now_ms() + self.config.autofill_days * 86_400_000;
+        let mut made = 0;
+        for c in self.store.autofill_campaigns().await? {
+            let caller = match (c.owner.as_str(), keys) {
+                ("", _) => platform::auth::Caller(None),
+                (id, Some(ring)) => match ring.by_id(id) {
+                    Some(k) => platform::auth::Caller(Some(k)),
+                    None => {
+                        tracing::warn!(campaign = %c.id, "the key that owns this campaign is gone; not filling it");
+                        continue;
+                    }
+                },
+                (_, None) => continue,
+            };
+            match api::fill::fill_campaign(self, &caller, &c, 28, 4, None, Some(until)).await {
+                Ok(posts) => made += posts.len(),
+                Err(e) => tracing::warn!(campaign = %c.id, error = ?e, "autofill"),
+            }
+        }
+        if made > 0 {
+            self.dispatcher.wake();
+        }
+        Ok(made)
+    }
+
     /// Seal every stored secret (account credentials, webhook secrets)
     /// again under the current key, after a rotation: how many were.
     pub async fn reseal(&self) -> Result<usize, SetupError> {
@@ -214,6 +252,11 @@ impl Posting {
     /// The dispatcher (run it with [`Dispatcher::run`]).
     pub fn dispatcher(&self) -> Dispatcher {
         self.dispatcher.clone()
+    }
+
+    /// `[posting] autofill_every_secs`.
+    pub fn autofill_every_secs(&self) -> u64 {
+        self.config.autofill_every_secs
     }
 
     /// The tables.

@@ -199,8 +199,28 @@ pub struct Campaign {
     pub approval: String,
     /// Most spent on posts with links (USD), where the platform charges more for them.
     pub link_budget_usd: Option<f64>,
+    /// Posting times as a cron expression too (`0 9 * * mon-fri`), in the account's zone.
+    pub cron: Option<String>,
+    /// No slot at or after this (Unix ms).
+    pub ends_ms: Option<i64>,
+    /// No slot once the campaign has this many posts.
+    pub max_posts: Option<i64>,
+    /// The dispatcher fills its free slots of the coming days by itself.
+    pub autofill: bool,
     /// Unix ms.
     pub created_ms: i64,
+}
+
+impl Campaign {
+    /// Its cron expression, parsed (checked when stored).
+    pub fn cron(&self) -> Option<crate::cron::Cron> {
+        self.cron.as_deref().and_then(|c| c.parse().ok())
+    }
+
+    /// Whether it has any posting time.
+    pub fn has_times(&self) -> bool {
+        self.cron.is_some() || self.slots.values().any(|t| !t.is_empty())
+    }
 }
 
 /// A post and where it stands.
@@ -233,6 +253,10 @@ pub struct Post {
     pub due_ms: Option<i64>,
     /// Calls made to the platform.
     pub attempts: i64,
+    /// When the part being sent was first tried (its idempotency key's
+    /// age, where the platform has keys).
+    #[serde(skip)]
+    pub first_try_ms: Option<i64>,
     /// The platform's ids of the parts posted so far.
     pub external_ids: Vec<String>,
     /// Why it is where it is, when that is not plain progress.

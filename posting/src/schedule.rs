@@ -98,6 +98,34 @@ pub fn next_slot(slots: &BTreeMap<String, Vec<String>>, tz: &TimeZone, after_ms:
     None
 }
 
+/// The next time of a campaign's schedule strictly after `after_ms`: the
+/// earlier of its weekly slots and its cron expression, not in `taken`,
+/// before its end; None past its end or once it has `max_posts` (`made`
+/// so far).
+pub fn campaign_next(c: &crate::model::Campaign, tz: &TimeZone, after_ms: i64, taken: &[i64], made: i64) -> Option<i64> {
+    if c.max_posts.is_some_and(|m| made >= m) {
+        return None;
+    }
+    let weekly = next_slot(&c.slots, tz, after_ms, taken);
+    let cron = c.cron().and_then(|cron| {
+        let mut at = after_ms;
+        // Skip occurrences already taken (bounded: a year of minutes is never scanned).
+        for _ in 0..1000 {
+            let next = cron.next_after(tz, at)?;
+            if !taken.contains(&next) {
+                return Some(next);
+            }
+            at = next;
+        }
+        None
+    });
+    let next = match (weekly, cron) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }?;
+    (c.ends_ms.is_none_or(|end| next < end)).then_some(next)
+}
+
 /// `ms` in `tz`, for messages (`2026-03-29T09:00:00+02:00[Europe/Paris]`).
 pub fn show(ms: i64, tz: &TimeZone) -> String {
     Timestamp::from_millisecond(ms).map(|t| Zoned::new(t, tz.clone()).to_string()).unwrap_or_else(|_| ms.to_string())

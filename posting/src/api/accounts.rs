@@ -41,6 +41,21 @@ pub(super) fn platform_cap(platform: &str) -> (i64, i64) {
     }
 }
 
+/// Whether `url` is https on a public host: the account's token is sent
+/// there, so not in clear text and not to this network's own services.
+fn public_https(url: &str) -> bool {
+    let Ok(u) = super::links::check_target(url) else { return false };
+    if u.scheme() != "https" {
+        return false;
+    }
+    match u.host() {
+        Some(url::Host::Domain(d)) => !(d == "localhost" || d.ends_with(".localhost") || d.ends_with(".internal") || d.ends_with(".local")),
+        Some(url::Host::Ipv4(ip)) => !(ip.is_private() || ip.is_loopback() || ip.is_link_local() || ip.is_unspecified()),
+        Some(url::Host::Ipv6(ip)) => !(ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80),
+        None => false,
+    }
+}
+
 /// A daily cap and length limit an account on `platform` may have.
 pub(super) fn check_limits(daily_cap: Option<i64>, max_length: Option<i64>, platform: &str) -> Result<(), ApiError> {
     let most = platform_cap(platform).1;
@@ -56,7 +71,7 @@ pub(super) fn check_limits(daily_cap: Option<i64>, max_length: Option<i64>, plat
 #[utoipa::path(post, operation_id = "accounts_create", path = "/api/v1/accounts", tag = "accounts", request_body = Create,
     responses((status = 201, description = "Created", body = Account), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 409, description = "That handle exists", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Account>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     if access.campaign.is_some() {
         return Err(ApiError::forbidden("a key limited to one campaign cannot create accounts"));
@@ -77,8 +92,8 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     let sealed = match (&req.credentials, platform.needs_credentials()) {
         (None, true) => return Err(ApiError::invalid("credentials", format!("a {} account needs credentials", req.platform))),
         (Some(c), _) if !c.is_object() => return Err(ApiError::invalid("credentials", "an object")),
-        (Some(c), _) if req.platform == "mastodon" && c.get("instance").and_then(Value::as_str).is_none_or(|i| super::links::check_target(i).is_err()) => {
-            return Err(ApiError::invalid("credentials.instance", "the instance's https URL (https://mastodon.social)"))
+        (Some(c), _) if req.platform == "mastodon" && c.get("instance").and_then(Value::as_str).is_none_or(|i| !public_https(i)) => {
+            return Err(ApiError::invalid("credentials.instance", "the instance's public https URL (https://mastodon.social)"))
         }
         (Some(c), _) => Some(p.sealer.seal(&id, c.to_string().as_bytes()).map_err(|e| ApiError::invalid("credentials", e.to_string()))?),
         (None, false) => None,
@@ -90,7 +105,7 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
 
 #[utoipa::path(get, operation_id = "accounts_list", path = "/api/v1/accounts", tag = "accounts", responses((status = 200, description = "The accounts the key may see", body = AccountList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<AccountList>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let mut accounts = p.store.accounts(&access.tenant).await?;
     if let Some(c) = &access.campaign {
         let only = p.store.campaign(&access.tenant, c).await?.map(|c| c.account_id);
@@ -102,7 +117,7 @@ pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Jso
 #[utoipa::path(get, operation_id = "accounts_one", path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "acc_...")),
     responses((status = 200, description = "The account", body = Account), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let account = p.store.account(&access.tenant, &id).await?.ok_or_else(|| ApiError::not_found("account", &id))?;
     if let Some(c) = &access.campaign {
         let only = p.store.campaign(&access.tenant, c).await?.map(|c| c.account_id);

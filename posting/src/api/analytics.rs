@@ -66,7 +66,7 @@ async fn rows(p: &Posting, tenant: &Tenant, by: GroupBy, from: i64, to: i64, cam
 #[utoipa::path(get, operation_id = "analytics_analytics", path = "/api/v1/analytics", tag = "analytics", params(Range),
     responses((status = 200, description = "Rows per group", body = Report), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn analytics(State(p): State<Posting>, caller: Caller, Query(q): Query<Range>) -> Result<Json<Report>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let by: GroupBy = q.group_by.as_deref().unwrap_or("campaign").parse().map_err(|e: String| ApiError::invalid("group_by", e))?;
     let to = q.to.as_deref().map(|t| instant("to", t, true)).transpose()?.unwrap_or_else(|| now_ms() + 1);
     let from = q.from.as_deref().map(|t| instant("from", t, false)).transpose()?.unwrap_or(to - 30 * 86_400_000);
@@ -85,7 +85,7 @@ pub(super) async fn analytics(State(p): State<Posting>, caller: Caller, Query(q)
 #[utoipa::path(get, operation_id = "analytics_ab", path = "/api/v1/campaigns/{id}/ab", tag = "analytics", params(("id" = String, Path)),
     responses((status = 200, description = "Variants and the two-proportion z-test", body = AbTest), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn ab(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<AbTest>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let c = super::campaigns::visible(&p, &access, &id).await?;
     let mut variants = rows(&p, &access.tenant, GroupBy::Variant, 0, now_ms() + 1, Some(&c.id)).await?;
     variants.sort_by(|a, b| b.ctr.total_cmp(&a.ctr).then(b.impressions.cmp(&a.impressions)));

@@ -39,6 +39,19 @@ pub(super) struct Create {
     approval: String,
     #[serde(default)]
     link_budget_usd: Option<f64>,
+    /// Posting times as a cron expression (`0 9 * * mon-fri`), with the weekly slots.
+    #[serde(default)]
+    cron: Option<String>,
+    /// No slot at or after this (RFC 3339, or local in the account's zone).
+    #[serde(default)]
+    ends_at: Option<String>,
+    /// No slot once the campaign has this many posts.
+    #[serde(default)]
+    max_posts: Option<i64>,
+    /// Fill its free slots of the coming days by itself (drafts wait for
+    /// approval unless `approval` is `auto`).
+    #[serde(default)]
+    autofill: bool,
 }
 
 fn hashtag() -> String {
@@ -52,14 +65,26 @@ fn required() -> String {
 #[utoipa::path(post, operation_id = "campaigns_create", path = "/api/v1/campaigns", tag = "campaigns", request_body = Create,
     responses((status = 201, description = "Created", body = Campaign), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Campaign>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     if access.campaign.is_some() {
         return Err(ApiError::forbidden("a key limited to one campaign cannot create campaigns"));
     }
     let req: Create = body(&bytes)?;
-    if p.store.account(&access.tenant, &req.account_id).await?.is_none() {
+    let Some(account) = p.store.account(&access.tenant, &req.account_id).await? else {
         return Err(ApiError::invalid("account_id", format!("no account `{}`", req.account_id)));
+    };
+    if let Some(c) = &req.cron {
+        c.parse::<crate::cron::Cron>().map_err(|e| ApiError::invalid("cron", e))?;
+    }
+    let tz = schedule::zone(&account.time_zone).map_err(|e| ApiError::invalid("account_id", e))?;
+    let ends_ms = req.ends_at.as_deref().map(|t| schedule::parse_time(t, &tz)).transpose().map_err(|e| ApiError::invalid("ends_at", e))?;
+    if req.max_posts.is_some_and(|m| m < 1) {
+        return Err(ApiError::invalid("max_posts", "1 or more"));
+    }
+    let known = p.store.products_by_id(&access.tenant, &req.products).await?;
+    if let Some(missing) = req.products.iter().find(|id| !known.iter().any(|k| &k.id == *id)) {
+        return Err(ApiError::invalid("products", format!("no product `{missing}`")));
     }
     if req.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "a name"));
@@ -91,13 +116,17 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
         products: req.products,
         approval: req.approval,
         link_budget_usd: req.link_budget_usd,
+        cron: req.cron,
+        ends_ms,
+        max_posts: req.max_posts,
+        autofill: req.autofill,
     };
     Ok((StatusCode::CREATED, Json(p.store.create_campaign(&access.owner, &new).await?)))
 }
 
 #[utoipa::path(get, operation_id = "campaigns_list", path = "/api/v1/campaigns", tag = "campaigns", responses((status = 200, description = "The campaigns the key may see", body = CampaignList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<CampaignList>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let mut campaigns = p.store.campaigns(&access.tenant).await?;
     campaigns.retain(|c| access.allows_campaign(Some(&c.id)));
     Ok(Json(CampaignList { data: campaigns }))
@@ -114,7 +143,7 @@ pub(super) async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Ca
 #[utoipa::path(get, operation_id = "campaigns_one", path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path, description = "cmp_...")),
     responses((status = 200, description = "The campaign", body = Campaign), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
-    Ok(Json(visible(&p, &Access::of(&caller), &id).await?))
+    Ok(Json(visible(&p, &Access::load(&p, &caller).await?, &id).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -126,7 +155,7 @@ pub(super) struct SetStatus {
 #[utoipa::path(post, operation_id = "campaigns_set_status", path = "/api/v1/campaigns/{id}/status", tag = "campaigns", params(("id" = String, Path)), request_body = SetStatus,
     responses((status = 200, description = "The campaign", body = Campaign), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn set_status(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Campaign>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let c = visible(&p, &access, &id).await?;
     let req: SetStatus = body(&bytes)?;

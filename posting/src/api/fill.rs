@@ -19,6 +19,7 @@ use crate::drafts::{disclosure_first, DraftRequest};
 use crate::model::{now_ms, Part, State as PostState};
 use crate::schedule;
 use crate::store::{Link, NewPost, Tenant};
+use crate::model::Campaign;
 use crate::Posting;
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -39,7 +40,7 @@ pub(super) struct Fill {
     responses((status = 201, description = "The posts made, each with its score and short_url", body = FilledPosts), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody),
         (status = 409, description = "The campaign is not active or has no slots", body = ErrorBody), (status = 503, description = "No content pipeline yet (models loading)", body = ErrorBody)))]
 pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<(StatusCode, Json<FilledPosts>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let req: Fill = if bytes.is_empty() { Fill::default() } else { body(&bytes)? };
     let slots = req.slots.unwrap_or(7);
@@ -51,23 +52,43 @@ pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Pat
         return Err(ApiError::invalid("candidates", "1 to 16"));
     }
     let c = super::campaigns::visible(&p, &access, &id).await?;
+    let created = fill_campaign(&p, &caller, &c, slots, n, req.seed, None).await?;
+    p.dispatcher.wake();
+    Ok((StatusCode::CREATED, Json(FilledPosts { data: created })))
+}
+
+/// Fill up to `slots` of `c`'s next free times (before `until_ms`, where
+/// given) with the best of `n` drafts each, on behalf of `caller`.
+pub(crate) async fn fill_campaign(
+    p: &Posting,
+    caller: &Caller,
+    c: &Campaign,
+    slots: usize,
+    n: usize,
+    seed: Option<i64>,
+    until_ms: Option<i64>,
+) -> Result<Vec<FilledPost>, ApiError> {
     if c.status != "active" {
         return Err(ApiError::conflict(format!("campaign `{}` is {}", c.name, c.status)));
     }
-    if c.slots.values().all(Vec::is_empty) {
-        return Err(ApiError::conflict(format!("campaign `{}` has no slots", c.name)));
+    if !c.has_times() {
+        return Err(ApiError::conflict(format!("campaign `{}` has no slots and no cron", c.name)));
     }
     let drafter = p.drafter.get().ok_or_else(|| ApiError::unavailable("drafts need the content pipeline, which is not running in this process"))?;
     let account = p.store.account(&Tenant::All, &c.account_id).await?.ok_or_else(|| ApiError::not_found("account", &c.account_id))?;
     let tz = schedule::zone(&account.time_zone).map_err(ApiError::conflict)?;
     let rules = p.platforms.get(&account.platform).map_or(post_rules::Platform::X, |pl| pl.rules());
-    let products = p.store.products_by_id(&Tenant::All, &c.products).await?;
+    let products = p.store.products_by_id(&Tenant::Owner(c.owner.clone()), &c.products).await?;
     let mut taken = p.store.taken_slots(&account.id, now_ms()).await?;
     let mut recent = p.store.recent_texts(&account.id, now_ms() - 30 * 86_400_000, "").await?;
     let mut created = Vec::new();
     let mut after = now_ms();
     for i in 0..slots {
-        let Some(at) = schedule::next_slot(&c.slots, &tz, after, &taken) else { break };
+        let made = p.store.campaign_posts(&c.id).await?;
+        let Some(at) = schedule::campaign_next(c, &tz, after, &taken, made) else { break };
+        if until_ms.is_some_and(|u| at >= u) {
+            break;
+        }
         after = at;
         taken.push(at);
         let product = (!products.is_empty()).then(|| &products[i % products.len()]);
@@ -88,7 +109,7 @@ pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Pat
                     utm_content: None,
                     created_ms: 0,
                 };
-                Some(super::links::register(&p, &c.owner, l).await?)
+                Some(super::links::register(p, &c.owner, l).await?)
             }
             None => None,
         };
@@ -101,17 +122,17 @@ pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Pat
             topic: (!c.niche.is_empty()).then(|| c.niche.clone()),
             product: product.map(|pr| content::prompts::Product {
                 name: pr.name.clone(),
-                url: link.as_ref().map(|l| super::links::short_url(&p, &l.code)),
+                url: link.as_ref().map(|l| super::links::short_url(p, &l.code)),
                 price: pr.price.map(|v| format!("{v:.2}")),
                 currency: pr.currency.clone(),
                 features: pr.features.clone(),
             }),
-            link: link.as_ref().map(|l| super::links::short_url(&p, &l.code)),
+            link: link.as_ref().map(|l| super::links::short_url(p, &l.code)),
             disclosure: hashtag.then(|| "#ad".to_owned()),
             banned_terms: c.banned_terms.clone(),
             recent_posts: recent.clone(),
             n,
-            seed: req.seed.map(|s| s.wrapping_add(i as i64)),
+            seed: seed.map(|s| s.wrapping_add(i as i64)),
         };
         let drafts = drafter.drafts(draft_req).await.map_err(|e| ApiError::from_status(e.status, e.message))?;
         let Some(best) = drafts.into_iter().next() else {
@@ -135,8 +156,7 @@ pub(super) async fn fill(State(p): State<Posting>, caller: Caller, Path(id): Pat
         if let Some(l) = &link {
             p.store.set_link_post(&l.code, &post.id).await?;
         }
-        created.push(FilledPost { post, score: best.score, short_url: link.as_ref().map(|l| super::links::short_url(&p, &l.code)) });
+        created.push(FilledPost { post, score: best.score, short_url: link.as_ref().map(|l| super::links::short_url(p, &l.code)) });
     }
-    p.dispatcher.wake();
-    Ok((StatusCode::CREATED, Json(FilledPosts { data: created })))
+    Ok(created)
 }

@@ -80,7 +80,7 @@ pub(crate) async fn register(p: &Posting, owner: &str, mut link: Link) -> Result
 #[utoipa::path(post, operation_id = "links_create", path = "/api/v1/links", tag = "links", request_body = Create,
     responses((status = 201, description = "The link, with its short_url", body = LinkShown), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<LinkShown>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let req: Create = body(&bytes)?;
     check_target(&req.target).map_err(|e| ApiError::invalid("target", e))?;
@@ -110,7 +110,7 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
 #[utoipa::path(get, operation_id = "links_list", path = "/api/v1/links", tag = "links", params(("campaign_id" = Option<String>, Query)),
     responses((status = 200, description = "Links with their human clicks", body = LinkList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<LinkList>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let asked = q.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("campaign_id=")).map(str::to_owned));
     let campaign = access.campaign.clone().or(asked);
     let links = p.store.links(&access.tenant, campaign.as_deref()).await?;

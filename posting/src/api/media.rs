@@ -23,7 +23,7 @@ const TYPES: [&str; 5] = ["image/jpeg", "image/png", "image/gif", "image/webp", 
     responses((status = 201, description = "Kept; list its id in a part's media", body = Media), (status = 400, description = "Not a type both platforms take, or empty", body = ErrorBody),
         (status = 413, description = "Over 16 MB")))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, headers: HeaderMap, bytes: Bytes) -> Result<(StatusCode, Json<Media>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if !TYPES.contains(&ctype.as_str()) {

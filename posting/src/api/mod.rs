@@ -14,7 +14,7 @@
 mod accounts;
 mod analytics;
 mod campaigns;
-mod fill;
+pub(crate) mod fill;
 mod links;
 mod media;
 mod oauth;
@@ -130,17 +130,28 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    pub(crate) fn of(caller: &Caller) -> Self {
-        match &caller.0 {
-            None => Self { tenant: Tenant::Owner(String::new()), owner: String::new(), campaign: None, read_only: false },
-            Some(k) => Self {
-                // A campaign scope is a grant by whoever made the key (the
-                // operator): the campaign's rows, whoever owns them.
-                tenant: if k.has_scope(ADMIN) || k.campaign().is_some() { Tenant::All } else { Tenant::Owner(k.id.clone()) },
-                owner: k.id.clone(),
-                campaign: k.campaign().map(str::to_owned),
-                read_only: k.has_scope(POSTING_READ),
-            },
+    /// What `caller` may do. A campaign scope is a grant by whoever made
+    /// the key (the operator): the key acts as the campaign's owner, only
+    /// within that campaign (every handler applies [`Access::campaign`]).
+    pub(crate) async fn load(p: &Posting, caller: &Caller) -> Result<Self, ApiError> {
+        let Some(k) = &caller.0 else {
+            return Ok(Self { tenant: Tenant::Owner(String::new()), owner: String::new(), campaign: None, read_only: false });
+        };
+        let read_only = k.has_scope(POSTING_READ);
+        if let Some(c) = k.campaign() {
+            // A campaign that does not exist grants nothing: no owner has this name.
+            let owner = p.store.campaign(&Tenant::All, c).await?.map_or_else(|| "\u{0}none".to_owned(), |c| c.owner);
+            return Ok(Self { tenant: Tenant::Owner(owner.clone()), owner, campaign: Some(c.to_owned()), read_only });
+        }
+        let tenant = if k.has_scope(ADMIN) { Tenant::All } else { Tenant::Owner(k.id.clone()) };
+        Ok(Self { tenant, owner: k.id.clone(), campaign: None, read_only })
+    }
+
+    /// Refuse a key limited to one campaign (for what is not a campaign's).
+    pub(crate) fn whole_tenant(&self, what: &str) -> Result<(), ApiError> {
+        match &self.campaign {
+            Some(_) => Err(ApiError::forbidden(format!("a key limited to one campaign cannot {what}"))),
+            None => Ok(()),
         }
     }
 

@@ -42,7 +42,7 @@ fn oauth(p: &Posting) -> Result<&XOAuth, ApiError> {
 #[utoipa::path(post, operation_id = "oauth_authorize", path = "/api/v1/accounts/x/authorize", tag = "accounts", request_body = Settings,
     responses((status = 200, description = "Where to send the person: authorize_url, expires_in", body = Authorize), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 409, description = "Sign-in with X is not configured", body = ErrorBody)))]
 pub(super) async fn authorize(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<Json<Authorize>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     if access.campaign.is_some() {
         return Err(ApiError::forbidden("a key limited to one campaign cannot add accounts"));

@@ -65,7 +65,8 @@ async fn resolve(p: &Posting, account: &Account, campaign: Option<&str>, when: &
             let Some(cid) = campaign else { return Err(ApiError::invalid("next_slot", "a post without a campaign has no slots")) };
             let c = p.store.campaign(&crate::store::Tenant::All, cid).await?.ok_or_else(|| ApiError::not_found("campaign", cid))?;
             let taken = p.store.taken_slots(&account.id, now_ms()).await?;
-            schedule::next_slot(&c.slots, &tz, now_ms(), &taken)
+            let made = p.store.campaign_posts(&c.id).await?;
+            schedule::campaign_next(&c, &tz, now_ms(), &taken, made)
                 .map(Some)
                 .ok_or_else(|| ApiError::invalid("next_slot", format!("campaign `{}` has no free slot in the next eight weeks", c.name)))
         }
@@ -76,19 +77,16 @@ async fn resolve(p: &Posting, account: &Account, campaign: Option<&str>, when: &
 #[utoipa::path(post, operation_id = "posts_create", path = "/api/v1/posts", tag = "posts", request_body = Create,
     responses((status = 201, description = "Accepted: stored before this answer", body = Post), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Post>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let req: Create = body(&bytes)?;
     let account = p.store.account(&access.tenant, &req.account_id).await?.ok_or_else(|| ApiError::invalid("account_id", format!("no account `{}`", req.account_id)))?;
     if !access.allows_campaign(req.campaign_id.as_deref()) {
         return Err(ApiError::forbidden("this key may only post in its campaign"));
     }
-    let mut owner = access.owner.clone();
+    let owner = access.owner.clone();
     if let Some(cid) = &req.campaign_id {
         let c = super::campaigns::visible(&p, &access, cid).await.map_err(|_| ApiError::invalid("campaign_id", format!("no campaign `{cid}`")))?;
-        if access.campaign.is_some() {
-            owner = c.owner.clone();
-        }
         if c.account_id != account.id {
             return Err(ApiError::invalid("campaign_id", "the campaign posts from another account"));
         }
@@ -157,7 +155,7 @@ pub(super) struct ListQuery {
 #[utoipa::path(get, operation_id = "posts_list", path = "/api/v1/posts", tag = "posts", params(ListQuery),
     responses((status = 200, description = "A page, newest first; `next_cursor` fetches the next", body = PostPage), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn list(State(p): State<Posting>, caller: Caller, RawQuery(query): RawQuery) -> Result<Json<PostPage>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     let q: ListQuery = serde_urlencoded_query(query.as_deref().unwrap_or(""))?;
     let state = q.state.as_deref().map(str::parse::<PostState>).transpose().map_err(|e| ApiError::invalid("state", e))?;
     let limit = q.limit.unwrap_or(50);
@@ -192,7 +190,7 @@ async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Post, ApiErro
 #[utoipa::path(get, operation_id = "posts_one", path = "/api/v1/posts/{id}", tag = "posts", params(("id" = String, Path, description = "post_...")),
     responses((status = 200, description = "The post and its events", body = PostWithEvents), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn one(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<Json<PostWithEvents>, ApiError> {
-    let post = visible(&p, &Access::of(&caller), &id).await?;
+    let post = visible(&p, &Access::load(&p, &caller).await?, &id).await?;
     let events = p.store.events(&post.id).await?;
     Ok(Json(PostWithEvents { post, events }))
 }
@@ -213,7 +211,7 @@ pub(super) async fn act(
     Path((id, action)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Result<Json<Post>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     let post = visible(&p, &access, &id).await?;
     let now = now_ms();
@@ -259,7 +257,7 @@ pub(super) async fn act(
         other => return Err(ApiError::not_found("action", other)),
     };
     set.push(("last_error", Col::Text(None)));
-    let t = Transition { from, to, lease: None, set, detail: Some(detail) };
+    let t = Transition { from, to, lease: None, expired_by: None, set, detail: Some(detail) };
     if !p.store.transition(&post.id, t).await? {
         let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::conflict(format!("the post is {}; {action} needs it {}", post.state, allowed.join(" or "))));

@@ -118,7 +118,7 @@ fn rows(ctype: &str, bytes: &Bytes) -> Result<Vec<(usize, Value)>, ApiError> {
     responses((status = 200, description = "Imported", body = Imported), (status = 400, description = "Bad rows, each by line and field; nothing imported", body = ErrorBody),
         (status = 401, description = "No key", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn import(State(p): State<Posting>, caller: Caller, headers: HeaderMap, bytes: Bytes) -> Result<Response, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
     if access.campaign.is_some() {
         return Err(ApiError::forbidden("a key limited to one campaign cannot import products"));
@@ -158,6 +158,12 @@ pub(super) async fn import(State(p): State<Posting>, caller: Caller, headers: He
 
 #[utoipa::path(get, operation_id = "products_list_products", path = "/api/v1/products", tag = "products", responses((status = 200, description = "By SKU", body = ProductList), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody)))]
 pub(super) async fn list_products(State(p): State<Posting>, caller: Caller) -> Result<Json<ProductList>, ApiError> {
-    let access = Access::of(&caller);
-    Ok(Json(ProductList { data: p.store.products(&access.tenant).await? }))
+    let access = Access::load(&p, &caller).await?;
+    let mut products = p.store.products(&access.tenant).await?;
+    if let Some(c) = &access.campaign {
+        // A campaign's key sees the campaign's products.
+        let wanted = p.store.campaign(&access.tenant, c).await?.map(|c| c.products).unwrap_or_default();
+        products.retain(|pr| wanted.contains(&pr.id));
+    }
+    Ok(Json(ProductList { data: products }))
 }

@@ -28,11 +28,9 @@ pub(super) struct Create {
     responses((status = 201, description = "The webhook and its signing secret (shown once)", body = CreatedWebhook),
         (status = 400, description = "A bad field, named", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
-    if access.campaign.is_some() {
-        return Err(ApiError::forbidden("a key limited to one campaign cannot add webhooks"));
-    }
+    access.whole_tenant("add webhooks")?;
     let req: Create = body(&bytes)?;
     super::links::check_target(&req.url).map_err(|e| ApiError::invalid("url", e))?;
     if req.events.is_empty() {
@@ -51,15 +49,17 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
 #[utoipa::path(get, operation_id = "webhooks_list", path = "/api/v1/webhooks", tag = "webhooks",
     responses((status = 200, description = "The key's webhooks", body = WebhookList), (status = 401, description = "No key", body = ErrorBody)))]
 pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Json<WebhookList>, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
+    access.whole_tenant("see webhooks")?;
     Ok(Json(WebhookList { data: p.store.webhooks(&access.tenant).await? }))
 }
 
 #[utoipa::path(delete, operation_id = "webhooks_delete", path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 204, description = "Deleted; its pending messages dropped"), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn delete(State(p): State<Posting>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let access = Access::of(&caller);
+    let access = Access::load(&p, &caller).await?;
     access.write()?;
+    access.whole_tenant("delete webhooks")?;
     if p.store.delete_webhook(&access.tenant, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -43,6 +43,7 @@ impl Dispatcher {
             from: &[State::Claimed],
             to: State::Scheduled,
             lease: Some(&self.owner),
+            expired_by: None,
             set: vec![
                 ("due_ms", Value::Int(Some(due))),
                 ("attempts", Value::Int(Some(attempts))),

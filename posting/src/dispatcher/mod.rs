@@ -76,6 +76,9 @@ pub struct Dispatcher {
     wake: Arc<tokio::sync::Notify>,
     x_oauth: Option<Arc<XOAuth>>,
     metrics: crate::MetricsConfig,
+    /// When each account's metrics were last asked for by this process
+    /// (a read that saved nothing still spent the account's budget).
+    metrics_asked: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     webhooks: Option<reqwest::Client>,
 }
 
@@ -95,6 +98,8 @@ enum CredentialsError {
 
 /// What happens to a post after a call.
 enum After {
+    /// No clear answer from a platform that de-duplicates on the key.
+    Resend(String),
     Retry(String),
     Wait { until_ms: i64, reason: String },
     Fail(String),
@@ -106,7 +111,7 @@ enum After {
 impl Dispatcher {
     /// A dispatcher over `store` posting to `platforms`.
     pub fn new(store: Store, platforms: Platforms, sealer: Sealer, gate: GateConfig, config: DispatchConfig) -> Self {
-        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None, metrics: crate::MetricsConfig { reads_per_day: 0, max_age_days: 30 }, webhooks: crate::webhooks::client().ok() }
+        Self { store, platforms, sealer, gate, config, owner: new_id("dsp"), wake: Arc::default(), x_oauth: None, metrics: crate::MetricsConfig { reads_per_day: 0, max_age_days: 30 }, metrics_asked: Arc::default(), webhooks: crate::webhooks::client().ok() }
     }
 
     /// Refresh X tokens with this app before they expire.
@@ -131,7 +136,9 @@ impl Dispatcher {
         let now = now_ms();
         let mut kept = 0;
         for account in self.store.accounts(&Tenant::All).await? {
-            if account.status != AccountStatus::Active || self.store.last_metrics_read(&account.id).await?.is_some_and(|t| t > now - every) {
+            let asked = self.metrics_asked.lock().ok().and_then(|m| m.get(&account.id).copied());
+            let last = self.store.last_metrics_read(&account.id).await?.max(asked);
+            if account.status != AccountStatus::Active || last.is_some_and(|t| t > now - every) {
                 continue;
             }
             let Ok(platform) = self.platform(&account) else { continue };
@@ -150,6 +157,9 @@ impl Dispatcher {
                 continue;
             }
             let Ok(credentials) = self.credentials(&account).await else { continue };
+            if let Ok(mut m) = self.metrics_asked.lock() {
+                m.insert(account.id.clone(), now);
+            }
             let ctx = Ctx { account: &account, credentials: credentials.as_ref() };
             match platform.metrics(ctx, &ids).await {
                 Ok(found) => {
@@ -267,6 +277,11 @@ impl Dispatcher {
     async fn dispatch(&self, c: &Claimed) -> Result<bool, StoreError> {
         let post = &c.post;
         let lease = Some(self.owner.as_str());
+        // The batch before it may have taken a while: hold it anew, or
+        // leave it to whoever took it over.
+        if !self.store.extend_lease(&post.id, &self.owner, now_ms() + self.lease_ms()).await? {
+            return Ok(false);
+        }
         let Some(account) = self.store.account(&Tenant::All, &post.account_id).await? else {
             return self.end(&post.id, State::Failed, "its account no longer exists".into()).await.map(|_| false);
         };
@@ -308,20 +323,37 @@ impl Dispatcher {
         let mut attempts = post.attempts;
         while ids.len() < post.parts.len() {
             let part = &post.parts[ids.len()];
-            // Media go up before the post: nothing is public until it is sent.
+            // When this part was first tried: its idempotency key's age.
+            let first_try = if ids.len() == post.external_ids.len() { post.first_try_ms } else { None };
+            let window = platform.idempotency_window_ms();
+            if let (Some(first), Some(w)) = (first_try, window) {
+                if now_ms() - first >= w {
+                    // The platform has forgotten the key: it may have the
+                    // part already, so look before sending it again.
+                    return self.unsure(&post.id, "its idempotency key has expired: looking for it on the account before sending again").await.map(|_| false);
+                }
+            }
+            // Media go up before the post: nothing is public until it is
+            // sent. An upload may take minutes: hold the post meanwhile.
+            if !part.media.is_empty() && !self.store.extend_lease(&post.id, &self.owner, now_ms() + self.lease_ms() + 180_000).await? {
+                return Ok(false);
+            }
             let media = match self.media_ids(platform.as_ref(), ctx, &account, &part.media).await {
                 Ok(m) => m,
                 Err(e) => return self.upload_failed(&post.id, attempts + 1, e).await.map(|_| false),
             };
             attempts += 1;
             let now = now_ms();
+            let first_try = first_try.unwrap_or(now);
             let begin = Transition {
                 from: &[State::Claimed],
                 to: State::Attempting,
                 lease,
+                expired_by: None,
                 set: vec![
                     ("attempts", Value::Int(Some(attempts))),
                     ("attempt_started_ms", Value::Int(Some(now))),
+                    ("first_try_ms", Value::Int(Some(first_try))),
                     ("lease_until_ms", Value::Int(Some(now + self.lease_ms()))),
                 ],
                 detail: Some(format!("part {} of {}, attempt {attempts}", ids.len() + 1, post.parts.len())),
@@ -342,25 +374,39 @@ impl Dispatcher {
             let result = platform.publish(ctx, out).await;
             let after = match result {
                 Ok(published) => {
-                    if let Some(until) = published.pause_until_ms {
-                        self.store.pause_account(&account.id, until).await?;
-                    }
                     ids.push(published.id);
                     let done = ids.len() == post.parts.len();
                     let now = now_ms();
+                    let set = vec![
+                        ("external_ids", Value::Text(Some(serde_json::to_string(&ids).unwrap_or_default()))),
+                        ("posted_ms", Value::Int(done.then_some(now))),
+                        ("last_error", Value::Text(None)),
+                        ("due_ms", Value::Int(None)),
+                        ("first_try_ms", Value::Int(None)),
+                    ];
+                    let detail = ids.last().map(|id| format!("posted as {id}"));
                     let t = Transition {
                         from: &[State::Attempting],
                         to: if done { State::Posted } else { State::Claimed },
                         lease,
-                        set: vec![
-                            ("external_ids", Value::Text(Some(serde_json::to_string(&ids).unwrap_or_default()))),
-                            ("posted_ms", Value::Int(done.then_some(now))),
-                            ("last_error", Value::Text(None)),
-                            ("due_ms", Value::Int(None)),
-                        ],
-                        detail: ids.last().map(|id| format!("posted as {id}")),
+                        expired_by: None,
+                        set: set.clone(),
+                        detail: detail.clone(),
                     };
-                    self.store.transition(&post.id, t).await?;
+                    if !self.store.transition(&post.id, t).await? {
+                        // The lease ran out while the call was in flight and
+                        // the post was taken for unknown: record what the
+                        // platform said rather than let it be looked for.
+                        let to = if done { State::Posted } else { State::Scheduled };
+                        let t = Transition { from: &[State::Unknown], to, lease: None, expired_by: None, set, detail };
+                        if !self.store.transition(&post.id, t).await? {
+                            tracing::warn!(post = %post.id, id = ?ids.last(), "posted after its lease ran out; its state moved on");
+                        }
+                        return Ok(done);
+                    }
+                    if let Some(until) = published.pause_until_ms {
+                        self.store.pause_account(&account.id, until).await?;
+                    }
                     if done {
                         tracing::info!(post = %post.id, ids = ?ids, "posted");
                         return Ok(true);
@@ -373,10 +419,9 @@ impl Dispatcher {
                     After::Wait { until_ms, reason }
                 }
                 Err(PublishError::Rejected(why)) => After::Fail(why),
-                // The platform de-duplicates on the key: sending again is safe.
-                Err(PublishError::Unknown(why)) if platform.idempotency_window_ms().is_some_and(|w| now_ms() - now < w) => {
-                    After::Retry(format!("{why} (sent again under its idempotency key)"))
-                }
+                // The platform de-duplicates on the key: sending again is
+                // safe while it remembers the key.
+                Err(PublishError::Unknown(why)) if window.is_some_and(|w| now_ms() - first_try < w) => After::Resend(why),
                 Err(PublishError::Unknown(why)) => After::Unknown(why),
                 Err(PublishError::Unauthorized(why)) => After::Reauth(why),
                 Err(PublishError::Suspended(why)) => After::Suspended(why),
@@ -394,6 +439,7 @@ impl Dispatcher {
             from: &[State::Attempting],
             to: State::Scheduled,
             lease,
+            expired_by: None,
             set: vec![
                 ("due_ms", Value::Int(Some(due))),
                 ("last_error", Value::Text(Some(why))),
@@ -410,6 +456,12 @@ impl Dispatcher {
             After::Wait { until_ms, reason } if attempts < self.config.max_attempts => {
                 back(until_ms, reason.clone(), format!("rate limited ({reason}); waiting for the reset"))
             }
+            After::Resend(why) if attempts < self.config.max_attempts => {
+                let due = now_ms() + self.retry_delay_ms(attempts);
+                back(due, why.clone(), format!("no clear answer ({why}); sent again under its idempotency key"))
+            }
+            // Out of attempts, and it may be on the platform: looked for, not failed.
+            After::Resend(why) => return self.unsure_attempting(id, why).await,
             After::Retry(why) | After::Wait { reason: why, .. } | After::Fail(why) => {
                 let why = if attempts >= self.config.max_attempts { format!("{why} (after {attempts} attempts)") } else { why };
                 return self.end(id, State::Failed, why).await;
@@ -426,6 +478,7 @@ impl Dispatcher {
                 from: &[State::Attempting],
                 to: State::Unknown,
                 lease,
+                expired_by: None,
                 set: vec![
                     ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
                     ("last_error", Value::Text(Some(format!("sent without a clear answer: {why}")))),
@@ -439,15 +492,59 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// End a post in a final state, with why.
+    /// End a post this dispatcher holds in a final state, with why
+    /// (nothing, where its lease went to another meanwhile).
     async fn end(&self, id: &str, to: State, why: String) -> Result<(), StoreError> {
         let t = Transition {
-            from: &[State::Claimed, State::Attempting, State::Unknown],
+            from: &[State::Claimed, State::Attempting],
             to,
-            lease: None,
+            lease: Some(&self.owner),
+            expired_by: None,
             set: vec![
                 ("last_error", Value::Text(Some(why.clone()))),
                 ("due_ms", Value::Int(None)),
+                ("lease_owner", Value::Text(None)),
+                ("lease_until_ms", Value::Int(None)),
+            ],
+            detail: Some(why),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    /// A claimed post that may already be on the platform: looked for
+    /// there (reconciliation) instead of sent.
+    async fn unsure(&self, id: &str, why: &str) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Claimed],
+            to: State::Unknown,
+            lease: Some(&self.owner),
+            expired_by: None,
+            set: vec![
+                ("due_ms", Value::Int(Some(now_ms()))),
+                ("reconcile_checks", Value::Int(Some(0))),
+                ("last_error", Value::Text(Some(why.to_owned()))),
+                ("lease_owner", Value::Text(None)),
+                ("lease_until_ms", Value::Int(None)),
+            ],
+            detail: Some(why.to_owned()),
+        };
+        self.store.transition(id, t).await?;
+        Ok(())
+    }
+
+    /// An attempting post whose outcome is unknown and that may not be
+    /// sent again: looked for on the platform.
+    async fn unsure_attempting(&self, id: &str, why: String) -> Result<(), StoreError> {
+        let t = Transition {
+            from: &[State::Attempting],
+            to: State::Unknown,
+            lease: Some(&self.owner),
+            expired_by: None,
+            set: vec![
+                ("due_ms", Value::Int(Some(now_ms()))),
+                ("reconcile_checks", Value::Int(Some(0))),
+                ("last_error", Value::Text(Some(format!("sent without a clear answer, out of attempts: {why}")))),
                 ("lease_owner", Value::Text(None)),
                 ("lease_until_ms", Value::Int(None)),
             ],
@@ -467,6 +564,7 @@ impl Dispatcher {
             from: &[State::Claimed],
             to: State::Scheduled,
             lease: Some(&self.owner),
+            expired_by: None,
             set: vec![("due_ms", Value::Int(Some(due))), ("lease_owner", Value::Text(None)), ("lease_until_ms", Value::Int(None))],
             detail: Some(why),
         };

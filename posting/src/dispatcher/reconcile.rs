@@ -35,12 +35,13 @@ impl Dispatcher {
         };
         // A platform that de-duplicates takes the post again under the
         // same key while it remembers it: nothing to look for.
-        let started = c.attempt_started_ms.unwrap_or(post.updated_ms);
+        let started = post.first_try_ms.or(c.attempt_started_ms).unwrap_or(post.updated_ms);
         if platform.idempotency_window_ms().is_some_and(|w| now_ms() - started < w) {
             let t = Transition {
                 from: &[State::Unknown],
                 to: State::Scheduled,
                 lease: None,
+                expired_by: None,
                 set: vec![("due_ms", Value::Int(Some(now_ms()))), ("reconcile_checks", Value::Int(Some(0)))],
                 detail: Some("sent again under its idempotency key".into()),
             };
@@ -49,7 +50,7 @@ impl Dispatcher {
             return Ok(());
         }
         // A little before the attempt began: clocks differ.
-        let since = c.attempt_started_ms.unwrap_or(post.updated_ms) - 5 * 60_000;
+        let since = started - 5 * 60_000;
         let found = match platform.recent(ctx, &remote_id, since).await {
             Ok(recent) => recent.into_iter().find(|r| same_text(&part.text, &r.text)),
             Err(e) => return self.look_again(&post.id, format!("cannot read the account's posts: {e}")).await,
@@ -65,12 +66,14 @@ impl Dispatcher {
                     from: &[State::Unknown],
                     to: if done { State::Posted } else { State::Scheduled },
                     lease: None,
+                    expired_by: None,
                     set: vec![
                         ("external_ids", Value::Text(Some(serde_json::to_string(&ids).unwrap_or_default()))),
                         ("posted_ms", Value::Int(done.then_some(remote.created_ms.unwrap_or(now)))),
                         ("due_ms", Value::Int((!done).then_some(now))),
                         ("last_error", Value::Text(None)),
                         ("reconcile_checks", Value::Int(Some(0))),
+                        ("first_try_ms", Value::Int(None)),
                     ],
                     detail: Some(format!("found on the platform as {}", remote.id)),
                 };
@@ -91,6 +94,7 @@ impl Dispatcher {
                     from: &[State::Unknown],
                     to: State::Unknown,
                     lease: None,
+                    expired_by: None,
                     set: vec![
                         ("reconcile_checks", Value::Int(Some(checks))),
                         ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
@@ -109,6 +113,7 @@ impl Dispatcher {
             from: &[State::Unknown],
             to: State::Unknown,
             lease: None,
+            expired_by: None,
             set: vec![
                 ("reconcile_checks", Value::Int(Some(checks.min(i64::MAX / 2)))),
                 ("due_ms", Value::Int(None)),
@@ -126,6 +131,7 @@ impl Dispatcher {
             from: &[State::Unknown],
             to: State::Unknown,
             lease: None,
+            expired_by: None,
             set: vec![("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64)))],
             detail: Some(why),
         };

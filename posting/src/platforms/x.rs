@@ -41,7 +41,7 @@ pub struct XConfig {
     /// The app's client secret (a confidential client), from env
     /// `STARLING_X_CLIENT_SECRET`, never from the file.
     #[serde(skip)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<crate::secrets::Hidden>,
     /// Where X asks the person to authorise the app.
     pub authorize_url: String,
     /// Where X sends the person back (empty: the server's public URL +
@@ -121,17 +121,7 @@ impl X {
         } else {
             config.redirect_url.clone()
         };
-        let token_url = format!("{}/2/oauth2/token", config.api_base.trim_end_matches('/'));
-        super::x_oauth::XOAuth::new(
-            http_client(config)?,
-            &config.client_id,
-            config.client_secret.as_deref(),
-            &config.authorize_url,
-            &token_url,
-            &redirect,
-            &config.scopes,
-        )
-        .map(Some)
+        super::x_oauth::XOAuth::new(http_client(config)?, config, &redirect).map(Some)
     }
 
     /// Who `token` belongs to (`/2/users/me`).
@@ -284,6 +274,14 @@ struct TimelinePost {
     id: String,
     text: String,
     created_at: Option<String>,
+    /// A post over 280 is cut in `text`; the whole is here.
+    #[serde(default)]
+    note_tweet: Option<NoteTweet>,
+}
+
+#[derive(Deserialize)]
+struct NoteTweet {
+    text: String,
 }
 
 impl Platform for X {
@@ -373,7 +371,7 @@ impl Platform for X {
             let since = jiff::Timestamp::from_millisecond(since_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             let since = since.round(jiff::Unit::Second).unwrap_or(since);
             let url = format!("{}/2/users/{remote_id}/tweets", self.base);
-            let query = [("max_results", "100".to_owned()), ("start_time", since.to_string()), ("tweet.fields", "created_at".to_owned())];
+            let query = [("max_results", "100".to_owned()), ("start_time", since.to_string()), ("tweet.fields", "created_at,note_tweet".to_owned())];
             let res = self.send(self.http.get(url).query(&query).bearer_auth(token)).await?;
             if !res.status().is_success() {
                 return Err(failure(res).await);
@@ -384,7 +382,7 @@ impl Platform for X {
                 .map(|p| Remote {
                     created_ms: p.created_at.and_then(|c| c.parse::<jiff::Timestamp>().ok()).map(|t| t.as_millisecond()),
                     id: p.id,
-                    text: p.text,
+                    text: p.note_tweet.map_or(p.text, |n| n.text),
                 })
                 .collect())
         }

@@ -26,8 +26,9 @@ use crate::store::{Store, StoreError};
 
 /// Refresh a token this long before it expires.
 const EARLY_MS: i64 = 120_000;
-/// How long a refresh may hold the account's lease.
-const LEASE_MS: i64 = 30_000;
+/// How long a refresh may hold the account's lease beyond the HTTP
+/// client's whole timeout (so a slow token call never outlives its lease).
+const LEASE_MARGIN_MS: i64 = 30_000;
 
 type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
@@ -37,10 +38,12 @@ pub struct XOAuth {
     client: Client,
     http: reqwest::Client,
     scopes: Vec<String>,
+    /// A refresh's hold on the account: the client's timeout and a margin.
+    lease_ms: i64,
 }
 
 /// Tokens as stored (the account's credentials).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Tokens {
     /// Bearer token for API calls.
     pub access_token: String,
@@ -48,6 +51,12 @@ pub struct Tokens {
     pub refresh_token: Option<String>,
     /// When the access token expires (Unix ms).
     pub expires_at_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("expires_at_ms", &self.expires_at_ms).finish_non_exhaustive()
+    }
 }
 
 impl Tokens {
@@ -107,25 +116,20 @@ async fn send(http: &reqwest::Client, req: oauth2::HttpRequest) -> Result<oauth2
 }
 
 impl XOAuth {
-    /// The flow for `client_id` (a confidential client when `secret` is
-    /// given), answering at `redirect`.
-    pub fn new(
-        http: reqwest::Client,
-        client_id: &str,
-        secret: Option<&str>,
-        authorize_url: &str,
-        token_url: &str,
-        redirect: &str,
-        scopes: &[String],
-    ) -> Result<Self, String> {
-        let mut client = BasicClient::new(ClientId::new(client_id.to_owned()))
-            .set_auth_uri(AuthUrl::new(authorize_url.to_owned()).map_err(|e| format!("[posting.x] authorize_url: {e}"))?)
-            .set_token_uri(TokenUrl::new(token_url.to_owned()).map_err(|e| format!("token URL: {e}"))?)
+    /// The flow of `config`'s app (a confidential client when it has a
+    /// secret), its token endpoint on `config.api_base`, answering at
+    /// `redirect`, calling X with `http`.
+    pub fn new(http: reqwest::Client, config: &super::x::XConfig, redirect: &str) -> Result<Self, String> {
+        let token_url = format!("{}/2/oauth2/token", config.api_base.trim_end_matches('/'));
+        let mut client = BasicClient::new(ClientId::new(config.client_id.clone()))
+            .set_auth_uri(AuthUrl::new(config.authorize_url.clone()).map_err(|e| format!("[posting.x] authorize_url: {e}"))?)
+            .set_token_uri(TokenUrl::new(token_url).map_err(|e| format!("token URL: {e}"))?)
             .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(|e| format!("[posting.x] redirect_url: {e}"))?);
-        if let Some(s) = secret {
-            client = client.set_client_secret(ClientSecret::new(s.to_owned()));
+        if let Some(s) = &config.client_secret {
+            client = client.set_client_secret(ClientSecret::new(s.0.clone()));
         }
-        Ok(Self { client, http, scopes: scopes.to_vec() })
+        let lease_ms = (config.timeout_secs * 1000) as i64 + LEASE_MARGIN_MS;
+        Ok(Self { client, http, scopes: config.scopes.clone(), lease_ms })
     }
 
     /// Where to send the person, the state that comes back, and the PKCE
@@ -168,6 +172,36 @@ impl XOAuth {
         Ok(Self::tokens(&t, Some(refresh_token)))
     }
 
+    /// Store rotated tokens. X has already retired `used`: the new refresh
+    /// token must not be lost to a concurrent write (`accounts reseal`
+    /// seals the old one again) or a passing database error, so the write
+    /// is tried again over anything that still holds `used`.
+    async fn keep(&self, store: &Store, sealer: &Sealer, account: &Account, mut version: i64, used: &str, t: &Tokens) -> Result<(), RefreshError> {
+        let sealed = sealer.seal(&account.id, t.to_json().to_string().as_bytes()).map_err(|e| RefreshError::Failed(e.to_string()))?;
+        for _ in 0..5 {
+            match store.replace_credentials(&account.id, version, &sealed).await {
+                Ok(true) => {
+                    tracing::info!(account = %account.id, "X tokens refreshed");
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(account = %account.id, error = %e, "storing refreshed tokens; trying again"),
+            }
+            let Ok(Some((stored, v))) = store.sealed_credentials(&account.id).await else { continue };
+            let holds_used = sealer
+                .open(&account.id, &stored)
+                .ok()
+                .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+                .is_some_and(|c| c.get("refresh_token").and_then(Value::as_str) == Some(used));
+            if !holds_used {
+                // Someone stored newer tokens (a new authorisation): theirs stand.
+                return Ok(());
+            }
+            version = v;
+        }
+        Err(RefreshError::Failed("the refreshed tokens could not be stored".into()))
+    }
+
     /// The account's credentials, refreshed first when its access token
     /// is about to expire. One refresh at a time per account: a caller
     /// that finds another refreshing waits for its result.
@@ -180,7 +214,7 @@ impl XOAuth {
             c.get("refresh_token").and_then(Value::as_str).is_some()
                 && c.get("expires_at_ms").and_then(Value::as_i64).is_some_and(|at| at < now_ms() + EARLY_MS)
         };
-        for _ in 0..=(LEASE_MS / 100) {
+        for _ in 0..=(self.lease_ms / 100) {
             let Some((sealed, version)) = store.sealed_credentials(&account.id).await? else {
                 return Err(RefreshError::Failed("the account has no credentials".into()));
             };
@@ -188,25 +222,23 @@ impl XOAuth {
             if !expiring(&creds) {
                 return Ok(creds);
             }
-            if !store.take_refresh_lease(&account.id, now_ms() + LEASE_MS).await? {
+            if !store.take_refresh_lease(&account.id, now_ms() + self.lease_ms).await? {
                 // Another dispatcher is refreshing: its tokens will be stored shortly.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             let refresh_token = creds.get("refresh_token").and_then(Value::as_str).unwrap_or_default();
             return match self.refresh(refresh_token).await {
-                Ok(t) => {
-                    let sealed = sealer.seal(&account.id, t.to_json().to_string().as_bytes()).map_err(|e| RefreshError::Failed(e.to_string()))?;
-                    if !store.replace_credentials(&account.id, version, &sealed).await? {
-                        return Err(RefreshError::Failed("the credentials changed while refreshing".into()));
-                    }
-                    tracing::info!(account = %account.id, "X tokens refreshed");
-                    Ok(t.to_json())
-                }
+                Ok(t) => self.keep(store, sealer, account, version, refresh_token, &t).await.map(|()| t.to_json()),
                 Err(e) => {
                     store.release_refresh_lease(&account.id).await?;
                     if let RefreshError::Rejected(why) = &e {
-                        store.set_account_status(&account.id, AccountStatus::NeedsReauth, Some(why)).await?;
+                        // Unless another stored new tokens meanwhile, the
+                        // account must be authorised again.
+                        let now = store.sealed_credentials(&account.id).await?.map(|(_, v)| v);
+                        if now == Some(version) {
+                            store.set_account_status(&account.id, AccountStatus::NeedsReauth, Some(why)).await?;
+                        }
                     }
                     Err(e)
                 }

@@ -33,10 +33,18 @@ pub struct NewCampaign {
     pub approval: String,
     /// Budget for posts with links, USD.
     pub link_budget_usd: Option<f64>,
+    /// A cron expression (checked by the caller).
+    pub cron: Option<String>,
+    /// The end, Unix ms.
+    pub ends_ms: Option<i64>,
+    /// Most posts.
+    pub max_posts: Option<i64>,
+    /// Fills its own slots.
+    pub autofill: bool,
 }
 
 const COLUMNS: &str = "id, owner, account_id, name, niche, status, slots, link_url, disclosure, banned_terms, variants, products, \
-                       approval, link_budget_usd, created_ms";
+                       approval, link_budget_usd, cron, ends_ms, max_posts, autofill, created_ms";
 
 fn campaign(row: &AnyRow) -> Result<Campaign, StoreError> {
     let id: String = row.try_get("id")?;
@@ -54,6 +62,10 @@ fn campaign(row: &AnyRow) -> Result<Campaign, StoreError> {
         products: json(&id, "products", &row.try_get::<String, _>("products")?)?,
         approval: row.try_get("approval")?,
         link_budget_usd: row.try_get("link_budget_usd")?,
+        cron: row.try_get("cron")?,
+        ends_ms: row.try_get("ends_ms")?,
+        max_posts: row.try_get("max_posts")?,
+        autofill: row.try_get::<i64, _>("autofill")? != 0,
         created_ms: row.try_get("created_ms")?,
         id,
     })
@@ -67,8 +79,8 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO posting_campaigns (id, owner, account_id, name, niche, status, slots, link_url, disclosure, banned_terms, \
-             variants, products, approval, link_budget_usd, created_ms, updated_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, NULLIF($13, 'NaN'), $14, $14)",
+             variants, products, approval, link_budget_usd, cron, ends_ms, max_posts, autofill, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, NULLIF($13, 'NaN'), $15, $16, $17, $18, $14, $14)",
         )
         .bind(&id)
         .bind(owner)
@@ -84,6 +96,10 @@ impl Store {
         .bind(&new.approval)
         .bind(platform::db::nullable_f64(new.link_budget_usd))
         .bind(now)
+        .bind(&new.cron)
+        .bind(new.ends_ms)
+        .bind(new.max_posts)
+        .bind(i64::from(new.autofill))
         .execute(&mut *tx)
         .await?;
         super::webhooks::enqueue(&mut tx, owner, "campaign.created", serde_json::json!({"campaign_id": id, "name": new.name})).await?;
@@ -110,6 +126,19 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(campaign).collect()
+    }
+
+    /// Campaigns that fill their own slots, while active.
+    pub async fn autofill_campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM posting_campaigns WHERE autofill = 1 AND status = 'active' ORDER BY created_ms"))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(campaign).collect()
+    }
+
+    /// A campaign's posts that count against its `max_posts` (all but cancelled).
+    pub async fn campaign_posts(&self, id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM posting_posts WHERE campaign_id = $1 AND state <> 'cancelled'").bind(id).fetch_one(self.pool()).await?)
     }
 
     /// Set a campaign's status (`active`, `paused`, `completed`).

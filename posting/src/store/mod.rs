@@ -31,6 +31,7 @@ pub const MIGRATIONS: Migrations = Migrations(&[
     (1002, "oauth, links, products", include_str!("../../migrations/1002_oauth_links_products.sql")),
     (1003, "webhooks", include_str!("../../migrations/1003_webhooks.sql")),
     (1004, "media", include_str!("../../migrations/1004_media.sql")),
+    (1005, "recurrence", include_str!("../../migrations/1005_recurrence.sql")),
 ]);
 
 /// A storage failure.

@@ -66,6 +66,10 @@ pub struct Transition<'a> {
     pub to: State,
     /// Only while this dispatcher holds the lease.
     pub lease: Option<&'a str>,
+    /// Only while the lease has run out before this (Unix ms): what takes
+    /// a stopped dispatcher's post over must not take one whose lease was
+    /// just extended.
+    pub expired_by: Option<i64>,
     /// Columns to set.
     pub set: Vec<(&'static str, Value)>,
     /// Why, for the event.
@@ -82,7 +86,7 @@ pub enum Value {
 }
 
 const COLUMNS: &str = "id, owner, account_id, campaign_id, variant, parts, affiliate, paid_partnership, made_with_ai, state, \
-                       scheduled_ms, due_ms, attempts, attempt_started_ms, external_ids, last_error, posted_ms, created_ms, updated_ms";
+                       scheduled_ms, due_ms, attempts, attempt_started_ms, first_try_ms, external_ids, last_error, posted_ms, created_ms, updated_ms";
 
 fn post(row: &AnyRow) -> Result<Post, StoreError> {
     let id: String = row.try_get("id")?;
@@ -100,6 +104,7 @@ fn post(row: &AnyRow) -> Result<Post, StoreError> {
         scheduled_ms: row.try_get("scheduled_ms")?,
         due_ms: row.try_get("due_ms")?,
         attempts: row.try_get("attempts")?,
+        first_try_ms: row.try_get("first_try_ms")?,
         external_ids: json(&id, "external_ids", &row.try_get::<String, _>("external_ids")?)?,
         last_error: row.try_get("last_error")?,
         posted_ms: row.try_get("posted_ms")?,
@@ -258,7 +263,11 @@ impl Store {
             sets.push_str(&format!(", {column} = ${}", i + 3));
         }
         let k = t.set.len() + 3;
-        let lease = if t.lease.is_some() { format!(" AND lease_owner = ${}", k + 2) } else { String::new() };
+        let mut lease = if t.lease.is_some() { format!(" AND lease_owner = ${}", k + 2) } else { String::new() };
+        if let Some(by) = t.expired_by {
+            // A number, not a bind: it keeps the placeholders in order.
+            lease.push_str(&format!(" AND lease_until_ms < {by}"));
+        }
         let sql = format!("UPDATE posting_posts SET {sets} WHERE id = ${k} AND state = ${}{lease}", k + 1);
         // One statement per possible origin, so the event knows which it
         // left (the first statement of the transaction writes: SQLite
@@ -327,6 +336,7 @@ impl Store {
                 from: &[State::Claimed],
                 to: State::Scheduled,
                 lease: None,
+                expired_by: Some(now),
                 set: vec![("lease_owner", Value::Text(None)), ("lease_until_ms", Value::Int(None))],
                 detail: Some("its dispatcher stopped before sending it".into()),
             };
@@ -338,6 +348,7 @@ impl Store {
                 from: &[State::Attempting],
                 to: State::Unknown,
                 lease: None,
+                expired_by: Some(now),
                 set: vec![
                     ("lease_owner", Value::Text(None)),
                     ("lease_until_ms", Value::Int(None)),
@@ -369,11 +380,12 @@ impl Store {
     }
 
     /// Posts of `account` that count against its day `[start, end)`:
-    /// posted in it, or being sent now.
+    /// posted in it, or sent in it with the outcome not known yet.
     pub async fn posts_in_day(&self, account: &str, start_ms: i64, end_ms: i64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT COUNT(*) FROM posting_posts WHERE account_id = $1 AND \
-             ((state = 'posted' AND posted_ms >= $2 AND posted_ms < $3) OR state IN ('attempting', 'unknown'))",
+             ((state = 'posted' AND posted_ms >= $2 AND posted_ms < $3) \
+              OR (state IN ('attempting', 'unknown') AND attempt_started_ms >= $2 AND attempt_started_ms < $3))",
         )
         .bind(account)
         .bind(start_ms)
@@ -414,6 +426,18 @@ impl Store {
         .bind(from_ms)
         .fetch_all(self.pool())
         .await?)
+    }
+
+    /// Hold a claimed post longer (a slow batch, a long media upload):
+    /// false when the lease is no longer ours.
+    pub async fn extend_lease(&self, id: &str, owner: &str, until_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE posting_posts SET lease_until_ms = $1 WHERE id = $2 AND lease_owner = $3 AND state IN ('claimed', 'attempting')")
+            .bind(until_ms)
+            .bind(id)
+            .bind(owner)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Posts with links a campaign has sent (or is sending).

@@ -191,6 +191,8 @@ async fn keys_see_only_their_own() {
             cs.post("/posts", json!({"account_id": acc, "campaign_id": other, "text": "sneaky"})).await.0,
             403
         );
+        assert_eq!(cs.get("/webhooks").await.0, 403, "{backend:?}: a campaign's key sees no webhooks");
+        c_products_hidden(&cs, &ca).await;
         let (s, v) = cs.post("/posts", json!({"account_id": acc, "campaign_id": cmp, "text": "spring, again"})).await;
         assert_eq!(s, 201, "{v}");
         let (_, seen_by_a) = ca.get(&format!("/posts?campaign_id={cmp}")).await;
@@ -341,4 +343,14 @@ async fn media_are_kept_and_checked() {
     assert_eq!(s, 201, "{post}");
     let (s, err) = c.post("/posts", json!({"account_id": acc["id"], "parts": [{"text": "look", "media": ["med_nope"]}]})).await;
     assert_eq!((s, err["error"]["field"].as_str()), (400, Some("parts[0].media")), "{err}");
+}
+
+/// A campaign's key sees only its campaign's products, never the rest of
+/// its owner's catalogue.
+async fn c_products_hidden(scoped: &Client, owner: &Client) {
+    owner.post_raw("/products/import", "text/csv", "sku,name,url\nSECRET-1,Unlaunched,https://acme.shop/next\n").await;
+    let (_, all) = owner.get("/products").await;
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(1), "{all}");
+    let (s, seen) = scoped.get("/products").await;
+    assert_eq!((s, seen["data"].as_array().map(Vec::len)), (200, Some(0)), "{seen}");
 }

@@ -263,6 +263,19 @@ async fn mastodon_posts_once_under_its_idempotency_key() {
         let statuses = m.statuses();
         let second = statuses.iter().find(|s| s.0 == thread.external_ids[1]).expect("second part");
         assert_eq!(second.2.as_deref(), Some(thread.external_ids[0].as_str()), "the thread replies to itself");
+
+        // First tried two hours ago: the instance has forgotten the key, so
+        // it is looked for on the account instead of sent again.
+        let old = e.due(&acc, &[&sentence(403)], |_| {}).await;
+        sqlx::query("UPDATE posting_posts SET first_try_ms = $1, attempts = 1 WHERE id = $2")
+            .bind(posting::model::now_ms() - 2 * 3_600_000)
+            .bind(&old.id)
+            .execute(e.db.pool())
+            .await
+            .expect("an old first try");
+        e.settle(6).await;
+        let old = e.reload(&old).await;
+        assert_eq!((old.state, old.due_ms, m.count(&sentence(403))), (State::Unknown, None, 0), "{backend:?}: {old:?}");
     }
 }
 

@@ -6,5 +6,6 @@ mod analytics;
 mod api;
 mod dispatcher;
 mod oauth;
+mod recurrence;
 mod support;
 mod webhooks;

@@ -15,7 +15,7 @@ async fn sign_in_then_refresh_with_rotation() {
     for backend in BOTH {
         let e = env_with(backend, |c| {
             c.x.client_id = "app-id".into();
-            c.x.client_secret = Some("app-secret".into());
+            c.x.client_secret = Some(posting::secrets::Hidden("app-secret".into()));
             c.x.redirect_url = "http://starling.invalid/api/v1/oauth/x/callback".into();
         })
         .await;
@@ -54,7 +54,7 @@ async fn sign_in_then_refresh_with_rotation() {
         let sealer = posting::secrets::Sealer::new(Some(&crate::support::secret()), &[]).expect("key");
         let mut cfg = crate::support::config(&e.x.url());
         cfg.x.client_id = "app-id".into();
-        cfg.x.client_secret = Some("app-secret".into());
+        cfg.x.client_secret = Some(posting::secrets::Hidden("app-secret".into()));
         cfg.x.redirect_url = "http://starling.invalid/api/v1/oauth/x/callback".into();
         let replica = posting::Posting::open(&e.db, cfg, sealer).await.expect("replica");
         let (d1, d2) = (e.posting.dispatcher(), replica.dispatcher());
