@@ -330,7 +330,8 @@ impl Dispatcher {
                 if now_ms() - first >= w {
                     // The platform has forgotten the key: it may have the
                     // part already, so look before sending it again.
-                    return self.unsure(&post.id, "its idempotency key has expired: looking for it on the account before sending again").await.map(|_| false);
+                    let why = "its idempotency key has expired: looking for it on the account before sending again".to_owned();
+                    return self.unsure(&post.id, State::Claimed, why).await.map(|_| false);
                 }
             }
             // Media go up before the post: nothing is public until it is
@@ -461,7 +462,7 @@ impl Dispatcher {
                 back(due, why.clone(), format!("no clear answer ({why}); sent again under its idempotency key"))
             }
             // Out of attempts, and it may be on the platform: looked for, not failed.
-            After::Resend(why) => return self.unsure_attempting(id, why).await,
+            After::Resend(why) => return self.unsure(id, State::Attempting, format!("sent without a clear answer, out of attempts: {why}")).await,
             After::Retry(why) | After::Wait { reason: why, .. } | After::Fail(why) => {
                 let why = if attempts >= self.config.max_attempts { format!("{why} (after {attempts} attempts)") } else { why };
                 return self.end(id, State::Failed, why).await;
@@ -512,39 +513,19 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// A claimed post that may already be on the platform: looked for
-    /// there (reconciliation) instead of sent.
-    async fn unsure(&self, id: &str, why: &str) -> Result<(), StoreError> {
+    /// A post this dispatcher holds (claimed, or attempting with no clear
+    /// answer) that may already be on the platform and may not be sent
+    /// again: looked for there (reconciliation) instead.
+    async fn unsure(&self, id: &str, from: State, why: String) -> Result<(), StoreError> {
         let t = Transition {
-            from: &[State::Claimed],
+            from: &[from],
             to: State::Unknown,
             lease: Some(&self.owner),
             expired_by: None,
             set: vec![
                 ("due_ms", Value::Int(Some(now_ms()))),
                 ("reconcile_checks", Value::Int(Some(0))),
-                ("last_error", Value::Text(Some(why.to_owned()))),
-                ("lease_owner", Value::Text(None)),
-                ("lease_until_ms", Value::Int(None)),
-            ],
-            detail: Some(why.to_owned()),
-        };
-        self.store.transition(id, t).await?;
-        Ok(())
-    }
-
-    /// An attempting post whose outcome is unknown and that may not be
-    /// sent again: looked for on the platform.
-    async fn unsure_attempting(&self, id: &str, why: String) -> Result<(), StoreError> {
-        let t = Transition {
-            from: &[State::Attempting],
-            to: State::Unknown,
-            lease: Some(&self.owner),
-            expired_by: None,
-            set: vec![
-                ("due_ms", Value::Int(Some(now_ms()))),
-                ("reconcile_checks", Value::Int(Some(0))),
-                ("last_error", Value::Text(Some(format!("sent without a clear answer, out of attempts: {why}")))),
+                ("last_error", Value::Text(Some(why.clone()))),
                 ("lease_owner", Value::Text(None)),
                 ("lease_until_ms", Value::Int(None)),
             ],
