@@ -31,6 +31,8 @@ struct Inner {
     keys: HashMap<(String, String), String>,
     faults: std::collections::VecDeque<Fault>,
     next: u64,
+    /// Media id -> (account id, polls left before processed).
+    media: HashMap<String, (String, u8)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -76,6 +78,10 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, Json(body): Jso
             return Json(status_json(&id, &t, r.as_ref())).into_response();
         }
     }
+    let unknown_media = body["media_ids"].as_array().into_iter().flatten().any(|m| m.as_str().is_none_or(|id| g.media.get(id).is_none_or(|(owner, left)| *owner != acct_id || *left > 0)));
+    if unknown_media {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed: media_ids are invalid");
+    }
     let fault = g.faults.pop_front();
     if fault == Some(Fault::Unavailable) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
@@ -94,6 +100,46 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, Json(body): Jso
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
     Json(status_json(&id, &text, reply.as_ref())).into_response()
+}
+
+/// `POST /api/v2/media` (multipart `file`): 200 for images, 202 for video
+/// (processed after one `GET /api/v1/media/{id}` that answers 206).
+async fn upload(State(inner): State<Shared>, headers: HeaderMap, mut form: axum::extract::Multipart) -> Response {
+    let (acct, _) = match account(&inner, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut kind = None;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some("file") {
+            kind = field.content_type().map(str::to_owned);
+            let _ = field.bytes().await;
+        }
+    }
+    let Some(kind) = kind else { return error(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed: File can't be blank") };
+    let Ok(mut g) = inner.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    g.next += 1;
+    let id = format!("2200{}", g.next);
+    let video = kind.starts_with("video/");
+    g.media.insert(id.clone(), (acct, u8::from(video)));
+    let status = if video { StatusCode::ACCEPTED } else { StatusCode::OK };
+    (status, Json(json!({"id": id, "type": if video { "video" } else { "image" }, "url": if video { Value::Null } else { json!("https://files.example/x") }}))).into_response()
+}
+
+/// `GET /api/v1/media/{id}`: 206 while processing, then 200.
+async fn media_status(State(inner): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = account(&inner, &headers) {
+        return r;
+    }
+    let Ok(mut g) = inner.lock() else { return error(StatusCode::INTERNAL_SERVER_ERROR, "poisoned") };
+    let Some(m) = g.media.get_mut(&id) else { return error(StatusCode::NOT_FOUND, "Record not found") };
+    let status = if m.1 > 0 {
+        m.1 -= 1;
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(json!({"id": id}))).into_response()
 }
 
 async fn verify(State(inner): State<Shared>, headers: HeaderMap) -> Response {
@@ -118,6 +164,8 @@ impl FakeMastodon {
         let inner: Shared = Arc::default();
         let app = axum::Router::new()
             .route("/api/v1/statuses", post(create))
+            .route("/api/v2/media", post(upload).layer(axum::extract::DefaultBodyLimit::max(20 << 20)))
+            .route("/api/v1/media/{id}", get(media_status))
             .route("/api/v1/accounts/verify_credentials", get(verify))
             .route("/api/v1/accounts/{id}/statuses", get(statuses))
             .with_state(inner.clone());
@@ -142,6 +190,11 @@ impl FakeMastodon {
         if let Ok(mut g) = self.inner.lock() {
             g.faults.extend(faults);
         }
+    }
+
+    /// Media uploaded.
+    pub fn media_count(&self) -> usize {
+        self.inner.lock().map(|g| g.media.len()).unwrap_or(0)
     }
 
     /// Statuses with exactly this text.

@@ -10,6 +10,9 @@
 //! and the timeline is read only past that window. Its own length rule:
 //! 500 characters, each URL counting 23 (`post_rules::Platform::Mastodon`).
 //!
+//! Media: `POST /api/v2/media` (202 while a video is processed, then `GET
+//! /api/v1/media/{id}` until 200).
+//!
 //! Credentials: `{"instance": "https://mastodon.social", "access_token": "..."}`.
 //! Rate limits: 429 with `X-RateLimit-Reset` (an ISO 8601 time).
 
@@ -81,6 +84,11 @@ struct Status {
 }
 
 #[derive(Deserialize)]
+struct MediaAttachment {
+    id: String,
+}
+
+#[derive(Deserialize)]
 struct Account {
     id: String,
     acct: String,
@@ -126,6 +134,41 @@ impl Platform for Mastodon {
 
     fn idempotency_window_ms(&self) -> Option<i64> {
         Some(IDEMPOTENCY_WINDOW_MS)
+    }
+
+    fn upload<'a>(&'a self, ctx: Ctx<'a>, content_type: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<(String, Option<i64>), PublishError>> {
+        async move {
+            let (instance, token) = Self::target(&ctx)?;
+            let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("media").mime_str(content_type).map_err(|e| PublishError::Rejected(e.to_string()))?;
+            let form = reqwest::multipart::Form::new().part("file", part);
+            let res = self.send(self.http.post(format!("{instance}/api/v2/media")).bearer_auth(token).multipart(form)).await;
+            // Nothing is posted by an upload: any failure but a refusal is "not sent".
+            let not_sent = |e: PublishError| match e {
+                PublishError::Unknown(w) | PublishError::Unavailable(w) => PublishError::NotSent(format!("media upload: {w}")),
+                other => other,
+            };
+            let res = res.map_err(not_sent)?;
+            if !res.status().is_success() {
+                return Err(not_sent(failure(res).await));
+            }
+            // 200: ready; 202: still processing (`url` null) until GET answers 200.
+            let mut processing = res.status() == StatusCode::ACCEPTED;
+            let media: MediaAttachment = res.json().await.map_err(|e| PublishError::NotSent(format!("media upload: {e}")))?;
+            let started = std::time::Instant::now();
+            while processing {
+                if started.elapsed() > Duration::from_secs(120) {
+                    return Err(PublishError::NotSent("the instance is still processing the media".into()));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let res = self.send(self.http.get(format!("{instance}/api/v1/media/{}", media.id)).bearer_auth(token)).await.map_err(not_sent)?;
+                if !res.status().is_success() {
+                    return Err(not_sent(failure(res).await));
+                }
+                processing = res.status() == StatusCode::PARTIAL_CONTENT;
+            }
+            Ok((media.id, None))
+        }
+        .boxed()
     }
 
     fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>> {

@@ -276,6 +276,13 @@ async fn mastodon_posts_once_under_its_idempotency_key() {
         e.settle(6).await;
         let old = e.reload(&old).await;
         assert_eq!((old.state, old.due_ms, m.count(&sentence(403))), (State::Unknown, None, 0), "{backend:?}: {old:?}");
+
+        // An image and a video (processed after a poll) go up first.
+        let image = e.posting.store().create_media("", "image/png", &[7u8; 2_000]).await.expect("image");
+        let video = e.posting.store().create_media("", "video/mp4", &[1u8; 50_000]).await.expect("video");
+        let with_media = e.due(&acc, &[&sentence(404)], |p| p.parts[0].media = vec![image.id.clone(), video.id.clone()]).await;
+        e.settle(3).await;
+        assert_eq!((e.reload(&with_media).await.state, m.media_count(), m.count(&sentence(404))), (State::Posted, 2, 1), "{backend:?}");
     }
 }
 
