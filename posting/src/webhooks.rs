@@ -21,17 +21,12 @@ pub const MAX_ATTEMPTS: i64 = 15;
 const TIMEOUT_MS: i64 = 10_000;
 
 /// The `Starling-Signature` value of `body` at `t` (Unix seconds).
-pub fn signature(secret: &[u8], t: i64, body: &str) -> String {
-    // HMAC takes a key of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+pub fn signature(secret: &[u8], t: i64, body: &str) -> Result<String, String> {
+    // HMAC takes keys of every length; the error type is the trait's.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).map_err(|e| format!("webhook secret: {e}"))?;
     mac.update(format!("{t}.{body}").as_bytes());
     let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
-}
-
-#[allow(clippy::panic)]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    panic!("HMAC accepts keys of every length")
+    Ok(format!("t={t},v1={hex}"))
 }
 
 /// Wait before try `attempts + 1`.
@@ -48,7 +43,7 @@ async fn send(http: &reqwest::Client, sealer: &Sealer, d: &Delivery) -> Result<(
         .header("user-agent", concat!("Starling-Webhooks/", env!("CARGO_PKG_VERSION")))
         .header("starling-event", &d.event)
         .header("starling-delivery", &d.id)
-        .header("starling-signature", signature(&secret, t, &d.payload))
+        .header("starling-signature", signature(&secret, t, &d.payload)?)
         .body(d.payload.clone())
         .send()
         .await
@@ -92,9 +87,9 @@ mod tests {
     #[test]
     fn signatures_are_hmac_sha256_of_time_and_body() {
         // Python's hmac: hmac.new(b"Jefe", b"0.what do ya want for nothing?", sha256).hexdigest().
-        let sig = super::signature(b"Jefe", 0, "what do ya want for nothing?");
+        let sig = super::signature(b"Jefe", 0, "what do ya want for nothing?").expect("signed");
         assert_eq!(sig, "t=0,v1=37f471929915ccd2cbbe79feb84ffcff4f2bb25e15fc41c2506687331ae179cc");
-        assert_ne!(sig, super::signature(b"Jefe", 1, "what do ya want for nothing?"));
+        assert_ne!(Ok(sig), super::signature(b"Jefe", 1, "what do ya want for nothing?"));
         assert_eq!(super::backoff_ms(0), 10_000);
         assert_eq!(super::backoff_ms(20), 3_600_000);
     }
