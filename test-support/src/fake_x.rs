@@ -60,6 +60,8 @@ pub struct FakePost {
     pub reply_to: Option<String>,
     /// The whole request body.
     pub body: Value,
+    /// Its `Authorization` header's scheme and fields (never a secret: the fake's own tokens).
+    pub authorization: String,
     /// Unix ms.
     pub created_ms: i64,
 }
@@ -166,15 +168,39 @@ fn rfc3339(ms: i64) -> String {
 
 type Shared = Arc<Mutex<Inner>>;
 
+/// The token of a request: a bearer token, or an OAuth 1.0a header's
+/// `oauth_token` when the header carries an HMAC-SHA1 signature (the fake
+/// checks the header's shape and keys; the signature itself is checked
+/// against X's published example in posting's unit tests).
+fn presented(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let fields: HashMap<&str, &str> = value
+        .strip_prefix("OAuth ")?
+        .split(", ")
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.trim_matches('"')))
+        .collect();
+    let signed = fields.get("oauth_signature_method") == Some(&"HMAC-SHA1")
+        && fields.get("oauth_signature").is_some_and(|s| !s.is_empty())
+        && fields.contains_key("oauth_consumer_key")
+        && fields.contains_key("oauth_nonce")
+        && fields.contains_key("oauth_timestamp");
+    signed.then(|| fields.get("oauth_token").map(|t| (*t).to_owned())).flatten()
+}
+
 fn user(inner: &Shared, headers: &HeaderMap) -> Result<(String, String), Response> {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let token = presented(headers);
+    let token = token.as_deref();
     let found = token.and_then(|t| inner.lock().ok()?.users.get(t).cloned());
     found.ok_or_else(|| problem(StatusCode::UNAUTHORIZED, "Unauthorized"))
 }
 
 /// Under the lock: meet a fault or create the post. Ok: the fault to meet
 /// after creating, the id, its number and the day's remaining creates.
-fn created(guard: &mut Inner, author: String, text: String, body: Value) -> Result<(Option<Fault>, String, u64, u64), Response> {
+fn created(guard: &mut Inner, author: String, text: String, body: Value, authorization: String) -> Result<(Option<Fault>, String, u64, u64), Response> {
     let fault = guard.faults.pop_front();
     match fault {
         Some(Fault::Unavailable) => return Err(problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")),
@@ -206,7 +232,7 @@ fn created(guard: &mut Inner, author: String, text: String, body: Value) -> Resu
     let n = guard.next_id;
     let id = (1_900_000_000_000_000_000u64 + n).to_string();
     let reply_to = body.pointer("/reply/in_reply_to_tweet_id").and_then(Value::as_str).map(str::to_owned);
-    guard.posts.push(FakePost { id: id.clone(), author, text, reply_to, body, created_ms: now_ms() });
+    guard.posts.push(FakePost { id: id.clone(), author, text, reply_to, body, authorization, created_ms: now_ms() });
     Ok((fault, id, n, 10_000u64.saturating_sub(guard.creates)))
 }
 
@@ -223,6 +249,12 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -
     };
     // X takes a request it has received to the end even when the caller
     // goes away: the post is made in a task of its own.
+    // An OAuth 1.0a header whole (no secret in it); a bearer token's scheme only.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| if v.starts_with("OAuth ") { v.to_owned() } else { "Bearer".to_owned() })
+        .unwrap_or_default();
     let making = {
         let inner = inner.clone();
         let text = text.clone();
@@ -232,7 +264,7 @@ async fn create(State(inner): State<Shared>, headers: HeaderMap, body: String) -
                 tokio::time::sleep(latency).await;
             }
             let Ok(mut guard) = inner.lock() else { return Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "poisoned")) };
-            created(&mut guard, author, text, body)
+            created(&mut guard, author, text, body, authorization)
         })
     };
     let (fault, id, n, remaining) = match making.await {
@@ -560,7 +592,7 @@ impl FakeX {
         self.with(|i| {
             i.next_id += 1;
             let id = (1_900_000_000_000_000_000u64 + i.next_id).to_string();
-            i.posts.push(FakePost { id, author: author.to_owned(), text: text.to_owned(), reply_to: None, body: json!({"text": text}), created_ms: now_ms() });
+            i.posts.push(FakePost { id, author: author.to_owned(), text: text.to_owned(), reply_to: None, body: json!({"text": text}), authorization: String::new(), created_ms: now_ms() });
         });
     }
 

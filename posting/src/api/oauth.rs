@@ -87,7 +87,7 @@ pub(super) async fn callback(State(p): State<Posting>, Query(q): Query<Callback>
     let verifier = p.sealer.open(&state, &sealed).map_err(|e| ApiError::conflict(e.to_string()))?;
     let verifier = String::from_utf8_lossy(&verifier).into_owned();
     let tokens = oauth.exchange(&code, &verifier).await.map_err(|e| ApiError::upstream(format!("X did not give tokens: {e}")))?;
-    let me = p.x.user(&tokens.access_token).await.map_err(|e| ApiError::upstream(format!("X did not say who signed in: {e}")))?;
+    let me = p.x.user(&crate::platforms::x::Auth::Bearer(&tokens.access_token)).await.map_err(|e| ApiError::upstream(format!("X did not say who signed in: {e}")))?;
     let settings: Settings = serde_json::from_str(&settings).unwrap_or_default();
     let plain = tokens.to_json().to_string();
     let (status, account) = match p.store.account_by_handle(&owner, "x", &me.handle).await? {

@@ -13,6 +13,7 @@
 
 pub mod dry_run;
 pub mod mastodon;
+pub mod oauth1;
 pub mod x;
 mod x_media;
 pub mod x_oauth;

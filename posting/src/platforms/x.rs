@@ -10,7 +10,10 @@
 //! any other 5xx after the request went out is unknown. Errors come as
 //! `application/problem+json` (`title`, `detail`, `type`, `status`).
 //!
-//! Credentials: `{"access_token": "..."}`, an OAuth 2.0 user-context token.
+//! Credentials: `{"access_token": "..."}`, an OAuth 2.0 user-context
+//! token; or OAuth 1.0a's `{"consumer_key", "consumer_secret",
+//! "access_token", "access_token_secret"}`, and every request is signed
+//! (`oauth1.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +65,26 @@ impl Default for XConfig {
             authorize_url: "https://x.com/i/oauth2/authorize".into(),
             redirect_url: String::new(),
             scopes: ["tweet.read", "tweet.write", "users.read", "offline.access", "media.write"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// How a request to X is authorised.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// OAuth 2.0 user context: `Authorization: Bearer`.
+    Bearer(&'a str),
+    /// OAuth 1.0a user context: a signed `Authorization: OAuth` header.
+    OAuth1(super::oauth1::Keys<'a>),
+}
+
+impl Auth<'_> {
+    /// `req` (a `method` on `url`, with `query`, which the caller adds to
+    /// it too) authorised.
+    pub fn sign(&self, req: reqwest::RequestBuilder, method: &str, url: &str, query: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        match self {
+            Self::Bearer(token) => req.bearer_auth(token),
+            Self::OAuth1(keys) => req.header(reqwest::header::AUTHORIZATION, super::oauth1::header(keys, method, url, query)),
         }
     }
 }
@@ -124,9 +147,10 @@ impl X {
         super::x_oauth::XOAuth::new(http_client(config)?, config, &redirect).map(Some)
     }
 
-    /// Who `token` belongs to (`/2/users/me`).
-    pub async fn user(&self, token: &str) -> Result<Me, PublishError> {
-        let res = self.send(self.http.get(format!("{}/2/users/me", self.base)).bearer_auth(token)).await?;
+    /// Who `auth` belongs to (`/2/users/me`).
+    pub async fn user(&self, auth: &Auth<'_>) -> Result<Me, PublishError> {
+        let url = format!("{}/2/users/me", self.base);
+        let res = self.send(auth.sign(self.http.get(&url), "GET", &url, &[])).await?;
         if !res.status().is_success() {
             return Err(failure(res).await);
         }
@@ -134,11 +158,16 @@ impl X {
         Ok(Me { id: me.data.id, handle: me.data.username })
     }
 
-    fn token<'a>(ctx: &Ctx<'a>) -> Result<&'a str, PublishError> {
-        ctx.credentials
-            .and_then(|c| c.get("access_token"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| PublishError::Unauthorized("the account has no access token".into()))
+    /// How the account's requests are authorised: OAuth 1.0a where its
+    /// credentials carry the four keys, else its OAuth 2.0 bearer token.
+    fn auth<'a>(ctx: &Ctx<'a>) -> Result<Auth<'a>, PublishError> {
+        let field = |k: &str| ctx.credentials.and_then(|c| c.get(k)).and_then(Value::as_str);
+        if let (Some(consumer_key), Some(consumer_secret), Some(token), Some(token_secret)) =
+            (field("consumer_key"), field("consumer_secret"), field("access_token"), field("access_token_secret"))
+        {
+            return Ok(Auth::OAuth1(super::oauth1::Keys { consumer_key, consumer_secret, token, token_secret }));
+        }
+        field("access_token").map(Auth::Bearer).ok_or_else(|| PublishError::Unauthorized("the account has no access token".into()))
     }
 
     pub(super) async fn send(&self, req: reqwest::RequestBuilder) -> Result<Response, PublishError> {
@@ -299,7 +328,7 @@ impl Platform for X {
 
     fn publish<'a>(&'a self, ctx: Ctx<'a>, post: Outgoing<'a>) -> BoxFuture<'a, Result<Published, PublishError>> {
         async move {
-            let token = Self::token(&ctx)?;
+            let auth = Self::auth(&ctx)?;
             let mut body = json!({ "text": post.text });
             if let Some(parent) = post.reply_to {
                 body["reply"] = json!({ "in_reply_to_tweet_id": parent });
@@ -313,7 +342,8 @@ impl Platform for X {
             if post.made_with_ai {
                 body["made_with_ai"] = json!(true);
             }
-            let res = self.send(self.http.post(format!("{}/2/tweets", self.base)).bearer_auth(token).json(&body)).await?;
+            let url = format!("{}/2/tweets", self.base);
+            let res = self.send(auth.sign(self.http.post(&url), "POST", &url, &[]).json(&body)).await?;
             if res.status() != StatusCode::CREATED && res.status() != StatusCode::OK {
                 return Err(failure(res).await);
             }
@@ -327,18 +357,20 @@ impl Platform for X {
     }
 
     fn me<'a>(&'a self, ctx: Ctx<'a>) -> BoxFuture<'a, Result<Me, PublishError>> {
-        async move { self.user(Self::token(&ctx)?).await }.boxed()
+        async move { self.user(&Self::auth(&ctx)?).await }.boxed()
     }
 
     fn upload<'a>(&'a self, ctx: Ctx<'a>, content_type: &'a str, bytes: &'a [u8]) -> BoxFuture<'a, Result<(String, Option<i64>), PublishError>> {
-        async move { self.upload_media(Self::token(&ctx)?, content_type, bytes).await }.boxed()
+        async move { self.upload_media(&Self::auth(&ctx)?, content_type, bytes).await }.boxed()
     }
 
     fn metrics<'a>(&'a self, ctx: Ctx<'a>, ids: &'a [String]) -> BoxFuture<'a, Result<Vec<(String, Metrics)>, PublishError>> {
         async move {
-            let token = Self::token(&ctx)?;
-            let query = [("ids", ids.join(",")), ("tweet.fields", "public_metrics,non_public_metrics".to_owned())];
-            let res = self.send(self.http.get(format!("{}/2/tweets", self.base)).query(&query).bearer_auth(token)).await?;
+            let auth = Self::auth(&ctx)?;
+            let ids = ids.join(",");
+            let query = [("ids", ids.as_str()), ("tweet.fields", "public_metrics,non_public_metrics")];
+            let url = format!("{}/2/tweets", self.base);
+            let res = self.send(auth.sign(self.http.get(&url).query(&query), "GET", &url, &query)).await?;
             if !res.status().is_success() {
                 return Err(failure(res).await);
             }
@@ -367,12 +399,13 @@ impl Platform for X {
 
     fn recent<'a>(&'a self, ctx: Ctx<'a>, remote_id: &'a str, since_ms: i64) -> BoxFuture<'a, Result<Vec<Remote>, PublishError>> {
         async move {
-            let token = Self::token(&ctx)?;
+            let auth = Self::auth(&ctx)?;
             let since = jiff::Timestamp::from_millisecond(since_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             let since = since.round(jiff::Unit::Second).unwrap_or(since);
             let url = format!("{}/2/users/{remote_id}/tweets", self.base);
-            let query = [("max_results", "100".to_owned()), ("start_time", since.to_string()), ("tweet.fields", "created_at,note_tweet".to_owned())];
-            let res = self.send(self.http.get(url).query(&query).bearer_auth(token)).await?;
+            let since = since.to_string();
+            let query = [("max_results", "100"), ("start_time", since.as_str()), ("tweet.fields", "created_at,note_tweet")];
+            let res = self.send(auth.sign(self.http.get(&url).query(&query), "GET", &url, &query)).await?;
             if !res.status().is_success() {
                 return Err(failure(res).await);
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::x::X;
+use super::x::{Auth, X};
 use super::PublishError;
 use crate::model::now_ms;
 
@@ -65,22 +65,25 @@ fn not_sent(step: &str, e: PublishError) -> PublishError {
 
 impl X {
     /// Upload `bytes` for the account of `token`: X's media id and when it expires.
-    pub(super) async fn upload_media(&self, token: &str, content_type: &str, bytes: &[u8]) -> Result<(String, Option<i64>), PublishError> {
+    pub(super) async fn upload_media(&self, auth: &Auth<'_>, content_type: &str, bytes: &[u8]) -> Result<(String, Option<i64>), PublishError> {
         let body = json!({"media_type": content_type, "total_bytes": bytes.len(), "media_category": category(content_type)});
-        let res = self.send(self.http().post(format!("{}/2/media/upload/initialize", self.base())).bearer_auth(token).json(&body)).await;
+        let url = format!("{}/2/media/upload/initialize", self.base());
+        let res = self.send(auth.sign(self.http().post(&url), "POST", &url, &[]).json(&body)).await;
         let init: Data<Initialized> = self.read(res).await.map_err(|e| not_sent("initialize", e))?;
         let id = init.data.id;
         let expires = init.data.expires_after_secs.map(|s| now_ms() + s * 1000);
         for (i, chunk) in bytes.chunks(SEGMENT).enumerate() {
             let part = reqwest::multipart::Part::bytes(chunk.to_vec()).file_name("chunk").mime_str("application/octet-stream").map_err(|e| PublishError::Rejected(e.to_string()))?;
             let form = reqwest::multipart::Form::new().text("segment_index", i.to_string()).part("media", part);
-            let res = self.send(self.http().post(format!("{}/2/media/upload/{id}/append", self.base())).bearer_auth(token).multipart(form)).await;
+            let url = format!("{}/2/media/upload/{id}/append", self.base());
+            let res = self.send(auth.sign(self.http().post(&url), "POST", &url, &[]).multipart(form)).await;
             let res = res.map_err(|e| not_sent("append", e))?;
             if !res.status().is_success() {
                 return Err(not_sent("append", super::x::failure(res).await));
             }
         }
-        let res = self.send(self.http().post(format!("{}/2/media/upload/{id}/finalize", self.base())).bearer_auth(token)).await;
+        let url = format!("{}/2/media/upload/{id}/finalize", self.base());
+        let res = self.send(auth.sign(self.http().post(&url), "POST", &url, &[])).await;
         let finalized: Data<Finalized> = self.read(res).await.map_err(|e| not_sent("finalize", e))?;
         let mut processing = finalized.data.processing_info;
         let started = std::time::Instant::now();
@@ -92,7 +95,9 @@ impl X {
                 _ => {
                     // X says when to ask again.
                     tokio::time::sleep(Duration::from_secs(p.check_after_secs.unwrap_or(1).clamp(1, 30))).await;
-                    let req = self.http().get(format!("{}/2/media/upload", self.base())).query(&[("command", "STATUS"), ("media_id", id.as_str())]).bearer_auth(token);
+                    let url = format!("{}/2/media/upload", self.base());
+                    let query = [("command", "STATUS"), ("media_id", id.as_str())];
+                    let req = auth.sign(self.http().get(&url).query(&query), "GET", &url, &query);
                     let status: Data<Finalized> = self.read(self.send(req).await).await.map_err(|e| not_sent("status", e))?;
                     processing = Some(status.data.processing_info.unwrap_or(Processing { state: "succeeded".into(), ..Processing::default() }));
                 }

@@ -311,3 +311,25 @@ async fn media_upload_before_the_post_once() {
         assert_eq!(e.x.uploads().0, 2, "{backend:?}: the image's X id is reused");
     }
 }
+
+/// An account with OAuth 1.0a keys posts with a signed `Authorization:
+/// OAuth` header instead of a bearer token.
+#[tokio::test]
+async fn oauth1_keys_sign_the_requests() {
+    for backend in BOTH {
+        let e = env(backend).await;
+        e.x.add_user("user-token-1a", "u9", "signed");
+        let sealer = posting::secrets::Sealer::new(Some(&crate::support::secret()), &[]).expect("key");
+        let id = posting::model::new_id("acc");
+        let creds = serde_json::json!({"consumer_key": "ck", "consumer_secret": "cs", "access_token": "user-token-1a", "access_token_secret": "ts"});
+        let new = posting::store::NewAccount { platform: "x".into(), handle: "signed".into(), time_zone: "UTC".into(), daily_cap: 100, max_length: None };
+        let sealed = sealer.seal(&id, creds.to_string().as_bytes()).expect("seal");
+        let acc = e.posting.store().create_account(Some(id), "", &new, Some(sealed)).await.expect("account");
+        let post = e.due(&acc, &[&sentence(700)], |_| {}).await;
+        e.settle(3).await;
+        assert_eq!(e.reload(&post).await.state, State::Posted, "{backend:?}");
+        let sent = e.x.posts().into_iter().find(|p| p.text == sentence(700)).expect("on X");
+        assert_eq!(sent.author, "u9");
+        assert!(sent.authorization.starts_with("OAuth ") && sent.authorization.contains("oauth_signature="), "{}", sent.authorization);
+    }
+}
