@@ -247,6 +247,11 @@ impl Dispatcher {
         (self.config.lease_secs * 1000) as i64
     }
 
+    /// When an unknown post is next looked for on its platform.
+    fn next_look_ms(&self) -> i64 {
+        now_ms() + (self.config.reconcile_secs * 1000) as i64
+    }
+
     fn retry_delay_ms(&self, attempts: i64) -> i64 {
         let base = (self.config.retry_secs * 1000) as i64;
         base.saturating_mul(1 << attempts.clamp(1, 8).saturating_sub(1)).min(3_600_000)
@@ -481,7 +486,7 @@ impl Dispatcher {
                 lease,
                 expired_by: None,
                 set: vec![
-                    ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
+                    ("due_ms", Value::Int(Some(self.next_look_ms()))),
                     ("last_error", Value::Text(Some(format!("sent without a clear answer: {why}")))),
                     ("lease_owner", Value::Text(None)),
                     ("lease_until_ms", Value::Int(None)),

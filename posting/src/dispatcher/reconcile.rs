@@ -90,51 +90,30 @@ impl Dispatcher {
             ))
             .await,
             None => {
-                let t = Transition {
-                    from: &[State::Unknown],
-                    to: State::Unknown,
-                    lease: None,
-                    expired_by: None,
-                    set: vec![
-                        ("reconcile_checks", Value::Int(Some(checks))),
-                        ("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64))),
-                    ],
-                    detail: Some(format!("not found yet (look {checks} of {})", self.config.reconcile_checks)),
-                };
-                self.store.transition(&post.id, t).await?;
-                Ok(())
+                let set = vec![("reconcile_checks", Value::Int(Some(checks))), ("due_ms", Value::Int(Some(self.next_look_ms())))];
+                self.stay_unknown(&post.id, set, format!("not found yet (look {checks} of {})", self.config.reconcile_checks)).await
             }
         }
     }
 
     /// Stop looking for an unknown post: a person decides.
     pub(super) async fn hold_unknown(&self, id: &str, checks: i64, why: String) -> Result<(), StoreError> {
-        let t = Transition {
-            from: &[State::Unknown],
-            to: State::Unknown,
-            lease: None,
-            expired_by: None,
-            set: vec![
-                ("reconcile_checks", Value::Int(Some(checks.min(i64::MAX / 2)))),
-                ("due_ms", Value::Int(None)),
-                ("last_error", Value::Text(Some(why.clone()))),
-            ],
-            detail: Some(why),
-        };
-        self.store.transition(id, t).await?;
-        Ok(())
+        let set = vec![
+            ("reconcile_checks", Value::Int(Some(checks.min(i64::MAX / 2)))),
+            ("due_ms", Value::Int(None)),
+            ("last_error", Value::Text(Some(why.clone()))),
+        ];
+        self.stay_unknown(id, set, why).await
     }
 
     /// Look again later without counting a look (the platform did not answer).
     pub(super) async fn look_again(&self, id: &str, why: String) -> Result<(), StoreError> {
-        let t = Transition {
-            from: &[State::Unknown],
-            to: State::Unknown,
-            lease: None,
-            expired_by: None,
-            set: vec![("due_ms", Value::Int(Some(now_ms() + (self.config.reconcile_secs * 1000) as i64)))],
-            detail: Some(why),
-        };
+        self.stay_unknown(id, vec![("due_ms", Value::Int(Some(self.next_look_ms())))], why).await
+    }
+
+    /// An unknown post stays unknown, with `set` and the reason in its events.
+    async fn stay_unknown(&self, id: &str, set: Vec<(&'static str, Value)>, detail: String) -> Result<(), StoreError> {
+        let t = Transition { from: &[State::Unknown], to: State::Unknown, lease: None, expired_by: None, set, detail: Some(detail) };
         self.store.transition(id, t).await?;
         Ok(())
     }
