@@ -35,6 +35,8 @@ pub struct RawConfig {
     pub posts: RawPosts,
     /// `[posting]`: accounts, campaigns, the dispatcher and its platforms.
     pub posting: posting::PostingConfig,
+    /// `[voice]`: voice commands.
+    pub voice: voice::VoiceConfig,
 }
 
 /// `[posts]`.
@@ -284,6 +286,8 @@ pub struct Config {
     pub speech: gateway::SpeechConfig,
     /// The posting service.
     pub posting: posting::PostingConfig,
+    /// Voice commands.
+    pub voice: voice::VoiceConfig,
     /// The key credentials are sealed with (`STARLING_SECRET_KEY`), and
     /// older ones they may still be sealed with
     /// (`STARLING_SECRET_KEY_PREVIOUS`, comma-separated).
@@ -363,6 +367,7 @@ impl Config {
                 p.x.client_secret = std::env::var("STARLING_X_CLIENT_SECRET").ok().filter(|s| !s.is_empty()).map(posting::secrets::Hidden);
                 p
             },
+            voice: raw.voice,
             secret_keys: (
                 std::env::var("STARLING_SECRET_KEY").ok().filter(|k| !k.trim().is_empty()),
                 std::env::var("STARLING_SECRET_KEY_PREVIOUS")
@@ -466,6 +471,7 @@ mod tests {
         assert_eq!(ex.scoring, d.scoring);
         assert_eq!(ex.posts, d.posts);
         assert_eq!(format!("{:?}", ex.posting), format!("{:?}", d.posting));
+        assert_eq!(format!("{:?}", ex.voice), format!("{:?}", d.voice));
         // The example's providers and routes are examples, not defaults:
         // they must build into a router.
         let gw = gateway::GatewayConfig {

@@ -9,6 +9,7 @@ mod posting_cli;
 mod posts;
 mod pull;
 mod user_manifest;
+mod voice_commands;
 mod speech;
 mod telemetry;
 
@@ -79,6 +80,8 @@ enum Command {
         #[command(subcommand)]
         command: ProductsCommand,
     },
+    /// Run a voice command (an audio file, or --text), or confirm one that waits.
+    Voice(voice_commands::VoiceArgs),
 }
 
 #[derive(Subcommand)]
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Accounts { command } => posting_cli::accounts(&config, command),
         Command::Campaigns { command } => posting_cli::campaigns(&config, command),
         Command::Products { command: ProductsCommand::Import { file } } => posting_cli::import_products(&config, file),
+        Command::Voice(args) => voice_commands::cli(&config, args),
     }
 }
 
@@ -301,6 +305,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
     let database_url = config.database_url.clone();
     let journal = config.usage_journal.clone();
     let mut posting_config = config.posting.clone();
+    let voice_config = config.voice.clone();
     let secret_keys = config.secret_keys.clone();
     let grace = std::time::Duration::from_secs(server_cfg.shutdown_grace_secs);
     // A speech model that is not fetched stops `serve` here, before it
@@ -343,7 +348,12 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
                 let sealer = posting::secrets::Sealer::new(secret_keys.0.as_deref(), &secret_keys.1)?;
                 let service = posting::Posting::open(&db, posting_config, sealer).await.context("cannot start the posting service")?;
                 service.set_drafter(Arc::new(drafts::GatewayDrafter(app.clone())));
-                app.mount(service.router(app.key_guard()));
+                let mut routes = service.router(app.key_guard());
+                if voice_config.enabled {
+                    let commands = voice_commands::start(&db, &service, &app, voice_config, &registry).await?;
+                    routes = routes.merge(commands.router(app.key_guard()));
+                }
+                app.mount(routes);
                 anyhow::Ok(Some(service))
             };
             // A database that is slow to answer must not make the server deaf
@@ -424,6 +434,7 @@ fn serve(config: Config, listen: Option<String>) -> Result<()> {
         }
         if posting.is_some() {
             say(&format!("Posting API on http://{addr}/api/v1 (accounts on the dry-run platform post to the local outbox)"));
+            say(&format!("  voice commands: curl http://{addr}/v1/voice/commands -F file=@command.wav   (or -H 'Content-Type: application/json' -d '{{\"text\": \"What is scheduled tomorrow?\"}}')"));
         }
         let (failure_tx, mut failure) = tokio::sync::oneshot::channel();
         let shutdown = async move {

@@ -254,6 +254,11 @@ impl Posting {
         self.dispatcher.clone()
     }
 
+    /// `[posting] default_time_zone`: the zone of an account that names none.
+    pub fn default_time_zone(&self) -> &str {
+        &self.config.default_time_zone
+    }
+
     /// `[posting] autofill_every_secs`.
     pub fn autofill_every_secs(&self) -> u64 {
         self.config.autofill_every_secs

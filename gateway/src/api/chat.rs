@@ -42,6 +42,18 @@ pub(crate) async fn completions(State(app): State<App>, caller: Caller, headers:
     generate(Api::Completions, app, caller, headers, body).await
 }
 
+/// A chat completion for another service of the process (`body` as
+/// OpenAI's, not streamed): admitted, cached, routed and recorded under
+/// `caller`'s key like one that came over HTTP. The whole answer.
+pub async fn complete(app: &App, caller: &Caller, body: serde_json::Map<String, Value>) -> Result<Value, ApiError> {
+    let model = body.get("model").and_then(Value::as_str).ok_or_else(|| ApiError::invalid("model", "a model is needed"))?.to_owned();
+    let (reply, _) = answer(app, caller, Api::Chat, &model, body, false, Instant::now()).await?;
+    match reply {
+        Reply::Json(v) => Ok(v),
+        Reply::Stream(_) => Err(ApiError::bad_gateway("a stream came back for a request that asked for none")),
+    }
+}
+
 async fn generate(api: Api, app: App, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let started = Instant::now();
     let value = read_json(&app, &headers, body).await?;

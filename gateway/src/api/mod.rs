@@ -9,7 +9,7 @@
 //! - `openai`: OpenAI request bodies and their validation.
 
 pub(crate) mod answer;
-pub(crate) mod chat;
+pub mod chat;
 pub mod messages;
 pub(crate) mod models;
 pub mod openai;

@@ -316,6 +316,11 @@ impl App {
         auth::guard(self)
     }
 
+    /// The first local model's name, once the models are loaded.
+    pub fn local_model(&self) -> Option<String> {
+        self.0.generators.get()?.models().first().map(|m| m.id.clone())
+    }
+
     /// The metrics registry (for tests and embedding).
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics

@@ -85,6 +85,51 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, api: Api)
     Ok(marked(res, &source))
 }
 
+/// The transcript of `file` by `model` (a route, or `whisper-1` for the
+/// default), for another service of the process: admitted, routed (local
+/// Whisper or a cloud provider, with fallback) and recorded as a
+/// transcription request of `caller`'s, without HTTP.
+pub async fn transcribe(app: &App, caller: &Caller, file: Bytes, filename: Option<String>, model: Option<&str>) -> Result<String, ApiError> {
+    let started = Instant::now();
+    let speech = app.speech_config();
+    let limit = speech.max_upload_mb << 20;
+    if file.len() > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    let form = form::Form {
+        file,
+        filename,
+        model: model.unwrap_or("whisper-1").to_owned(),
+        language: None,
+        prompt: None,
+        format: Format::VerboseJson,
+        temperature: None,
+        timestamp_granularities: Vec::new(),
+        stream: false,
+    };
+    let route = speech.route(&form.model, &app.0.router).to_owned();
+    let admitted = admit(app, caller, &form.model, 0).await?;
+    let mut record = usage::draft(&form.model, caller.0.as_ref().map(|k| k.id.clone()));
+    let audio = Audio { bytes: form.file.clone(), filename: form.filename.clone() };
+    let routing = app.0.router.answer(Api::Transcriptions, &route, form.fields(), false, admitted.local_only, Some(audio));
+    let routed = match or_shutdown(app, routing).await {
+        Ok(r) => r,
+        Err(e) => return Err(failed(app, record, &admitted, e, started)),
+    };
+    record.provider.clone_from(&routed.provider);
+    record.model.clone_from(&routed.model);
+    record.attempts = i64::from(routed.attempts);
+    let answer = match routed.reply {
+        Reply::Json(v) => v,
+        Reply::Stream(items) => match or_shutdown(app, last(items)).await {
+            Ok(v) => v,
+            Err(e) => return Err(failed(app, record, &admitted, e, started)),
+        },
+    };
+    finished(app, &mut record, &admitted, &answer, started);
+    Ok(formats::text(&answer).to_owned())
+}
+
 fn marked(mut res: Response, source: &Source) -> Response {
     source.mark(&mut res);
     res

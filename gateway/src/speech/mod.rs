@@ -12,6 +12,8 @@ pub(crate) mod form;
 pub mod formats;
 pub(crate) mod handler;
 
+pub use handler::transcribe;
+
 use std::collections::BTreeMap;
 
 use inference::speech::{Precision, SpeechEngine};

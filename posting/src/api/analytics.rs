@@ -44,7 +44,7 @@ fn instant(field: &str, text: &str, end: bool) -> Result<i64, ApiError> {
 }
 
 /// The figures of `tenant` (one campaign only, where given) grouped `by`.
-async fn rows(p: &Posting, tenant: &Tenant, by: GroupBy, from: i64, to: i64, campaign: Option<&str>) -> Result<Vec<Row>, ApiError> {
+pub(crate) async fn rows(p: &Posting, tenant: &Tenant, by: GroupBy, from: i64, to: i64, campaign: Option<&str>) -> Result<Vec<Row>, ApiError> {
     let mut posts = p.store.posted_between(tenant, from, to).await?;
     let mut clicks = p.store.clicks(tenant, from, to).await?;
     if let Some(c) = campaign {

@@ -133,7 +133,7 @@ pub(super) async fn list(State(p): State<Posting>, caller: Caller) -> Result<Jso
 }
 
 /// The campaign `id` if the caller may see it.
-pub(super) async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Campaign, ApiError> {
+pub(crate) async fn visible(p: &Posting, access: &Access, id: &str) -> Result<Campaign, ApiError> {
     match p.store.campaign(&access.tenant, id).await? {
         Some(c) if access.allows_campaign(Some(&c.id)) => Ok(c),
         _ => Err(ApiError::not_found("campaign", id)),
@@ -156,12 +156,17 @@ pub(super) struct SetStatus {
     responses((status = 200, description = "The campaign", body = Campaign), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody), (status = 404, description = "Not one the key may see", body = ErrorBody)))]
 pub(super) async fn set_status(State(p): State<Posting>, caller: Caller, Path(id): Path<String>, bytes: Bytes) -> Result<Json<Campaign>, ApiError> {
     let access = Access::load(&p, &caller).await?;
-    access.write()?;
-    let c = visible(&p, &access, &id).await?;
     let req: SetStatus = body(&bytes)?;
-    if !["active", "paused", "completed"].contains(&req.status.as_str()) {
+    Ok(Json(set_status_of(&p, &access, &id, &req.status).await?))
+}
+
+/// Set campaign `id`'s status, as `access` may.
+pub(crate) async fn set_status_of(p: &Posting, access: &Access, id: &str, status: &str) -> Result<Campaign, ApiError> {
+    access.write()?;
+    let c = visible(p, access, id).await?;
+    if !["active", "paused", "completed"].contains(&status) {
         return Err(ApiError::invalid("status", "one of active, paused, completed"));
     }
-    p.store.set_campaign_status(&c.id, &req.status).await?;
-    Ok(Json(visible(&p, &access, &id).await?))
+    p.store.set_campaign_status(&c.id, status).await?;
+    visible(p, access, id).await
 }

@@ -19,6 +19,7 @@ mod links;
 mod media;
 mod oauth;
 pub mod openapi;
+pub mod ops;
 mod posts;
 mod products;
 mod webhooks;
@@ -85,6 +86,21 @@ impl ApiError {
     /// 403: the key's scopes do not allow it.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into(), field: None }
+    }
+
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The field it names.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 
     fn unauthorized(message: &str) -> Self {

@@ -20,39 +20,39 @@ use crate::Posting;
 /// When a post should go out: a time, or the campaign's next free slot.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct When {
+pub(crate) struct When {
     /// RFC 3339, or a local date-time in the account's zone.
     #[serde(default)]
-    scheduled_at: Option<String>,
+    pub(crate) scheduled_at: Option<String>,
     /// `true`: the next free slot of its campaign.
     #[serde(default)]
-    next_slot: bool,
+    pub(crate) next_slot: bool,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Create {
-    account_id: String,
+pub(crate) struct Create {
+    pub(crate) account_id: String,
     #[serde(default)]
-    text: Option<String>,
+    pub(crate) text: Option<String>,
     #[serde(default)]
-    parts: Option<Vec<Part>>,
+    pub(crate) parts: Option<Vec<Part>>,
     #[serde(default)]
-    campaign_id: Option<String>,
+    pub(crate) campaign_id: Option<String>,
     #[serde(default)]
-    variant: Option<String>,
+    pub(crate) variant: Option<String>,
     #[serde(default)]
-    affiliate: bool,
+    pub(crate) affiliate: bool,
     #[serde(default)]
-    paid_partnership: bool,
+    pub(crate) paid_partnership: bool,
     #[serde(default)]
-    made_with_ai: bool,
+    pub(crate) made_with_ai: bool,
     /// `draft` (the default without a time), `approved`, or `scheduled`
     /// (the default with one).
     #[serde(default)]
-    state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(flatten)]
-    when: When,
+    pub(crate) when: When,
 }
 
 /// The instant `when` asks for on `account` (None: no time asked).
@@ -78,15 +78,20 @@ async fn resolve(p: &Posting, account: &Account, campaign: Option<&str>, when: &
     responses((status = 201, description = "Accepted: stored before this answer", body = Post), (status = 400, description = "A bad field, named", body = ErrorBody), (status = 401, description = "No key, or not a live one", body = ErrorBody), (status = 403, description = "The key may not write here", body = ErrorBody)))]
 pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Bytes) -> Result<(StatusCode, Json<Post>), ApiError> {
     let access = Access::load(&p, &caller).await?;
-    access.write()?;
     let req: Create = body(&bytes)?;
+    Ok((StatusCode::CREATED, Json(create_post(&p, &access, req).await?)))
+}
+
+/// Store the post `req` asks for, as `access` may.
+pub(crate) async fn create_post(p: &Posting, access: &Access, req: Create) -> Result<Post, ApiError> {
+    access.write()?;
     let account = p.store.account(&access.tenant, &req.account_id).await?.ok_or_else(|| ApiError::invalid("account_id", format!("no account `{}`", req.account_id)))?;
     if !access.allows_campaign(req.campaign_id.as_deref()) {
         return Err(ApiError::forbidden("this key may only post in its campaign"));
     }
     let owner = access.owner.clone();
     if let Some(cid) = &req.campaign_id {
-        let c = super::campaigns::visible(&p, &access, cid).await.map_err(|_| ApiError::invalid("campaign_id", format!("no campaign `{cid}`")))?;
+        let c = super::campaigns::visible(p, access, cid).await.map_err(|_| ApiError::invalid("campaign_id", format!("no campaign `{cid}`")))?;
         if c.account_id != account.id {
             return Err(ApiError::invalid("campaign_id", "the campaign posts from another account"));
         }
@@ -115,7 +120,7 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
             }
         }
     }
-    let scheduled_ms = resolve(&p, &account, req.campaign_id.as_deref(), &req.when).await?;
+    let scheduled_ms = resolve(p, &account, req.campaign_id.as_deref(), &req.when).await?;
     let state = match (req.state.as_deref(), scheduled_ms) {
         (None, None) | (Some("draft"), _) => PostState::Draft,
         (Some("approved"), None) => PostState::Approved,
@@ -138,7 +143,7 @@ pub(super) async fn create(State(p): State<Posting>, caller: Caller, bytes: Byte
     if state == PostState::Scheduled {
         p.dispatcher.wake();
     }
-    Ok((StatusCode::CREATED, Json(post)))
+    Ok(post)
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
@@ -212,20 +217,25 @@ pub(super) async fn act(
     bytes: Bytes,
 ) -> Result<Json<Post>, ApiError> {
     let access = Access::load(&p, &caller).await?;
+    Ok(Json(act_on(&p, &access, &id, &action, &bytes).await?))
+}
+
+/// Do `action` to post `id` (its body in `bytes`), as `access` may.
+pub(crate) async fn act_on(p: &Posting, access: &Access, id: &str, action: &str, bytes: &Bytes) -> Result<Post, ApiError> {
     access.write()?;
-    let post = visible(&p, &access, &id).await?;
+    let post = visible(p, access, id).await?;
     let now = now_ms();
     let clear_lease = || vec![("lease_owner", Col::Text(None)), ("lease_until_ms", Col::Int(None))];
-    let (from, to, mut set, detail): (&[PostState], PostState, Vec<(&'static str, Col)>, String) = match action.as_str() {
+    let (from, to, mut set, detail): (&[PostState], PostState, Vec<(&'static str, Col)>, String) = match action {
         // A draft that holds a slot goes to it when approved.
         "approve" => match post.scheduled_ms.filter(|&at| at > now) {
             Some(at) => (&[PostState::Draft], PostState::Scheduled, vec![("due_ms", Col::Int(Some(at)))], "approved for its slot".into()),
             None => (&[PostState::Draft], PostState::Approved, Vec::new(), "approved".into()),
         },
         "schedule" => {
-            let when: When = if bytes.is_empty() { When::default() } else { body(&bytes)? };
+            let when: When = if bytes.is_empty() { When::default() } else { body(bytes)? };
             let account = p.store.account(&crate::store::Tenant::All, &post.account_id).await?.ok_or_else(|| ApiError::not_found("account", &post.account_id))?;
-            let at = resolve(&p, &account, post.campaign_id.as_deref(), &when).await?.ok_or_else(|| ApiError::invalid("scheduled_at", "give scheduled_at or next_slot"))?;
+            let at = resolve(p, &account, post.campaign_id.as_deref(), &when).await?.ok_or_else(|| ApiError::invalid("scheduled_at", "give scheduled_at or next_slot"))?;
             (
                 &[PostState::Approved, PostState::Scheduled],
                 PostState::Scheduled,
@@ -241,7 +251,7 @@ pub(super) async fn act(
         }
         "dismiss" => (&[PostState::Unknown, PostState::Blocked], PostState::Cancelled, vec![("due_ms", Col::Int(None))], "dismissed by a person".into()),
         "confirm" => {
-            let c: Confirm = body(&bytes)?;
+            let c: Confirm = body(bytes)?;
             let mut ids = post.external_ids.clone();
             ids.push(c.external_id.clone());
             if ids.len() != post.parts.len() {
@@ -265,5 +275,5 @@ pub(super) async fn act(
     if to == PostState::Scheduled {
         p.dispatcher.wake();
     }
-    Ok(Json(visible(&p, &access, &id).await?))
+    visible(p, access, id).await
 }
