@@ -20,8 +20,8 @@ fn failure(e: gateway::ApiError) -> Failure {
 }
 
 impl Speech for GatewaySpeech {
-    fn transcribe<'a>(&'a self, caller: &'a Caller, audio: Audio, model: Option<&'a str>) -> BoxFuture<'a, Result<String, Failure>> {
-        Box::pin(async move { gateway::speech::transcribe(&self.0, caller, audio.bytes.into(), audio.filename, model).await.map_err(failure) })
+    fn transcribe<'a>(&'a self, caller: &'a Caller, audio: Audio, model: Option<&'a str>, prompt: Option<String>) -> BoxFuture<'a, Result<String, Failure>> {
+        Box::pin(async move { gateway::speech::transcribe(&self.0, caller, audio.bytes.into(), audio.filename, model, prompt).await.map_err(failure) })
     }
 }
 

@@ -37,6 +37,7 @@ fn db_url(tag: &str) -> (String, std::path::PathBuf) {
 }
 
 async fn start(db: &str, base: &std::path::Path) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_starling"));
     serve
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -144,8 +145,11 @@ async fn set_up(s: &Server) -> Fixture {
 fn judge(case: &Case, answer: &Value, at: &Zoned, post_id: &str) -> Vec<String> {
     let mut diff = table::differences(case, answer["intent"].as_str().unwrap_or(""), &answer["arguments"], at, post_id);
     let confirm = answer["needs_confirmation"].as_bool().unwrap_or(false);
+    let destructive = matches!(answer["intent"].as_str(), Some("cancel_post" | "pause_campaign"));
     match case.confirm {
-        Confirm::Yes if !confirm => diff.push(format!("not held for a confirmation ({})", answer["reply"])),
+        // Read as what it is and not held: the one thing that must never happen.
+        Confirm::Yes if !confirm && destructive => diff.push(format!("not held for a confirmation ({})", answer["reply"])),
+        Confirm::Yes if !confirm => diff.push(format!("not held ({})", answer["reply"])),
         Confirm::No if confirm => diff.push(format!("held for a confirmation ({})", answer["reply"])),
         _ => {}
     }
@@ -214,7 +218,7 @@ async fn typed_and_spoken_commands_do_the_right_things() {
         (&SPOKEN[2], Variant::Base16k, "How many clicks did the link to the running shoes get yesterday?"),
         (&SPOKEN[3], Variant::Mp3, "Resume the coffee grinder campaign"),
         (&SPOKEN[4], Variant::Base16k, "Write three posts about summer hiking gear"),
-        (&SPOKEN[5], Variant::Base16k, "Give me 2 post ideas about cold brew"),
+        (&SPOKEN[5], Variant::Base16k, "Write a couple of tweets about our summer sale"),
         (&SPOKEN[6], Variant::Base16k, "What's scheduled for tomorrow?"),
         (&SPOKEN[7], Variant::Base16k, "Show me the posts scheduled for next week"),
         (&SPOKEN[8], Variant::Base16k, "Delete my next tweet"),
@@ -228,15 +232,19 @@ async fn typed_and_spoken_commands_do_the_right_things() {
         (&SPOKEN[16], Variant::Base16k, "Tell me a joke"),
     ];
     let mut heard = Vec::new();
+    let mut misheard = Vec::new();
     for (sentence, variant, typed) in spoken {
         let case = table::CASES.iter().find(|c| c.said == *typed).unwrap_or_else(|| panic!("{typed:?} is not in the table"));
         let at = now();
         let answer = s.speak(&clip(sentence, *variant)).await;
         let diff = judge(case, &answer, &at, "");
-        assert!(diff.is_empty(), "{:?} heard as {:?}: {}\n{answer}", sentence.spoken, answer["transcript"], diff.join("; "));
+        if !diff.is_empty() {
+            misheard.push(format!("{:?} ({variant:?}) heard as {:?}: {}", sentence.spoken, answer["transcript"], diff.join("; ")));
+        }
         assert!(answer["timings"]["speech_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{answer}");
         heard.push((sentence.id, answer));
     }
+    assert!(misheard.is_empty(), "{} of {} spoken commands went wrong:\n{}", misheard.len(), spoken.len(), misheard.join("\n"));
     let answer = |id: &str| &heard.iter().find(|(i, _)| *i == id).expect("heard").1;
     // The earbuds post is scheduled at six p.m. on the coming Friday in New York, written by the local model.
     let post = &answer("earbuds")["result"]["post"];
@@ -270,7 +278,7 @@ static SPOKEN: [Sentence; 17] = [
     Sentence { id: "shoes-clicks", spoken: "How many clicks did the link to the running shoes get yesterday?", reference: "" },
     Sentence { id: "resume-grinder", spoken: "Resume the coffee grinder campaign.", reference: "" },
     Sentence { id: "hiking", spoken: "Write three posts about summer hiking gear.", reference: "" },
-    Sentence { id: "cold-brew-ideas", spoken: "Give me two post ideas about cold brew.", reference: "" },
+    Sentence { id: "sale-ideas", spoken: "Write a couple of tweets about our summer sale.", reference: "" },
     Sentence { id: "list-tomorrow", spoken: "What's scheduled for tomorrow?", reference: "" },
     Sentence { id: "list-next-week", spoken: "Show me the posts scheduled for next week.", reference: "" },
     Sentence { id: "delete-next", spoken: "Delete my next tweet.", reference: "" },

@@ -292,7 +292,8 @@ impl Reading<'_> {
     fn cancel(&mut self) {
         if let Some(id) = self.toks.iter().find(|t| t.text.starts_with("post_")) {
             self.args.selector = Some(Selector::Id);
-            self.args.post_id = Some(id.text.clone());
+            // Ids are case-sensitive: as written, not lowered.
+            self.args.post_id = Some(self.text[id.span.clone()].to_owned());
         } else if self.found.is_some() {
             self.args.selector = Some(Selector::Time);
             self.resolve_point();

@@ -38,8 +38,9 @@ pub struct Audio {
 
 /// Turns audio into text.
 pub trait Speech: Send + Sync {
-    /// The transcript of `audio` by `model` (None: the default), on behalf of `caller`.
-    fn transcribe<'a>(&'a self, caller: &'a Caller, audio: Audio, model: Option<&'a str>) -> BoxFuture<'a, Result<String, Failure>>;
+    /// The transcript of `audio` by `model` (None: the default), with
+    /// `prompt` as the words to expect, on behalf of `caller`.
+    fn transcribe<'a>(&'a self, caller: &'a Caller, audio: Audio, model: Option<&'a str>, prompt: Option<String>) -> BoxFuture<'a, Result<String, Failure>>;
 }
 
 /// A command as sent.
@@ -139,6 +140,9 @@ fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// What commands sound like, for the speech model to expect.
+const VOCABULARY: &str = "Schedule a tweet. Cancel the next post. Pause the campaign. Resume the campaign. Write three drafts. How many clicks, impressions, revenue?";
+
 /// 32 random letters and digits (about 190 bits, from the thread's CSPRNG).
 fn fresh_token() -> String {
     use rand::Rng;
@@ -191,7 +195,8 @@ impl Voice {
                 let speech = self.0.speech.get().ok_or_else(|| VoiceError::unavailable("speech to text is not running in this process"))?;
                 let t = Instant::now();
                 let model = input.speech_model.as_deref().or((!self.0.config.speech_model.is_empty()).then_some(self.0.config.speech_model.as_str()));
-                let text = speech.transcribe(caller, audio, model).await.map_err(|e| VoiceError::from_status(e.status, &e.message, None))?;
+                let prompt = self.vocabulary(caller).await;
+                let text = speech.transcribe(caller, audio, model, Some(prompt)).await.map_err(|e| VoiceError::from_status(e.status, &e.message, None))?;
                 timings.speech_ms = ms_since(t);
                 text
             }
@@ -216,7 +221,10 @@ impl Voice {
             if let Some(m) = self.0.model.get() {
                 let route = (!self.0.config.model.is_empty()).then_some(self.0.config.model.as_str());
                 match m.json(caller, route, model::SYSTEM, &model::user_prompt(&transcript), &model::schema()).await {
-                    Ok(v) => parsed = model::parsed(&v, &transcript, &clock),
+                    Ok(v) => {
+                        tracing::debug!(answer = %v, "voice: the model's reading");
+                        parsed = model::parsed(&v, &transcript, &clock);
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "voice: the model did not read the command");
                         parsed.doubts.push(format!("the model could not be asked: {}", e.message));
@@ -301,6 +309,20 @@ impl Voice {
         };
         answer.confirmation_token = token;
         Ok(answer)
+    }
+
+    /// Whisper's initial prompt: the words commands use and the caller's
+    /// campaign names, so "cancel" is not heard as "can sell" and a
+    /// campaign is spelt as it is stored.
+    async fn vocabulary(&self, caller: &Caller) -> String {
+        let mut prompt = VOCABULARY.to_owned();
+        if let Ok(campaigns) = ops::campaigns(&self.0.posting, caller).await {
+            let names: Vec<String> = campaigns.iter().take(12).map(|c| c.name.clone()).collect();
+            if !names.is_empty() {
+                prompt.push_str(&format!(" Campaigns: {}.", names.join(", ")));
+            }
+        }
+        prompt
     }
 
     async fn carry_out(&self, cx: &Context<'_>, plan: &Plan, answer: &mut Answer) {

@@ -86,10 +86,11 @@ async fn run(app: App, caller: Caller, headers: HeaderMap, body: Body, api: Api)
 }
 
 /// The transcript of `file` by `model` (a route, or `whisper-1` for the
-/// default), for another service of the process: admitted, routed (local
-/// Whisper or a cloud provider, with fallback) and recorded as a
-/// transcription request of `caller`'s, without HTTP.
-pub async fn transcribe(app: &App, caller: &Caller, file: Bytes, filename: Option<String>, model: Option<&str>) -> Result<String, ApiError> {
+/// default), with `prompt` as Whisper's initial prompt (words to expect),
+/// for another service of the process: admitted, routed (local Whisper or
+/// a cloud provider, with fallback) and recorded as a transcription
+/// request of `caller`'s, without HTTP.
+pub async fn transcribe(app: &App, caller: &Caller, file: Bytes, filename: Option<String>, model: Option<&str>, prompt: Option<String>) -> Result<String, ApiError> {
     let started = Instant::now();
     let speech = app.speech_config();
     let limit = speech.max_upload_mb << 20;
@@ -101,7 +102,7 @@ pub async fn transcribe(app: &App, caller: &Caller, file: Bytes, filename: Optio
         filename,
         model: model.unwrap_or("whisper-1").to_owned(),
         language: None,
-        prompt: None,
+        prompt,
         format: Format::VerboseJson,
         temperature: None,
         timestamp_granularities: Vec::new(),
