@@ -20,7 +20,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::AnyPool;
 
 /// A service's migrations: (version, description, SQL) in order. Each
-/// service owns a range of versions (platform 1..1000, posting 1001..2000)
+/// service owns a range of versions (platform 1..1000, posting 1001..2000,
+/// voice 2001..3000)
 /// and its own folder of SQL files, so one database holds every service's
 /// tables in one `_sqlx_migrations` history without a service knowing the
 /// others' files.

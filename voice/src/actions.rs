@@ -18,6 +18,11 @@ use crate::intent::{Intent, Metric, Parsed, Selector, Subject};
 use crate::matching::{best, Match};
 use crate::when::Clock;
 
+/// Candidates written for a post scheduled by voice, the best kept: two
+/// rank well enough and keep a spoken command near a second or two on a
+/// CPU (the voice bench: four took about twice as long as two).
+const SCHEDULE_CANDIDATES: usize = 2;
+
 /// What a command will do, kept until it is confirmed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -103,7 +108,7 @@ pub async fn plan(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
             let (text, made_with_ai) = match (&a.text, &a.topic) {
                 (Some(t), _) => (t.clone(), false),
                 (None, Some(topic)) => {
-                    let drafts = ops::drafts(cx.posting, cx.caller, account, topic, 4).await?;
+                    let drafts = ops::drafts(cx.posting, cx.caller, account, topic, SCHEDULE_CANDIDATES).await?;
                     let Some(d) = drafts.into_iter().next() else { return ask("The model wrote nothing that keeps the post rules; try another topic.") };
                     (d.text, true)
                 }

@@ -53,7 +53,7 @@ pub fn spans(text: &str) -> Vec<Token> {
         // `6pm`, `10a.m`, `6:30pm`: the number and the half of the day apart.
         let meridiem = ["p.m", "pm", "a.m", "am"].into_iter().find_map(|m| {
             let n = t.strip_suffix(m)?;
-            (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')).then(|| (n.len(), m))
+            (!n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')).then_some((n.len(), m))
         });
         if let Some((n, m)) = meridiem {
             out.push(Token { text: t[..n].to_owned(), span: span.start..span.start + n });
