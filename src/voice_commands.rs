@@ -16,7 +16,7 @@ use voice::{Audio, Failure, Model, Speech, Voice, VoiceConfig};
 pub struct GatewaySpeech(pub gateway::App);
 
 fn failure(e: gateway::ApiError) -> Failure {
-    Failure { status: e.status.as_u16(), message: e.message }
+    Failure { status: e.status.as_u16(), message: e.message, param: e.param }
 }
 
 impl Speech for GatewaySpeech {
@@ -33,17 +33,17 @@ impl Model for GatewayModel {
         Box::pin(async move {
             let model = match route {
                 Some(r) => r.to_owned(),
-                None => self.0.local_model().ok_or_else(|| Failure { status: 503, message: "no local model is loaded".into() })?,
+                None => self.0.local_model().ok_or_else(|| Failure { status: 503, message: "no local model is loaded".into(), param: None })?,
             };
             let mut body = serde_json::Map::new();
             body.insert("model".into(), json!(model));
             body.insert("messages".into(), json!([{"role": "system", "content": system}, {"role": "user", "content": user}]));
-            body.insert("response_format".into(), json!({"type": "json_schema", "json_schema": {"name": "command", "schema": schema, "strict": true}}));
+            body.insert("response_format".into(), json!({"type": "json_schema", "json_schema": {"name": "command", "schema": schema, "strict": false}}));
             body.insert("temperature".into(), json!(0));
             body.insert("max_tokens".into(), json!(96));
             let answer = gateway::api::chat::complete(&self.0, caller, body).await.map_err(failure)?;
             let content = answer["choices"][0]["message"]["content"].as_str().unwrap_or_default();
-            serde_json::from_str(content).map_err(|e| Failure { status: 502, message: format!("the model's answer is not JSON: {e}") })
+            serde_json::from_str(content).map_err(|e| Failure { status: 502, message: format!("the model's answer is not JSON: {e}"), param: None })
         })
     }
 }

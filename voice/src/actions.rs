@@ -28,7 +28,7 @@ const SCHEDULE_CANDIDATES: usize = 2;
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Plan {
     /// Store these drafts.
-    Drafts { account_id: String, topic: String, n: u32 },
+    Drafts { account_id: String, topic: String, n: u32, campaign_id: Option<String> },
     /// Schedule this text at this instant (RFC 3339).
     Schedule { account_id: String, text: String, at: String, made_with_ai: bool, campaign_id: Option<String> },
     /// Cancel this post.
@@ -94,7 +94,8 @@ pub async fn plan(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
             let Some(topic) = a.topic.clone() else { return ask("What should the drafts be about?") };
             let n = a.n.unwrap_or(3);
             let preview = format!("write {n} draft(s) about {topic} for @{}", account.handle);
-            Ok(Step::Ready { plan: Plan::Drafts { account_id: account.id.clone(), topic, n }, preview, ambiguous: false })
+            let plan = Plan::Drafts { account_id: account.id.clone(), topic, n, campaign_id: cx.campaign_id.map(str::to_owned) };
+            Ok(Step::Ready { plan, preview, ambiguous: false })
         }
         Intent::SchedulePost => {
             let account = match cx.account() {
@@ -102,7 +103,9 @@ pub async fn plan(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
                 Err(e) => return Ok(Step::Ask(e)),
             };
             let Some(at) = ms(a.scheduled_at.as_ref()) else { return ask("When should it go out? Say a day and a time, such as \"Friday at 6 pm\".") };
-            if at <= now_ms {
+            // "now" was read a moment ago, to the second: it still means now.
+            let at = if (now_ms - 5_000..=now_ms).contains(&at) { now_ms } else { at };
+            if at < now_ms {
                 return Ok(Step::Ask(format!("{} has passed; say a time ahead.", cx.show(at))));
             }
             let (text, made_with_ai) = match (&a.text, &a.topic) {
@@ -168,9 +171,16 @@ async fn cancel(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
         Some(Selector::Last) => (posts.iter().max_by_key(|p| p.created_ms), false),
         Some(Selector::Time) => {
             let Some(at) = ms(a.scheduled_at.as_ref()) else { return Ok(Step::Ask("At what time is the post you mean?".into())) };
-            // The post at that time; else those within half an hour of it.
-            let exact: Vec<&Post> = posts.iter().filter(|p| p.scheduled_ms.is_some_and(|t| (t - at).abs() < 60_000)).collect();
-            let near: Vec<&Post> = posts.iter().filter(|p| p.scheduled_ms.is_some_and(|t| (t - at).abs() <= 30 * 60_000)).collect();
+            // The post at that time, else those within half an hour of it;
+            // a day said without a time: that local day.
+            let (exact, near): (Vec<&Post>, Vec<&Post>) = if a.time_assumed {
+                let (start, end) = local_day(at, cx);
+                let day: Vec<&Post> = posts.iter().filter(|p| p.scheduled_ms.is_some_and(|t| t >= start && t < end)).collect();
+                (Vec::new(), day)
+            } else {
+                let within = |ms: i64| posts.iter().filter(|p| p.scheduled_ms.is_some_and(|t| (t - at).abs() <= ms)).collect::<Vec<_>>();
+                (within(59_999), within(30 * 60_000))
+            };
             match (exact.as_slice(), near.as_slice()) {
                 ([one], _) => (Some(*one), false),
                 ([first, ..], _) => (Some(*first), true),
@@ -185,6 +195,16 @@ async fn cancel(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
     let at = post.scheduled_ms.map_or_else(String::new, |t| cx.show(t));
     let preview = format!("cancel the post of {at}: \"{}\"", ops::first_text(post));
     Ok(Step::Ready { plan: Plan::Cancel { post_id: post.id.clone() }, preview, ambiguous })
+}
+
+/// The local day (in the account's zone) around `at_ms`, in Unix ms.
+fn local_day(at_ms: i64, cx: &Context<'_>) -> (i64, i64) {
+    let day = Timestamp::from_millisecond(at_ms).ok().map(|t| t.to_zoned(cx.clock.tz.clone())).and_then(|z| {
+        let start = z.start_of_day().ok()?;
+        let end = start.tomorrow().ok()?.start_of_day().ok()?;
+        Some((start.timestamp().as_millisecond(), end.timestamp().as_millisecond()))
+    });
+    day.unwrap_or((at_ms, at_ms + 86_400_000))
 }
 
 async fn report(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
@@ -212,7 +232,9 @@ async fn report(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
                 Match::Several(ls) => (ls[0], ls.iter().any(|x| x.1 != ls[0].1)),
             };
             let label = format!("the {} link", l.1.clone().unwrap_or_else(|| l.0.code.clone()));
-            (Some(l.1.clone().map_or_else(|| format!("code:{}", l.0.code), |p| format!("product:{p}"))), label, None, ambiguous)
+            // A product's links count together (by its id); a link to no product alone (by its code).
+            let key = l.0.product_id.as_ref().map_or_else(|| format!("code:{}", l.0.code), |p| format!("product:{p}"));
+            (Some(key), label, None, ambiguous)
         }
         (Subject::Campaign, Some(said)) => {
             let campaigns = ops::campaigns(cx.posting, cx.caller).await?;
@@ -243,12 +265,12 @@ async fn report(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
 pub async fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Value, String), ApiError> {
     let p = cx.posting;
     match plan {
-        Plan::Drafts { account_id, topic, n } => {
+        Plan::Drafts { account_id, topic, n, campaign_id } => {
             let account = ops::accounts(p, cx.caller).await?.into_iter().find(|a| &a.id == account_id).ok_or_else(|| ApiError::not_found("account", account_id))?;
             let drafts = ops::drafts(p, cx.caller, &account, topic, *n as usize).await?;
             let mut made = Vec::new();
             for d in drafts.iter().take(*n as usize) {
-                let new = ops::NewPost { account_id: account_id.clone(), text: d.text.clone(), campaign_id: cx.campaign_id.map(str::to_owned), made_with_ai: true, scheduled_at: None };
+                let new = ops::NewPost { account_id: account_id.clone(), text: d.text.clone(), campaign_id: campaign_id.clone(), made_with_ai: true, scheduled_at: None };
                 let post = ops::create_post(p, cx.caller, new).await?;
                 made.push(json!({"post_id": post.id, "text": d.text, "score": d.score}));
             }
@@ -256,6 +278,10 @@ pub async fn execute(cx: &Context<'_>, plan: &Plan) -> Result<(Value, String), A
             Ok((json!({"drafts": made}), reply))
         }
         Plan::Schedule { account_id, text, at, made_with_ai, campaign_id } => {
+            // Confirmed after its time: it would go out at once, not when it was asked for.
+            if ms(Some(at)).is_some_and(|t| t < cx.clock.now.as_millisecond() - 60_000) {
+                return Err(ApiError::conflict(format!("{} has passed; say the command again with a new time", ms(Some(at)).map_or_else(String::new, |t| cx.show(t)))));
+            }
             let new = ops::NewPost { account_id: account_id.clone(), text: text.clone(), campaign_id: campaign_id.clone(), made_with_ai: *made_with_ai, scheduled_at: Some(at.clone()) };
             let post = ops::create_post(p, cx.caller, new).await?;
             let when = post.scheduled_ms.map_or_else(String::new, |t| cx.show(t));

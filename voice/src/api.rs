@@ -4,6 +4,7 @@
 //! confirmation; the list of commands.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +40,15 @@ struct Confirm {
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     cursor: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
+}
+
+/// The body, or why not in our shape (413 naming `file` past the limit).
+fn body_bytes(bytes: Result<Bytes, BytesRejection>, limit_mb: usize) -> Result<Bytes, VoiceError> {
+    bytes.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => VoiceError::from_status(413, &format!("the upload is larger than [voice] max_upload_mb ({limit_mb} MiB)"), Some("file")),
+        status => VoiceError::from_status(status.as_u16(), &e.body_text(), Some("body")),
+    })
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, VoiceError> {
@@ -82,7 +91,8 @@ async fn form(bytes: Bytes, boundary: String) -> Result<Input, VoiceError> {
 }
 
 /// `POST /v1/voice/commands`.
-async fn command(State(v): State<Voice>, caller: Caller, headers: HeaderMap, bytes: Bytes) -> Result<Json<crate::service::Answer>, VoiceError> {
+async fn command(State(v): State<Voice>, caller: Caller, headers: HeaderMap, bytes: Result<Bytes, BytesRejection>) -> Result<Json<crate::service::Answer>, VoiceError> {
+    let bytes = body_bytes(bytes, v.config().max_upload_mb)?;
     let ctype = headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or("");
     let lower = ctype.trim_start().to_ascii_lowercase();
     let input = if lower.starts_with("multipart/form-data") {
@@ -98,7 +108,8 @@ async fn command(State(v): State<Voice>, caller: Caller, headers: HeaderMap, byt
 }
 
 /// `POST /v1/voice/commands/confirm`.
-async fn confirm(State(v): State<Voice>, caller: Caller, bytes: Bytes) -> Result<Json<crate::service::Answer>, VoiceError> {
+async fn confirm(State(v): State<Voice>, caller: Caller, bytes: Result<Bytes, BytesRejection>) -> Result<Json<crate::service::Answer>, VoiceError> {
+    let bytes = body_bytes(bytes, v.config().max_upload_mb)?;
     let c: Confirm = json_body(&bytes)?;
     Ok(Json(v.confirm(&caller, c.token.trim()).await?))
 }
@@ -106,10 +117,11 @@ async fn confirm(State(v): State<Voice>, caller: Caller, bytes: Bytes) -> Result
 /// `GET /v1/voice/commands`.
 async fn list(State(v): State<Voice>, caller: Caller, RawQuery(q): RawQuery) -> Result<Json<Value>, VoiceError> {
     let q: ListQuery = serde_urlencoded_query(q.as_deref().unwrap_or(""))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(VoiceError::invalid("limit", "1 to 500"));
-    }
+    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+        None => 50,
+        Some(Ok(n)) if (1..=500).contains(&n) => n,
+        Some(_) => return Err(VoiceError::invalid("limit", "a whole number from 1 to 500")),
+    };
     let before = q
         .cursor
         .as_deref()

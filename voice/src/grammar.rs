@@ -22,7 +22,9 @@ pub fn read(text: &str, clock: &Clock) -> Parsed {
     let (quoted, rest) = quoted(text);
     let toks = spans(&rest);
     let words: Vec<String> = toks.iter().map(|t| t.text.clone()).collect();
-    let intent = classify(&words);
+    // The words of a post ("... saying we continue the sale") are not the command's.
+    let command = words.iter().position(|w| LITERAL.contains(&w.as_str())).map_or(&words[..], |i| &words[..i]);
+    let intent = classify(command);
     if intent == Intent::Unknown {
         return Parsed::unknown(Reader::Grammar);
     }
@@ -50,22 +52,16 @@ pub fn read(text: &str, clock: &Clock) -> Parsed {
     Parsed { intent, args: r.args, confidence, reader: Reader::Grammar, doubts: r.doubts }
 }
 
-/// Text in double quotes (a literal post), and the rest with it blanked.
+/// Text in double quotes (a literal post), and the rest with it blanked
+/// (same length, so the places of the other words hold).
 fn quoted(text: &str) -> (Option<String>, String) {
-    let open = text.find(['"', '\u{201c}']);
-    let close = open.and_then(|o| {
-        let after = o + text[o..].chars().next().map_or(1, char::len_utf8);
-        text[after..].find(['"', '\u{201d}']).map(|c| (after, after + c))
-    });
-    match close {
-        Some((a, b)) if b > a => {
-            let end = b + text[b..].chars().next().map_or(1, char::len_utf8);
-            let blank = " ".repeat(end - (a - 1));
-            let rest = format!("{}{}{}", &text[..a - 1], blank, &text[end..]);
-            (Some(text[a..b].trim().to_owned()), rest)
-        }
-        _ => (None, text.to_owned()),
-    }
+    let Some(open) = text.find(['"', '\u{201c}']) else { return (None, text.to_owned()) };
+    let inner = open + text[open..].chars().next().map_or(1, char::len_utf8);
+    let Some(close) = text[inner..].find(['"', '\u{201d}']).map(|c| inner + c) else { return (None, text.to_owned()) };
+    let end = close + text[close..].chars().next().map_or(1, char::len_utf8);
+    let rest = format!("{}{}{}", &text[..open], " ".repeat(end - open), &text[end..]);
+    let literal = text[inner..close].trim();
+    ((!literal.is_empty()).then(|| literal.to_owned()), rest)
 }
 
 fn has(w: &[String], set: &[&str]) -> bool {
@@ -76,6 +72,8 @@ fn pos(w: &[String], set: &[&str]) -> Option<usize> {
     w.iter().position(|x| set.contains(&x.as_str()))
 }
 
+/// What comes after these is a post's own words.
+const LITERAL: &[&str] = &["saying", "says", "reading"];
 const CANCEL: &[&str] = &["cancel", "delete", "remove", "unschedule", "scrap", "drop", "kill", "cancelled", "axe"];
 const PAUSE: &[&str] = &["pause", "suspend", "halt", "freeze"];
 const RESUME: &[&str] = &["resume", "unpause", "restart", "reactivate", "continue", "reenable", "unfreeze"];
@@ -255,7 +253,7 @@ impl Reading<'_> {
     }
 
     fn schedule(&mut self, quoted: Option<String>) {
-        let said = self.after(&["saying", "says", "reading", "text"]).map(|(a, b)| self.original(a, b));
+        let said = self.after(LITERAL).map(|(a, b)| self.original(a, b));
         match quoted.or(said) {
             Some(text) => self.args.text = Some(text),
             None => match self.after(&["about", "regarding", "featuring", "promoting", "covering", "on"]).or_else(|| self.object()) {
@@ -297,7 +295,6 @@ impl Reading<'_> {
         } else if self.found.is_some() {
             self.args.selector = Some(Selector::Time);
             self.resolve_point();
-            self.args.time_assumed = false;
             self.doubts.retain(|d| !d.starts_with("no time of day"));
         } else if self.toks.iter().any(|t| ["last", "latest", "newest"].contains(&t.text.as_str())) {
             self.args.selector = Some(Selector::Last);
@@ -312,6 +309,9 @@ impl Reading<'_> {
     fn campaign(&mut self) {
         if self.found.is_some() {
             self.doubts.push("a campaign is paused or resumed now and stays so; a date for it is not kept".into());
+        }
+        if !self.toks.iter().any(|t| CAMPAIGN.contains(&t.text.as_str())) {
+            self.doubts.push("the word \"campaign\" was not said".into());
         }
         let c = (0..self.toks.len()).find(|&i| CAMPAIGN.contains(&self.word(i)));
         let verb = (0..self.toks.len()).find(|&i| PAUSE.iter().chain(RESUME).chain(&["stop", "start", "turn", "switch", "put", "hold"]).any(|v| *v == self.word(i)));

@@ -23,6 +23,8 @@ pub struct Failure {
     pub status: u16,
     /// What went wrong.
     pub message: String,
+    /// The request field it names, where it names one.
+    pub param: Option<String>,
 }
 
 /// Answers a chat under a JSON schema.

@@ -187,6 +187,7 @@ impl Voice {
         let kept_audio = input.audio.as_ref().filter(|_| self.0.config.keep_audio).map(|a| {
             (base64::engine::general_purpose::STANDARD.encode(&a.bytes), a.filename.clone().unwrap_or_default())
         });
+        let spoken = input.audio.is_some();
         let transcript = match (input.audio, input.text) {
             (Some(_), Some(_)) => return Err(VoiceError::invalid("text", "send audio or text, not both")),
             (None, None) => return Err(VoiceError::invalid("file", "send audio as `file` (multipart) or JSON {\"text\": ...}")),
@@ -196,21 +197,23 @@ impl Voice {
                 let t = Instant::now();
                 let model = input.speech_model.as_deref().or((!self.0.config.speech_model.is_empty()).then_some(self.0.config.speech_model.as_str()));
                 let prompt = self.vocabulary(caller).await;
-                let text = speech.transcribe(caller, audio, model, Some(prompt)).await.map_err(|e| VoiceError::from_status(e.status, &e.message, None))?;
+                let text = speech.transcribe(caller, audio, model, Some(prompt)).await.map_err(|e| VoiceError::from_status(e.status, &e.message, e.param.as_deref().or(Some("file"))))?;
                 timings.speech_ms = ms_since(t);
                 text
             }
         };
         let transcript = transcript.trim().to_owned();
         if transcript.is_empty() {
-            return Err(VoiceError::invalid("text", "nothing was said"));
+            return Err(VoiceError::invalid(if spoken { "file" } else { "text" }, "nothing was said"));
         }
         if transcript.chars().count() > 2_000 {
             return Err(VoiceError::invalid("text", "a command is at most 2,000 characters"));
         }
         let p = &self.0.posting;
         let accounts = ops::accounts(p, caller).await.map_err(|e| posting_error(&e))?;
-        let account = pick_account(&accounts, input.account.as_deref(), input.campaign.as_deref(), p, caller).await?;
+        // A key limited to one campaign works in that campaign.
+        let campaign = input.campaign.clone().or_else(|| caller.0.as_ref().and_then(|k| k.campaign().map(str::to_owned)));
+        let account = pick_account(&accounts, input.account.as_deref(), campaign.as_deref(), p, caller).await?;
         let zone = input.timezone.clone().or_else(|| account.map(|a| a.time_zone.clone())).unwrap_or_else(|| p.default_time_zone().to_owned());
         let tz = TimeZone::get(&zone).map_err(|_| VoiceError::invalid("timezone", format!("`{zone}` is not an IANA time zone")))?;
         let clock = Clock { now: Timestamp::now(), tz };
@@ -262,7 +265,7 @@ impl Voice {
         }
 
         let t = Instant::now();
-        let cx = Context { posting: p, caller, account, campaign_id: input.campaign.as_deref(), clock: &clock };
+        let cx = Context { posting: p, caller, account, campaign_id: campaign.as_deref(), clock: &clock };
         let step = actions::plan(&cx, &parsed).await;
         let mut plan_to_keep = None;
         match step {
@@ -280,7 +283,7 @@ impl Voice {
                 if parsed.intent.destructive() || unsure || ambiguous {
                     let why = match (parsed.intent.destructive(), ambiguous) {
                         (_, true) => "the name fits more than one thing",
-                        (true, _) => "it cannot be undone by voice",
+                        (true, _) => "cancelling and pausing are always confirmed",
                         _ => "I am not sure I heard it right",
                     };
                     answer.status = "needs_confirmation".into();
@@ -369,13 +372,27 @@ impl Voice {
             Claim::Expired => return Err(VoiceError::gone("the confirmation token has expired: say the command again")),
             Claim::Unknown => return Err(VoiceError::not_found("token", "no command waits on that token for this key")),
         };
-        let mut answer = read_record(&stored)?;
-        let plan: Plan = serde_json::from_str(stored.plan.as_deref().unwrap_or("null")).map_err(|e| VoiceError::internal(format!("stored plan: {e}")))?;
+        // Until the action starts, a failure gives the token back: a retry may take it again.
+        let prepared = async {
+            let answer = read_record(&stored)?;
+            let plan: Plan = serde_json::from_str(stored.plan.as_deref().unwrap_or("null")).map_err(|e| VoiceError::internal(format!("stored plan: {e}")))?;
+            let accounts = ops::accounts(&self.0.posting, caller).await.map_err(|e| posting_error(&e))?;
+            Ok::<_, VoiceError>((answer, plan, accounts))
+        };
+        let (mut answer, plan, accounts) = match prepared.await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(release) = self.0.store.release(&stored.id, now_ms()).await {
+                    tracing::error!(error = %release, id = %stored.id, "voice: a claimed confirmation could not be given back");
+                }
+                return Err(e);
+            }
+        };
         let tz = TimeZone::get(&answer.time_zone).unwrap_or(TimeZone::UTC);
         let clock = Clock { now: Timestamp::now(), tz };
-        let accounts = ops::accounts(&self.0.posting, caller).await.map_err(|e| posting_error(&e))?;
         let account = answer.account_id.as_ref().and_then(|id| accounts.iter().find(|a| &a.id == id));
-        let cx = Context { posting: &self.0.posting, caller, account, campaign_id: None, clock: &clock };
+        let campaign = plan_campaign(&plan);
+        let cx = Context { posting: &self.0.posting, caller, account, campaign_id: campaign.as_deref(), clock: &clock };
         self.carry_out(&cx, &plan, &mut answer).await;
         answer.needs_confirmation = false;
         answer.timings.action_ms += ms_since(started);
@@ -391,6 +408,15 @@ impl Voice {
         let owner = caller.0.as_ref().map(|k| k.id.clone()).unwrap_or_default();
         let rows = self.0.store.list((!admin).then_some(owner.as_str()), before, limit).await.map_err(VoiceError::storage)?;
         rows.iter().map(|s| Ok((read_record(s)?, s.created_ms))).collect()
+    }
+}
+
+/// The campaign a stored plan works in.
+fn plan_campaign(plan: &Plan) -> Option<String> {
+    match plan {
+        Plan::Drafts { campaign_id, .. } | Plan::Schedule { campaign_id, .. } | Plan::Report { campaign_id, .. } => campaign_id.clone(),
+        Plan::Campaign { campaign_id, .. } => Some(campaign_id.clone()),
+        Plan::Cancel { .. } | Plan::Posts { .. } => None,
     }
 }
 

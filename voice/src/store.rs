@@ -144,6 +144,16 @@ impl Store {
         })
     }
 
+    /// Give a claimed token back (the action never started).
+    pub async fn release(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE voice_commands SET status = 'needs_confirmation', updated_ms = $1 WHERE id = $2 AND status = 'confirming'")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The command's outcome: its status and the answer.
     pub async fn finish(&self, id: &str, status: &str, record: &str, now_ms: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE voice_commands SET status = $1, record = $2, updated_ms = $3 WHERE id = $4")

@@ -37,3 +37,25 @@ fn the_grammar_reads_every_command_of_the_table() {
     }
     assert!(wrong.is_empty(), "{} of {read} wrong:\n{}", wrong.len(), wrong.join("\n"));
 }
+
+#[test]
+fn odd_input_reads_without_panicking() {
+    let clock = Clock { now: Timestamp::now(), tz: TimeZone::get("Europe/Berlin").expect("zone") };
+    // Curly quotes around a post's words.
+    let p = grammar::read("Schedule a post saying \u{201c}Hi there\u{201d} tomorrow at 9", &clock);
+    assert_eq!((p.intent, p.args.text.as_deref()), (Intent::SchedulePost, Some("Hi there")));
+    let p = grammar::read("Schedule \u{201c}Hi\u{201d} tomorrow at 9", &clock);
+    assert_eq!(p.args.text.as_deref(), Some("Hi"));
+    // Numbers nobody means.
+    for said in ["Post about coffee in 8000000 days", "What's scheduled for the next 4000000000 weeks", "How many clicks in the last 99999999 hours"] {
+        let _ = grammar::read(said, &clock);
+    }
+    // A post's own words are not the command: "continue", "cancel" after "saying".
+    let p = grammar::read("Post an update saying we continue the coffee sale tomorrow at noon", &clock);
+    assert_eq!(p.intent, Intent::SchedulePost);
+    assert_eq!(p.args.text.as_deref(), Some("we continue the coffee sale"));
+    // A campaign change with no "campaign" said is confirmed first.
+    let p = grammar::read("Resume coffee", &clock);
+    assert_eq!(p.intent, Intent::ResumeCampaign);
+    assert!(p.confidence < 0.7, "{p:?}");
+}

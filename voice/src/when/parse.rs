@@ -110,6 +110,10 @@ fn duration(t: Toks) -> Option<(Amount, usize)> {
         return Some((Amount::Exact(SignedDuration::from_mins(30)), 3));
     }
     let (n, k) = number(t)?;
+    // Past a century nothing is meant (and jiff's spans end near 20,000 years).
+    if n > 36_500 {
+        return None;
+    }
     let unit = word(t, k);
     let n = i64::from(n);
     let amount = match unit.trim_end_matches('s') {
