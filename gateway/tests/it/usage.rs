@@ -71,7 +71,9 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     assert_eq!(header(&res, "x-starling-provider"), "openai");
     res.text().await.expect("stream");
     // 3: the local model. 4: a model nobody has.
-    let res = post_json(&url, &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})).await;
+    // `ignore_eos` on the local requests: the token counts below are exact,
+    // and a sampled end token would end an answer early.
+    let res = post_json(&url, &json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "ignore_eos": true})).await;
     assert_eq!(res.status(), 200);
     let res = post_json(&url, &json!({"model": "nope", "messages": [{"role": "user", "content": "Hi"}]})).await;
     assert_eq!(res.status(), 404);
@@ -79,12 +81,12 @@ pub async fn recorded_priced_and_kept_across_a_restart(db_url: &str) {
     let res = post_json(&url, &json!({"model": "no\u{0}pe", "messages": [{"role": "user", "content": "Hi"}]})).await;
     assert_eq!(res.status(), 404);
     // 5 and 6: a deterministic request twice; the second is a cache hit.
-    let greedy = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "temperature": 0});
+    let greedy = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3, "temperature": 0, "ignore_eos": true});
     post_json(&url, &greedy).await.text().await.expect("body");
     let res = post_json(&url, &greedy).await;
     assert_eq!(header(&res, "x-starling-cache"), "hit");
     // 7: a legacy completion, streamed without include_usage.
-    let legacy = json!({"model": MODEL, "prompt": "Tea is", "max_tokens": 2, "stream": true});
+    let legacy = json!({"model": MODEL, "prompt": "Tea is", "max_tokens": 2, "stream": true, "ignore_eos": true});
     let text = post_json(&format!("{}/completions", s.v1()), &legacy).await.text().await.expect("body");
     assert!(!text.contains("\"usage\""), "{text}");
 
