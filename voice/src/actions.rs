@@ -133,26 +133,20 @@ pub async fn plan(cx: &Context<'_>, parsed: &Parsed) -> Result<Step, ApiError> {
             let Some(said) = &a.campaign else { return ask("Which campaign? Say its name.") };
             let status = if parsed.intent == Intent::PauseCampaign { "paused" } else { "active" };
             let campaigns = ops::campaigns(cx.posting, cx.caller).await?;
-            let (c, ambiguous) = match best(said, &campaigns, |c| vec![c.name.clone(), c.niche.clone()]) {
+            let (c, others) = match best(said, &campaigns, |c| vec![c.name.clone(), c.niche.clone()]) {
                 Match::None => return Ok(Step::Ask(format!("No campaign is called anything like \"{said}\"."))),
-                Match::One(c) => (c, false),
-                Match::Several(cs) => (cs[0], true),
+                Match::One(c) => (c, Vec::new()),
+                Match::Several(cs) => (cs[0], cs[1..].iter().map(|o| format!("\"{}\"", o.name)).collect()),
             };
             let verb = if status == "paused" { "pause" } else { "resume" };
             let mut preview = format!("{verb} campaign \"{}\"", c.name);
+            let ambiguous = !others.is_empty();
             if ambiguous {
-                preview.push_str(&format!(" (\"{said}\" also fits: {})", other_names(said, &campaigns, &c.id)));
+                preview.push_str(&format!(" (\"{said}\" also fits: {})", others.join(", ")));
             }
             Ok(Step::Ready { plan: Plan::Campaign { campaign_id: c.id.clone(), name: c.name.clone(), status: status.into() }, preview, ambiguous })
         }
         Intent::ReportMetric => report(cx, parsed).await,
-    }
-}
-
-fn other_names(said: &str, campaigns: &[posting::model::Campaign], except: &str) -> String {
-    match best(said, campaigns, |c| vec![c.name.clone(), c.niche.clone()]) {
-        Match::Several(cs) => cs.iter().filter(|c| c.id != except).map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", "),
-        _ => String::new(),
     }
 }
 
